@@ -1,0 +1,16 @@
+//! Spoor's domain model: what an event is, how a Segment-style message becomes a canonical
+//! event, and (later) identities, profiles and audiences.
+//!
+//! This crate does no I/O and has no async: every function is a pure transformation, so the
+//! rules can be tested exhaustively and reused by every backend and entry point (HTTP, bulk
+//! import, replay).
+
+pub mod clock;
+pub mod enrich;
+pub mod event;
+pub mod ids;
+pub mod ingest;
+
+pub use clock::{Clock, FixedClock, SystemClock};
+pub use event::{EventType, StoredEvent};
+pub use ids::SourceId;
