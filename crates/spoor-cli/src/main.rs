@@ -1,1 +1,63 @@
-fn main() {}
+//! `spoor`: one binary for the server, its admin client, bulk import and benchmarks.
+
+mod client;
+mod commands;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "spoor",
+    version,
+    about = "Spoor, the open-source customer data platform"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Start the server (ingest API, admin API, metrics) on the embedded storage.
+    Serve(commands::serve::ServeArgs),
+    /// Print the default configuration file, every key commented.
+    Config,
+    /// Manage sources and their write keys (talks to a running server).
+    #[command(subcommand)]
+    Sources(commands::admin::SourcesCmd),
+    /// Manage admin API tokens (talks to a running server).
+    #[command(subcommand)]
+    Tokens(commands::admin::TokensCmd),
+    /// Read the event log: list, export as NDJSON, rejected events.
+    #[command(subcommand)]
+    Events(commands::admin::EventsCmd),
+    /// Bulk-import Segment events (NDJSON) or records (CSV) through the import API.
+    Import(commands::import::ImportArgs),
+    /// Measure performance (prints figures; never part of the test suite).
+    #[command(subcommand)]
+    Bench(commands::bench::BenchCmd),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve(args) => commands::serve::run(args),
+        Command::Config => {
+            print!("{}", spoor_server::config::DEFAULT_TOML);
+            Ok(())
+        }
+        Command::Sources(c) => commands::admin::sources(c),
+        Command::Tokens(c) => commands::admin::tokens(c),
+        Command::Events(c) => commands::admin::events(c),
+        Command::Import(a) => commands::import::run(a),
+        Command::Bench(c) => commands::bench::run(c),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -8,6 +8,7 @@
 pub mod clock;
 pub mod enrich;
 pub mod event;
+pub mod identity;
 pub mod ids;
 pub mod ingest;
 

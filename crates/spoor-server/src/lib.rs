@@ -1,1 +1,135 @@
-//! (being written)
+//! Spoor's HTTP surface: the Segment-compatible ingest API, the admin API, health and
+//! metrics. Handlers are thin: they check input at the door and call into `spoor-core`
+//! (pure rules) and `spoor-store` (durable state).
+
+pub mod api;
+pub mod auth;
+pub mod body;
+pub mod config;
+pub mod error;
+pub mod metrics;
+
+use auth::{Auth, FirstStart};
+use config::Config;
+use error::ApiError;
+use metrics::Metrics;
+use spoor_core::Clock;
+use spoor_store::log::{EventLog, LogOptions, LogReader, LogWriter, WriterOptions};
+use spoor_store::meta::MetaStore;
+use std::net::SocketAddr;
+use std::ops::Deref;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Shared state of a running server. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState(Arc<Inner>);
+
+pub struct Inner {
+    pub cfg: Config,
+    pub auth: Auth,
+    pub writer: LogWriter,
+    pub reader: LogReader,
+    pub rejects: LogWriter,
+    pub rejects_reader: LogReader,
+    pub metrics: Arc<Metrics>,
+    pub clock: Arc<dyn Clock>,
+    pub started: Instant,
+}
+
+impl Deref for AppState {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}
+
+/// Secrets to create on first start instead of random ones (`SPOOR_INIT_*`).
+#[derive(Debug, Default, Clone)]
+pub struct InitSecrets {
+    pub write_key: Option<String>,
+    pub admin_token: Option<String>,
+}
+
+fn open_log(
+    dir: std::path::PathBuf,
+    cfg: &Config,
+    metrics: &Arc<Metrics>,
+    clock: &Arc<dyn Clock>,
+    observe_fsync: bool,
+) -> Result<(LogWriter, LogReader), ApiError> {
+    let log = EventLog::open(LogOptions {
+        dir,
+        segment_bytes: cfg.storage.segment_bytes,
+    })?;
+    let m = metrics.clone();
+    let on_fsync: Option<Arc<dyn Fn(Duration) + Send + Sync>> = if observe_fsync {
+        Some(Arc::new(move |d: Duration| {
+            m.fsync_seconds.observe(d.as_secs_f64())
+        }))
+    } else {
+        None
+    };
+    let clock = clock.clone();
+    let opts = WriterOptions {
+        queue_batches: cfg.ingest.queue_batches,
+        dedupe_window: Duration::from_secs(cfg.ingest.dedupe_window_secs),
+        dedupe_max_keys: cfg.ingest.dedupe_max_keys,
+        max_group_bytes: cfg.ingest.max_group_bytes,
+        on_fsync,
+    };
+    Ok(LogWriter::spawn(
+        log,
+        opts,
+        Arc::new(move || clock.now().timestamp_millis()),
+    )?)
+}
+
+impl AppState {
+    /// Opens (or creates) the data directory and starts the log writers. On an empty data
+    /// directory it also creates the `default` source and an admin token, returned once.
+    pub fn open(
+        cfg: Config,
+        clock: Arc<dyn Clock>,
+        init: InitSecrets,
+    ) -> Result<(Self, Option<FirstStart>), ApiError> {
+        let dir = cfg.storage.data_dir.clone();
+        std::fs::create_dir_all(&dir).map_err(|e| {
+            ApiError::internal(format!("cannot create data dir {}: {e}", dir.display()))
+        })?;
+        let meta = Arc::new(MetaStore::open(&dir.join("meta"))?);
+        let auth = Auth::new(meta)?;
+        let first = auth.initialize(init.write_key, init.admin_token)?;
+        let metrics = Arc::new(Metrics::default());
+        let (writer, reader) = open_log(dir.join("log"), &cfg, &metrics, &clock, true)?;
+        let (rejects, rejects_reader) =
+            open_log(dir.join("rejected"), &cfg, &metrics, &clock, false)?;
+        let inner = Inner {
+            cfg,
+            auth,
+            writer,
+            reader,
+            rejects,
+            rejects_reader,
+            metrics,
+            clock,
+            started: Instant::now(),
+        };
+        Ok((Self(Arc::new(inner)), first))
+    }
+}
+
+/// Serves until `shutdown` resolves, then drains in-flight requests.
+pub async fn serve(
+    app: AppState,
+    listener: tokio::net::TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let router = api::router(app);
+    axum::serve(
+        listener,
+        router.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
+}

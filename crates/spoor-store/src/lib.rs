@@ -2,4 +2,8 @@
 //! embedded metadata store (sources, tokens). Everything else Spoor holds is derived from
 //! these two and can be rebuilt by replaying the log.
 
+pub mod error;
 pub mod log;
+pub mod meta;
+
+pub use error::{StoreError, StoreResult};

@@ -207,15 +207,20 @@ pub fn normalize(raw: &RawValue, ctx: &IngestContext) -> Result<Normalized, Reje
         .and_then(parse_user_agent);
     let utm = extract_utm(&ev, text)?;
 
-    // A batch's shared context/integrations become part of each event's message.
+    // A batch's shared context/integrations become part of each event's message, and a
+    // `writeKey` (browser clients put it in every event) is removed: it is a credential,
+    // the one field Spoor does not keep.
     let merged;
-    let message: &RawValue = if ctx.batch_context.is_some() || ctx.batch_integrations.is_some() {
+    let rewrite =
+        ctx.batch_context.is_some() || ctx.batch_integrations.is_some() || ev.write_key.0.is_some();
+    let message: &RawValue = if rewrite {
         let Value::Object(mut obj) = serde_json::from_str(text).map_err(invalid_json)? else {
             return Err(Rejection::new(
                 RejectCode::InvalidJson,
                 "event must be a JSON object",
             ));
         };
+        obj.remove("writeKey");
         if let Some(c) = ctx.batch_context {
             merge_shared(&mut obj, "context", c)?;
         }

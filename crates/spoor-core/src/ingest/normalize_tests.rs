@@ -231,3 +231,15 @@ fn time_formats() {
     assert_eq!(parse_time("nope"), None);
     assert_eq!(parse_time("-5"), None);
 }
+
+#[test]
+fn write_key_is_not_stored_but_everything_else_is() {
+    let (_, v) = run(
+        r#"{"type":"track","event":"E","userId":"u","writeKey":"SECRET","_metadata":{"a":1}}"#,
+        |_| {},
+    )
+    .unwrap();
+    assert!(v["message"].get("writeKey").is_none());
+    assert_eq!(v["message"]["_metadata"]["a"], 1);
+    assert!(!v.to_string().contains("SECRET"));
+}

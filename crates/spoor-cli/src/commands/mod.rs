@@ -1,0 +1,6 @@
+//! One module per subcommand.
+
+pub mod admin;
+pub mod bench;
+pub mod import;
+pub mod serve;

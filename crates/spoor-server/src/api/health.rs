@@ -1,0 +1,41 @@
+//! `/healthz` (the process answers), `/readyz` (it can accept events), `/metrics`.
+
+use crate::AppState;
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::json;
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
+        .route("/readyz", get(ready))
+        .route("/metrics", get(metrics))
+}
+
+async fn ready(State(app): State<AppState>) -> impl IntoResponse {
+    if app.writer.is_healthy() && app.rejects.is_healthy() {
+        (StatusCode::OK, Json(json!({"status": "ready"})))
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(
+                json!({"status": "unavailable", "reason": "the event log writer has failed; see the logs"}),
+            ),
+        )
+    }
+}
+
+async fn metrics(State(app): State<AppState>) -> impl IntoResponse {
+    app.metrics.log_size_bytes.set(app.writer.size_bytes());
+    app.metrics.log_last_seq.set(app.reader.last_seq());
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        app.metrics.render(),
+    )
+}

@@ -1,0 +1,60 @@
+//! Routes, one file per API resource.
+
+pub mod events;
+pub mod health;
+pub mod ingest;
+pub mod settings;
+pub mod sources;
+pub mod tokens;
+
+use crate::AppState;
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{HeaderValue, Method};
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::Router;
+use tower_http::cors::{AllowOrigin, Any, CorsLayer};
+
+/// The whole HTTP surface.
+pub fn router(app: AppState) -> Router {
+    let cors = cors_layer(&app.cfg.server.cors_origins);
+    let public = ingest::routes().merge(settings::routes()).layer(cors);
+    Router::new()
+        .merge(public)
+        .merge(events::routes())
+        .merge(sources::routes())
+        .merge(tokens::routes())
+        .merge(health::routes())
+        .layer(middleware::from_fn_with_state(app.clone(), count_requests))
+        .with_state(app)
+}
+
+fn cors_layer(origins: &[String]) -> CorsLayer {
+    let base = CorsLayer::new()
+        .allow_methods([Method::GET, Method::POST, Method::OPTIONS])
+        .allow_headers(Any)
+        .max_age(std::time::Duration::from_secs(86_400));
+    if origins.iter().any(|o| o == "*") {
+        base.allow_origin(Any)
+    } else {
+        let list: Vec<HeaderValue> = origins.iter().filter_map(|o| o.parse().ok()).collect();
+        base.allow_origin(AllowOrigin::list(list))
+    }
+}
+
+async fn count_requests(State(app): State<AppState>, req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".into());
+    let resp = next.run(req).await;
+    app.metrics
+        .requests
+        .get_or_create(&crate::metrics::RouteLabels {
+            route,
+            status: resp.status().as_u16(),
+        })
+        .inc();
+    resp
+}

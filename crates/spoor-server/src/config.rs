@@ -1,0 +1,185 @@
+//! Configuration: a commented default TOML (which documents every key) < a config file <
+//! `SPOOR_*` environment variables < command-line flags. Unknown keys are an error, so a
+//! typo never silently falls back to a default.
+
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+use spoor_core::ingest::Limits;
+use std::path::{Path, PathBuf};
+
+/// The default configuration, with a comment on every key. `spoor config` prints it.
+pub const DEFAULT_TOML: &str = include_str!("default_config.toml");
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub storage: StorageConfig,
+    pub ingest: IngestConfig,
+    pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    pub listen: String,
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    pub cors_origins: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StorageConfig {
+    pub data_dir: PathBuf,
+    pub segment_bytes: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IngestConfig {
+    #[serde(flatten)]
+    pub limits: Limits,
+    pub dedupe_window_secs: u64,
+    pub dedupe_max_keys: usize,
+    pub queue_batches: usize,
+    pub max_group_bytes: usize,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    pub level: String,
+    pub format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Values given on the command line; `None` means "not given".
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    pub listen: Option<String>,
+    pub data_dir: Option<PathBuf>,
+}
+
+/// Short environment names for the keys people set most; any key can also be set as
+/// `SPOOR_<SECTION>__<KEY>` (e.g. `SPOOR_INGEST__MAX_EVENT_BYTES`).
+const ENV_SHORTCUTS: &[(&str, &str)] = &[
+    ("listen", "server.listen"),
+    ("data_dir", "storage.data_dir"),
+    ("log_level", "log.level"),
+    ("log_format", "log.format"),
+];
+
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration: {0}")]
+pub struct ConfigError(pub String);
+
+impl Config {
+    /// Loads the layered configuration. `file` is an optional TOML file.
+    pub fn load(file: Option<&Path>, flags: &Overrides) -> Result<Self, ConfigError> {
+        let mut fig = Figment::from(Toml::string(DEFAULT_TOML));
+        if let Some(f) = file {
+            if !f.exists() {
+                return Err(ConfigError(format!(
+                    "config file {} does not exist",
+                    f.display()
+                )));
+            }
+            fig = fig.merge(Toml::file(f));
+        }
+        let env = Env::prefixed("SPOOR_")
+            .filter(|k| k.as_str().contains("__") || ENV_SHORTCUTS.iter().any(|(s, _)| k == *s))
+            .map(|k| {
+                ENV_SHORTCUTS
+                    .iter()
+                    .find(|(s, _)| k == *s)
+                    .map(|(_, full)| (*full).into())
+                    .unwrap_or_else(|| k.as_str().replace("__", ".").into())
+            })
+            .lowercase(true);
+        fig = fig.merge(env);
+        if let Some(l) = &flags.listen {
+            fig = fig.merge(Serialized::default("server.listen", l));
+        }
+        if let Some(d) = &flags.data_dir {
+            fig = fig.merge(Serialized::default("storage.data_dir", d));
+        }
+        let cfg: Config = fig.extract().map_err(|e| ConfigError(e.to_string()))?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |m: String| Err(ConfigError(m));
+        if self.server.listen.parse::<std::net::SocketAddr>().is_err() {
+            return bad(format!(
+                "server.listen {:?} is not host:port (e.g. 127.0.0.1:8080)",
+                self.server.listen
+            ));
+        }
+        let l = &self.ingest.limits;
+        if l.max_event_bytes == 0
+            || l.max_batch_bytes < l.max_event_bytes
+            || l.max_batch_events == 0
+        {
+            return bad(
+                "ingest limits must be positive and max_batch_bytes >= max_event_bytes".into(),
+            );
+        }
+        if self.ingest.queue_batches == 0 {
+            return bad("ingest.queue_batches must be at least 1".into());
+        }
+        if self.storage.segment_bytes < 1024 * 1024 {
+            return bad("storage.segment_bytes must be at least 1 MiB".into());
+        }
+        if self.storage.data_dir.as_os_str().is_empty() {
+            return bad("storage.data_dir must not be empty".into());
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_parse_and_validate() {
+        let c = Config::load(None, &Overrides::default()).unwrap();
+        assert_eq!(c.ingest.limits, Limits::default());
+        assert_eq!(c.storage.data_dir, PathBuf::from("./spoor-data"));
+    }
+
+    #[test]
+    fn file_then_flags_override_and_unknown_keys_fail() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("spoor.toml");
+        std::fs::write(
+            &f,
+            "[server]\nlisten = \"127.0.0.1:9000\"\n[ingest]\nmax_batch_events = 10\n",
+        )
+        .unwrap();
+        let c = Config::load(Some(&f), &Overrides::default()).unwrap();
+        assert_eq!(c.server.listen, "127.0.0.1:9000");
+        assert_eq!(c.ingest.limits.max_batch_events, 10);
+        let flags = Overrides {
+            listen: Some("127.0.0.1:9001".into()),
+            data_dir: Some("/tmp/x".into()),
+        };
+        let c = Config::load(Some(&f), &flags).unwrap();
+        assert_eq!(c.server.listen, "127.0.0.1:9001");
+        assert_eq!(c.storage.data_dir, PathBuf::from("/tmp/x"));
+
+        std::fs::write(&f, "[server]\nlistn = \"x\"\n").unwrap();
+        let err = Config::load(Some(&f), &Overrides::default()).unwrap_err();
+        assert!(err.to_string().contains("listn"), "{err}");
+        std::fs::write(&f, "[server]\nlisten = \"nope\"\n").unwrap();
+        assert!(Config::load(Some(&f), &Overrides::default()).is_err());
+    }
+}

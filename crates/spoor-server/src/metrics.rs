@@ -1,0 +1,121 @@
+//! Prometheus metrics, served at `/metrics`.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+use std::sync::atomic::AtomicU64;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteLabels {
+    pub route: String,
+    pub status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TypeLabels {
+    pub r#type: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub reason: String,
+}
+
+/// Every metric Spoor exports. Cheap to update from any thread.
+pub struct Metrics {
+    registry: Registry,
+    pub requests: Family<RouteLabels, Counter>,
+    pub request_seconds: Histogram,
+    pub events_accepted: Family<TypeLabels, Counter>,
+    pub events_rejected: Family<ReasonLabels, Counter>,
+    pub events_duplicate: Counter,
+    pub ingest_bytes: Counter,
+    pub fsync_seconds: Histogram,
+    pub log_size_bytes: Gauge<u64, AtomicU64>,
+    pub log_last_seq: Gauge<u64, AtomicU64>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("spoor");
+        let requests = Family::<RouteLabels, Counter>::default();
+        registry.register(
+            "http_requests",
+            "HTTP requests by route and status",
+            requests.clone(),
+        );
+        let request_seconds = Histogram::new(exponential_buckets(0.000_1, 2.0, 18));
+        registry.register(
+            "ingest_request_duration_seconds",
+            "Ingest request latency",
+            request_seconds.clone(),
+        );
+        let events_accepted = Family::<TypeLabels, Counter>::default();
+        registry.register(
+            "events_accepted",
+            "Events durably appended to the log, by type",
+            events_accepted.clone(),
+        );
+        let events_rejected = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "events_rejected",
+            "Events rejected at the door, by reason",
+            events_rejected.clone(),
+        );
+        let events_duplicate = Counter::default();
+        registry.register(
+            "events_duplicate",
+            "Events dropped as duplicates (messageId seen within the window)",
+            events_duplicate.clone(),
+        );
+        let ingest_bytes = Counter::default();
+        registry.register(
+            "ingest_bytes",
+            "Request body bytes received by ingest, after decompression",
+            ingest_bytes.clone(),
+        );
+        let fsync_seconds = Histogram::new(exponential_buckets(0.000_05, 2.0, 18));
+        registry.register(
+            "log_fsync_duration_seconds",
+            "Duration of event-log fsyncs (one per group commit)",
+            fsync_seconds.clone(),
+        );
+        let log_size_bytes = Gauge::<u64, AtomicU64>::default();
+        registry.register(
+            "log_size_bytes",
+            "Size of the event log on disk",
+            log_size_bytes.clone(),
+        );
+        let log_last_seq = Gauge::<u64, AtomicU64>::default();
+        registry.register(
+            "log_last_seq",
+            "Sequence number of the newest durable event",
+            log_last_seq.clone(),
+        );
+        Self {
+            registry,
+            requests,
+            request_seconds,
+            events_accepted,
+            events_rejected,
+            events_duplicate,
+            ingest_bytes,
+            fsync_seconds,
+            log_size_bytes,
+            log_last_seq,
+        }
+    }
+}
+
+impl Metrics {
+    /// The text exposition format.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        // Writing to a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
