@@ -1,5 +1,6 @@
 //! `spoor`: one binary for the server, its admin client, bulk import and benchmarks.
 
+mod bench;
 mod client;
 mod commands;
 

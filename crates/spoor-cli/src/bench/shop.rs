@@ -25,7 +25,16 @@ impl Rng {
     }
 }
 
-const CATEGORIES: &[&str] = &["shoes", "jackets", "bags", "watches", "sunglasses", "shirts", "dresses", "sportswear"];
+const CATEGORIES: &[&str] = &[
+    "shoes",
+    "jackets",
+    "bags",
+    "watches",
+    "sunglasses",
+    "shirts",
+    "dresses",
+    "sportswear",
+];
 const CAMPAIGNS: &[(&str, &str, &str)] = &[
     ("google", "cpc", "winter-sale"),
     ("newsletter", "email", "weekly-picks"),
@@ -81,18 +90,30 @@ impl Shop {
         let message_id = format!("bench-{}-{}", self.run, self.seq);
         let price = 10 + self.rng.below(190);
         match self.rng.below(100) {
-            0..=44 => json!({"type": "page", "anonymousId": anon, "name": cat, "properties": {"category": cat, "path": format!("/{cat}")}, "context": context, "messageId": message_id, "timestamp": ts}),
-            45..=74 => json!({"type": "track", "event": "Product Viewed", "anonymousId": anon, "properties": {"product_id": format!("p{product}"), "category": cat, "price": price, "currency": "EUR"}, "context": context, "messageId": message_id, "timestamp": ts}),
-            75..=86 => json!({"type": "track", "event": "Product Added", "anonymousId": anon, "properties": {"product_id": format!("p{product}"), "category": cat, "price": price, "quantity": 1, "cart_id": format!("c{person}")}, "context": context, "messageId": message_id, "timestamp": ts}),
-            87..=93 => json!({"type": "identify", "userId": user, "anonymousId": anon, "traits": {"email": format!("{user}@example.com"), "first_name": "Sam", "plan": "member", "city": "Utrecht"}, "context": context, "messageId": message_id, "timestamp": ts}),
-            _ => json!({"type": "track", "event": "Order Completed", "userId": user, "anonymousId": anon, "properties": {"order_id": format!("o{}", self.seq), "revenue": price, "currency": "EUR", "products": [{"product_id": format!("p{product}"), "price": price, "quantity": 1, "category": cat}]}, "context": context, "messageId": message_id, "timestamp": ts}),
+            0..=44 => {
+                json!({"type": "page", "anonymousId": anon, "name": cat, "properties": {"category": cat, "path": format!("/{cat}")}, "context": context, "messageId": message_id, "timestamp": ts})
+            }
+            45..=74 => {
+                json!({"type": "track", "event": "Product Viewed", "anonymousId": anon, "properties": {"product_id": format!("p{product}"), "category": cat, "price": price, "currency": "EUR"}, "context": context, "messageId": message_id, "timestamp": ts})
+            }
+            75..=86 => {
+                json!({"type": "track", "event": "Product Added", "anonymousId": anon, "properties": {"product_id": format!("p{product}"), "category": cat, "price": price, "quantity": 1, "cart_id": format!("c{person}")}, "context": context, "messageId": message_id, "timestamp": ts})
+            }
+            87..=93 => {
+                json!({"type": "identify", "userId": user, "anonymousId": anon, "traits": {"email": format!("{user}@example.com"), "first_name": "Sam", "plan": "member", "city": "Utrecht"}, "context": context, "messageId": message_id, "timestamp": ts})
+            }
+            _ => {
+                json!({"type": "track", "event": "Order Completed", "userId": user, "anonymousId": anon, "properties": {"order_id": format!("o{}", self.seq), "revenue": price, "currency": "EUR", "products": [{"product_id": format!("p{product}"), "price": price, "quantity": 1, "category": cat}]}, "context": context, "messageId": message_id, "timestamp": ts})
+            }
         }
     }
 
     /// A `/v1/batch` body of `n` events with the batch's `sentAt`.
     pub fn batch_body(&mut self, n: usize, now_ms: i64) -> Vec<u8> {
         let events: Vec<Value> = (0..n).map(|_| self.next_event(now_ms)).collect();
-        let sent = chrono::DateTime::from_timestamp_millis(now_ms).unwrap_or_default().to_rfc3339();
+        let sent = chrono::DateTime::from_timestamp_millis(now_ms)
+            .unwrap_or_default()
+            .to_rfc3339();
         serde_json::to_vec(&json!({"batch": events, "sentAt": sent})).unwrap_or_default()
     }
 }

@@ -268,11 +268,10 @@ fn validate(kind: EventType, ev: &EventIn) -> Result<(), Rejection> {
         ))
     };
     match kind {
-        EventType::Alias => {
-            if ev.user_id.get().is_none() || ev.previous_id.get().is_none() {
-                return missing(RejectCode::MissingIdentity, "userId and previousId");
-            }
+        EventType::Alias if ev.user_id.get().is_none() || ev.previous_id.get().is_none() => {
+            return missing(RejectCode::MissingIdentity, "userId and previousId");
         }
+        EventType::Alias => {}
         _ if ev.user_id.get().is_none() && ev.anonymous_id.get().is_none() => {
             return missing(RejectCode::MissingIdentity, "userId or anonymousId");
         }
