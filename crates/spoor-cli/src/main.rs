@@ -33,6 +33,11 @@ enum Command {
     /// Read the event log: list, export as NDJSON, rejected events.
     #[command(subcommand)]
     Events(commands::admin::EventsCmd),
+    /// Look at profiles: one person's card, identity and events (talks to a running server).
+    #[command(subcommand)]
+    Profiles(commands::state::ProfilesCmd),
+    /// Re-derive profiles and the identity graph from the event log (server stopped).
+    Rebuild(commands::state::RebuildArgs),
     /// Bulk-import Segment events (NDJSON) or records (CSV) through the import API.
     Import(commands::import::ImportArgs),
     /// Measure performance (prints figures; never part of the test suite).
@@ -52,6 +57,8 @@ fn main() -> ExitCode {
         Command::Tokens(c) => commands::admin::tokens(c),
         Command::Events(c) => commands::admin::events(c),
         Command::Import(a) => commands::import::run(a),
+        Command::Profiles(c) => commands::state::profiles(c),
+        Command::Rebuild(a) => commands::state::rebuild(a),
         Command::Bench(c) => commands::bench::run(c),
     };
     match result {

@@ -11,6 +11,7 @@ pub mod event;
 pub mod identity;
 pub mod ids;
 pub mod ingest;
+pub mod profile;
 
 pub use clock::{Clock, FixedClock, SystemClock};
 pub use event::{EventType, StoredEvent};

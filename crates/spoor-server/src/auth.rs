@@ -29,6 +29,8 @@ pub enum Scope {
     Sources,
     /// Manage admin tokens.
     Tokens,
+    /// Read profiles, identities and timelines.
+    Profiles,
 }
 
 impl Scope {
@@ -47,6 +49,7 @@ impl Scope {
             Self::Events => "events",
             Self::Sources => "sources",
             Self::Tokens => "tokens",
+            Self::Profiles => "profiles",
         }
     }
 
@@ -59,9 +62,12 @@ impl Scope {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Need {
     ReadEvents,
+    ReadProfiles,
     ReadSources,
     WriteSources,
     ManageTokens,
+    /// Only `admin` (splitting profiles, and other irreversible or powerful actions).
+    Admin,
     /// Any valid token (status).
     Any,
 }
@@ -80,7 +86,9 @@ impl Caller {
         let ok = has(Scope::Admin)
             || match need {
                 Need::Any => true,
+                Need::Admin => false,
                 Need::ReadEvents => has(Scope::Read) || has(Scope::Events),
+                Need::ReadProfiles => has(Scope::Read) || has(Scope::Profiles),
                 Need::ReadSources => has(Scope::Read) || has(Scope::Sources),
                 Need::WriteSources => has(Scope::Sources),
                 Need::ManageTokens => has(Scope::Tokens),
@@ -184,6 +192,31 @@ fn valid_name(name: &str) -> Result<(), ApiError> {
     }
 }
 
+/// Chosen keys are the user's call (existing SDK set-ups have short ones); a key must only
+/// survive HTTP Basic auth, where it is the user name.
+fn check_write_key(key: &str) -> Result<(), ApiError> {
+    if key.is_empty() || key.contains(':') || key.chars().any(char::is_whitespace) {
+        return Err(ApiError::InvalidRequest(
+            "a write key must be non-empty, without ':' or spaces".into(),
+        ));
+    }
+    Ok(())
+}
+
+fn check_token_secret(secret: &str) -> Result<(), ApiError> {
+    if secret.len() < 16 {
+        return Err(ApiError::InvalidRequest(
+            "an admin token must be at least 16 characters".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Names the variable a refused first-start secret came from.
+fn init_error(var: &str, e: ApiError) -> ApiError {
+    ApiError::InvalidRequest(format!("{var}: {e}"))
+}
+
 impl Auth {
     pub fn new(meta: Arc<MetaStore>) -> Result<Self, ApiError> {
         let auth = Self {
@@ -243,6 +276,14 @@ impl Auth {
         if !self.meta.sources()?.is_empty() || !self.meta.tokens()?.is_empty() {
             return Ok(None);
         }
+        // Check both chosen secrets before storing anything: a source stored before a bad
+        // token is refused would mark the directory initialised with no admin token at all.
+        if let Some(k) = &write_key {
+            check_write_key(k).map_err(|e| init_error("SPOOR_INIT_WRITE_KEY", e))?;
+        }
+        if let Some(t) = &admin_token {
+            check_token_secret(t).map_err(|e| init_error("SPOOR_INIT_ADMIN_TOKEN", e))?;
+        }
         let (source, write_key) = self.create_source("default", write_key)?;
         let (token, admin_token) =
             self.create_token("initial-admin", vec![Scope::Admin], admin_token)?;
@@ -289,13 +330,7 @@ impl Auth {
             )));
         }
         let key = write_key.unwrap_or_else(|| random_secret("wk_"));
-        // Chosen keys are the user's call (existing SDK set-ups have short ones); a key must
-        // only survive HTTP Basic auth, where it is the user name.
-        if key.is_empty() || key.contains(':') || key.chars().any(char::is_whitespace) {
-            return Err(ApiError::InvalidRequest(
-                "a write key must be non-empty, without ':' or spaces".into(),
-            ));
-        }
+        check_write_key(&key)?;
         if self.source_for_key(&key).is_some() {
             return Err(ApiError::Conflict(
                 "that write key is already in use".into(),
@@ -337,11 +372,7 @@ impl Auth {
             ));
         }
         let secret = secret.unwrap_or_else(|| random_secret("spt_"));
-        if secret.len() < 16 {
-            return Err(ApiError::InvalidRequest(
-                "an admin token must be at least 16 characters".into(),
-            ));
-        }
+        check_token_secret(&secret)?;
         if self.caller_for_token(&secret).is_some() {
             return Err(ApiError::Conflict("that token is already in use".into()));
         }

@@ -17,6 +17,10 @@ pub struct Config {
     pub server: ServerConfig,
     pub storage: StorageConfig,
     pub ingest: IngestConfig,
+    pub processor: crate::processor::ProcessorConfig,
+    /// Identifier types, limits, priorities and blocked values (see `spoor config`).
+    #[serde(default)]
+    pub identity: spoor_core::identity::IdentityConfig,
     pub log: LogConfig,
 }
 
@@ -137,6 +141,12 @@ impl Config {
         }
         if self.storage.segment_bytes < 1024 * 1024 {
             return bad("storage.segment_bytes must be at least 1 MiB".into());
+        }
+        if let Err(e) = spoor_core::identity::IdentityRules::new(self.identity.clone()) {
+            return bad(format!("identity: {e}"));
+        }
+        if self.processor.checkpoint_events == 0 {
+            return bad("processor.checkpoint_events must be at least 1".into());
         }
         if self.storage.data_dir.as_os_str().is_empty() {
             return bad("storage.data_dir must not be empty".into());

@@ -8,6 +8,7 @@ pub mod body;
 pub mod config;
 pub mod error;
 pub mod metrics;
+pub mod processor;
 
 use auth::{Auth, FirstStart};
 use config::Config;
@@ -16,6 +17,7 @@ use metrics::Metrics;
 use spoor_core::Clock;
 use spoor_store::log::{EventLog, LogOptions, LogReader, LogWriter, WriterOptions};
 use spoor_store::meta::MetaStore;
+use spoor_store::state::StateStore;
 use std::net::SocketAddr;
 use std::ops::Deref;
 use std::sync::Arc;
@@ -35,6 +37,11 @@ pub struct Inner {
     pub metrics: Arc<Metrics>,
     pub clock: Arc<dyn Clock>,
     pub started: Instant,
+    /// Derived state (profiles, identity graph), written by the processor.
+    pub state: StateStore,
+    pub processor: processor::Processor,
+    /// Identity rules, for normalising identifiers in lookups (`email:Ann@X.com`).
+    pub rules: spoor_core::identity::IdentityRules,
 }
 
 impl Deref for AppState {
@@ -104,6 +111,17 @@ impl AppState {
         let (writer, reader) = open_log(dir.join("log"), &cfg, &metrics, &clock, true)?;
         let (rejects, rejects_reader) =
             open_log(dir.join("rejected"), &cfg, &metrics, &clock, false)?;
+        let state = StateStore::open(&dir.join("state"))?;
+        let pipeline = processor::Pipeline::new(&cfg.identity, &cfg.processor)
+            .map_err(ApiError::InvalidRequest)?;
+        let rules = spoor_core::identity::IdentityRules::new(cfg.identity.clone())
+            .map_err(|e| ApiError::InvalidRequest(e.to_string()))?;
+        let processor = processor::Processor::spawn(
+            reader.clone(),
+            state.clone(),
+            pipeline,
+            cfg.processor.clone(),
+        )?;
         let inner = Inner {
             cfg,
             auth,
@@ -114,6 +132,9 @@ impl AppState {
             metrics,
             clock,
             started: Instant::now(),
+            state,
+            processor,
+            rules,
         };
         Ok((Self(Arc::new(inner)), first))
     }

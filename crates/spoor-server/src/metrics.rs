@@ -36,6 +36,9 @@ pub struct Metrics {
     pub fsync_seconds: Histogram,
     pub log_size_bytes: Gauge<u64, AtomicU64>,
     pub log_last_seq: Gauge<u64, AtomicU64>,
+    pub processed_seq: Gauge<u64, AtomicU64>,
+    pub processor_lag: Gauge<u64, AtomicU64>,
+    pub live_profiles: Gauge<u64, AtomicU64>,
 }
 
 impl Default for Metrics {
@@ -95,8 +98,29 @@ impl Default for Metrics {
             "Sequence number of the newest durable event",
             log_last_seq.clone(),
         );
+        let processed_seq = Gauge::<u64, AtomicU64>::default();
+        registry.register(
+            "processor_processed_seq",
+            "Last event-log seq whose effects are committed to derived state",
+            processed_seq.clone(),
+        );
+        let processor_lag = Gauge::<u64, AtomicU64>::default();
+        registry.register(
+            "processor_lag_events",
+            "Events ingested but not yet applied to profiles",
+            processor_lag.clone(),
+        );
+        let live_profiles = Gauge::<u64, AtomicU64>::default();
+        registry.register(
+            "profiles_live",
+            "Live (unmerged) profiles",
+            live_profiles.clone(),
+        );
         Self {
             registry,
+            processed_seq,
+            processor_lag,
+            live_profiles,
             requests,
             request_seconds,
             events_accepted,

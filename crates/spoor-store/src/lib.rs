@@ -5,5 +5,6 @@
 pub mod error;
 pub mod log;
 pub mod meta;
+pub mod state;
 
 pub use error::{StoreError, StoreResult};

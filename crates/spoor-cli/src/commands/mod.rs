@@ -4,3 +4,4 @@ pub mod admin;
 pub mod bench;
 pub mod import;
 pub mod serve;
+pub mod state;

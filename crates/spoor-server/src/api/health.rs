@@ -16,13 +16,18 @@ pub fn routes() -> Router<AppState> {
 }
 
 async fn ready(State(app): State<AppState>) -> impl IntoResponse {
-    if app.writer.is_healthy() && app.rejects.is_healthy() {
+    let processor_ok = !app
+        .processor
+        .status
+        .failed
+        .load(std::sync::atomic::Ordering::Relaxed);
+    if app.writer.is_healthy() && app.rejects.is_healthy() && processor_ok {
         (StatusCode::OK, Json(json!({"status": "ready"})))
     } else {
         (
             StatusCode::SERVICE_UNAVAILABLE,
             Json(
-                json!({"status": "unavailable", "reason": "the event log writer has failed; see the logs"}),
+                json!({"status": "unavailable", "reason": "the event log writer or the processor has failed; see the logs"}),
             ),
         )
     }
@@ -30,7 +35,17 @@ async fn ready(State(app): State<AppState>) -> impl IntoResponse {
 
 async fn metrics(State(app): State<AppState>) -> impl IntoResponse {
     app.metrics.log_size_bytes.set(app.writer.size_bytes());
-    app.metrics.log_last_seq.set(app.reader.last_seq());
+    let last = app.reader.last_seq();
+    app.metrics.log_last_seq.set(last);
+    let st = &app.processor.status;
+    let processed = st.processed_seq.load(std::sync::atomic::Ordering::Acquire);
+    app.metrics.processed_seq.set(processed);
+    app.metrics
+        .processor_lag
+        .set(last.saturating_sub(processed));
+    app.metrics
+        .live_profiles
+        .set(st.live_profiles.load(std::sync::atomic::Ordering::Relaxed));
     (
         [(
             header::CONTENT_TYPE,

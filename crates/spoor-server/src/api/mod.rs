@@ -3,6 +3,7 @@
 pub mod events;
 pub mod health;
 pub mod ingest;
+pub mod profiles;
 pub mod settings;
 pub mod sources;
 pub mod tokens;
@@ -24,6 +25,7 @@ pub fn router(app: AppState) -> Router {
         .merge(events::routes())
         .merge(sources::routes())
         .merge(tokens::routes())
+        .merge(profiles::routes())
         .merge(health::routes())
         .layer(middleware::from_fn_with_state(app.clone(), count_requests))
         .with_state(app)

@@ -41,7 +41,7 @@ async fn create(
         .map(|s| {
             Scope::parse(s).ok_or_else(|| {
                 ApiError::InvalidRequest(format!(
-                    "unknown scope {s:?}; expected admin, read, events, sources or tokens"
+                    "unknown scope {s:?}; expected admin, read, events, sources, tokens or profiles"
                 ))
             })
         })

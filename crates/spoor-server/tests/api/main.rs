@@ -5,3 +5,4 @@ mod bad_input;
 mod common;
 mod fixtures;
 mod ingest;
+mod profiles;

@@ -1,0 +1,77 @@
+//! One event's effect on the state: identity resolution, then the profile.
+
+use super::Pipeline;
+use spoor_core::identity::{resolve, DecisionKind, IdentityInput, Resolution};
+use spoor_core::profile::{extract_identifiers, parse_event, EventView};
+use spoor_core::EventType;
+use spoor_store::log::LogEntry;
+use spoor_store::state::ProcessorState;
+use spoor_store::StoreError;
+
+/// Applies one logged event. An event that cannot be read (it passed validation at the
+/// door, so this means a bug or a hand-edited log) is skipped with an error log rather than
+/// stopping every downstream stage.
+pub fn apply_event(
+    state: &mut ProcessorState,
+    p: &Pipeline,
+    e: &LogEntry,
+) -> Result<(), StoreError> {
+    let view = match parse_event(e.seq, e.timestamp_ms, &e.payload) {
+        Ok(v) => v,
+        Err(err) => {
+            tracing::error!(seq = e.seq, error = %err, "unreadable event skipped by the processor");
+            return Ok(());
+        }
+    };
+    let identifiers = extract_identifiers(&view, &p.identifiers);
+    for (kind, raw) in &identifiers {
+        if let Ok(id) = p.rules.normalize(kind, raw) {
+            state.add_ident_event(id.kind.as_str(), &id.value, e.seq);
+        }
+    }
+    let input = IdentityInput {
+        seq: e.seq,
+        message_id: view.message_id.to_string(),
+        timestamp_ms: view.timestamp_ms,
+        identifiers,
+    };
+    let res = resolve(state, &p.rules, &input);
+    if let Some(err) = state.take_error() {
+        return Err(err);
+    }
+    apply_resolution(state, &view, &res, true)
+}
+
+/// Records an event's identity decisions and applies it to the profile it resolved to.
+/// `with_group` is false when re-deriving after a split: group traits are not per person
+/// and were already applied.
+pub fn apply_resolution(
+    state: &mut ProcessorState,
+    view: &EventView,
+    res: &Resolution,
+    with_group: bool,
+) -> Result<(), StoreError> {
+    for (i, d) in res.decisions.iter().enumerate() {
+        if matches!(d.kind, DecisionKind::Created { .. }) {
+            state.adjust_live_profiles(1);
+        }
+        state.add_decision(res.profile, view.seq, i as u32, d)?;
+    }
+    let Some(pid) = res.profile else {
+        return Ok(());
+    };
+    for gone in &res.merged {
+        state.adjust_live_profiles(-1);
+        if let Some(other) = state.take_profile(*gone)? {
+            state.profile_mut(pid)?.absorb(other);
+        }
+    }
+    state.profile_mut(pid)?.apply(view);
+    state.add_timeline(pid, view.timestamp_ms, view.seq);
+    if with_group && view.kind == EventType::Group {
+        if let Some(g) = view.group_id.as_deref() {
+            state.group_mut(g)?.apply(view);
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,280 @@
+//! The processor: the single writer of derived state. It reads the event log in order and
+//! applies each event — 1. identity (which profile), 2. profile (traits, stats, timeline) —
+//! then commits the changes together with the log position in one transaction per
+//! checkpoint. A crash loses at most the uncommitted checkpoint, which is replayed from the
+//! log on restart: no event is applied twice or skipped.
+
+mod apply;
+mod split;
+
+pub use apply::apply_event;
+pub use split::{SplitOutcome, SplitRequest, MAX_SPLIT_EVENTS};
+
+use serde::{Deserialize, Serialize};
+use spoor_core::identity::{IdentityConfig, IdentityRules};
+use spoor_core::profile::IdentifierSource;
+use spoor_store::log::LogReader;
+use spoor_store::state::{ProcessorState, StateStore};
+use spoor_store::StoreError;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// `[processor]` configuration.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProcessorConfig {
+    /// Entries (profiles, identity records, identifiers) kept in the processor's cache.
+    pub cache_entries: usize,
+    /// Commit a checkpoint after this many events…
+    pub checkpoint_events: usize,
+    /// …or after this many milliseconds, whichever comes first.
+    pub checkpoint_ms: u64,
+    /// Extra identifier types taken from paths of the message.
+    #[serde(default)]
+    pub identifiers: Vec<IdentifierSource>,
+}
+
+/// Live figures of the processor, shared with the API and metrics.
+#[derive(Debug, Default)]
+pub struct ProcessorStatus {
+    /// Last seq committed to the state store.
+    pub processed_seq: AtomicU64,
+    pub live_profiles: AtomicU64,
+    pub failed: AtomicBool,
+    pub events_processed: AtomicU64,
+}
+
+/// A running processor thread.
+pub struct Processor {
+    pub status: Arc<ProcessorStatus>,
+    stop: Arc<AtomicBool>,
+    thread: std::sync::Mutex<Option<JoinHandle<()>>>,
+    commands: std::sync::Mutex<std::sync::mpsc::Sender<Command>>,
+}
+
+/// Work only the processor may do (it is the single writer of the state).
+struct Command {
+    req: SplitRequest,
+    reply: tokio::sync::oneshot::Sender<Result<SplitOutcome, String>>,
+}
+
+/// Everything one processing step needs besides the state.
+pub struct Pipeline {
+    pub rules: IdentityRules,
+    pub identifiers: Vec<IdentifierSource>,
+}
+
+impl Pipeline {
+    pub fn new(identity: &IdentityConfig, cfg: &ProcessorConfig) -> Result<Self, String> {
+        Ok(Self {
+            rules: IdentityRules::new(identity.clone())
+                .map_err(|e| format!("identity config: {e}"))?,
+            identifiers: cfg.identifiers.clone(),
+        })
+    }
+}
+
+/// Processes the log from the state's position up to `until` (inclusive), committing
+/// checkpoints as configured. Returns the last processed seq. Used by the thread and by
+/// `spoor rebuild`.
+pub fn process_range(
+    reader: &LogReader,
+    state: &mut ProcessorState,
+    pipeline: &Pipeline,
+    cfg: &ProcessorConfig,
+    until: u64,
+    status: &ProcessorStatus,
+    mut on_checkpoint: impl FnMut(u64),
+) -> Result<u64, StoreError> {
+    let mut last_commit = Instant::now();
+    let mut since_commit = 0usize;
+    while state.processed_seq() < until {
+        let from = state.processed_seq() + 1;
+        let want = (until - state.processed_seq()).min(2_000) as usize;
+        let batch = reader.read_from(from, want)?;
+        if batch.is_empty() {
+            break;
+        }
+        for e in &batch {
+            apply_event(state, pipeline, e)?;
+            state.set_processed(e.seq);
+            since_commit += 1;
+        }
+        status
+            .events_processed
+            .fetch_add(batch.len() as u64, Ordering::Relaxed);
+        if since_commit >= cfg.checkpoint_events
+            || last_commit.elapsed() >= Duration::from_millis(cfg.checkpoint_ms)
+        {
+            state.checkpoint()?;
+            publish(status, state);
+            on_checkpoint(state.processed_seq());
+            last_commit = Instant::now();
+            since_commit = 0;
+        }
+    }
+    if since_commit > 0 {
+        state.checkpoint()?;
+        publish(status, state);
+        on_checkpoint(state.processed_seq());
+    }
+    Ok(state.processed_seq())
+}
+
+fn publish(status: &ProcessorStatus, state: &ProcessorState) {
+    status
+        .processed_seq
+        .store(state.processed_seq(), Ordering::Release);
+    status
+        .live_profiles
+        .store(state.live_profiles(), Ordering::Relaxed);
+}
+
+impl Processor {
+    /// Starts the processor thread, tailing `reader`.
+    pub fn spawn(
+        reader: LogReader,
+        store: StateStore,
+        pipeline: Pipeline,
+        cfg: ProcessorConfig,
+    ) -> Result<Self, StoreError> {
+        let mut state = store.processor_state(cfg.cache_entries)?;
+        let status = Arc::new(ProcessorStatus::default());
+        publish(&status, &state);
+        let stop = Arc::new(AtomicBool::new(false));
+        let (st, sp) = (status.clone(), stop.clone());
+        let (tx, rx) = std::sync::mpsc::channel::<Command>();
+        let thread = std::thread::Builder::new()
+            .name("spoor-processor".into())
+            .spawn(move || {
+                while !sp.load(Ordering::Relaxed) {
+                    while let Ok(cmd) = rx.try_recv() {
+                        let now = chrono::Utc::now().timestamp_millis();
+                        let out = split::run_split(&mut state, &store, &reader, &pipeline, cmd.req, now);
+                        publish(&st, &state);
+                        if let Err(e) = &out {
+                            tracing::warn!(error = %e, "split refused");
+                        }
+                        let _ = cmd.reply.send(out);
+                    }
+                    let until = reader.last_seq();
+                    if state.processed_seq() >= until {
+                        std::thread::sleep(Duration::from_millis(2));
+                        continue;
+                    }
+                    if let Err(e) = process_range(&reader, &mut state, &pipeline, &cfg, until, &st, |_| {}) {
+                        tracing::error!(error = %e, seq = state.processed_seq() + 1, "processor stopped");
+                        st.failed.store(true, Ordering::Relaxed);
+                        return;
+                    }
+                }
+            })
+            .map_err(|e| StoreError::Meta(format!("cannot start the processor thread: {e}")))?;
+        Ok(Self {
+            status,
+            stop,
+            thread: std::sync::Mutex::new(Some(thread)),
+            commands: std::sync::Mutex::new(tx),
+        })
+    }
+
+    /// Asks the processor to split (undo a merge or detach an identifier) and waits for it.
+    pub async fn split(&self, req: SplitRequest) -> Result<SplitOutcome, String> {
+        let (reply, rx) = tokio::sync::oneshot::channel();
+        self.commands
+            .lock()
+            .map_err(|_| "processor unavailable".to_string())?
+            .send(Command { req, reply })
+            .map_err(|_| "the processor has stopped".to_string())?;
+        rx.await
+            .map_err(|_| "the processor has stopped".to_string())?
+    }
+
+    /// Stops after the current step (its checkpoint is committed).
+    pub fn stop(&self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.lock().ok().and_then(|mut t| t.take()) {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Processor {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Re-derives all state from the log into a fresh store, then swaps it in: the old state is
+/// kept until the new one is complete, so an interrupted rebuild loses nothing.
+/// `progress(processed, total)` is called after every checkpoint. The server must not be
+/// running on `data_dir`.
+pub fn rebuild(
+    cfg: &crate::config::Config,
+    mut progress: impl FnMut(u64, u64),
+) -> Result<u64, String> {
+    use spoor_store::log::{EventLog, LogOptions};
+    let dir = &cfg.storage.data_dir;
+    let log = EventLog::open(LogOptions {
+        dir: dir.join("log"),
+        segment_bytes: cfg.storage.segment_bytes,
+    })
+    .map_err(|e| format!("cannot open the event log: {e}"))?;
+    let reader = log.reader();
+    let total = reader.last_seq();
+    let fresh = dir.join("state.rebuild");
+    if fresh.exists() {
+        std::fs::remove_dir_all(&fresh)
+            .map_err(|e| format!("cannot clear {}: {e}", fresh.display()))?;
+    }
+    let pipeline = Pipeline::new(&cfg.identity, &cfg.processor)?;
+    let live = dir.join("state");
+    // Split rules are admin decisions, not derived data: carry them into the new state.
+    let split_rules = if live.join("state.redb").exists() {
+        let current =
+            StateStore::open(&live).map_err(|e| format!("cannot read the current state: {e}"))?;
+        current
+            .reader()
+            .and_then(|r| r.split_rules())
+            .map_err(|e| e.to_string())?
+    } else {
+        Vec::new()
+    };
+    {
+        let store = StateStore::open(&fresh).map_err(|e| e.to_string())?;
+        let mut state = store
+            .processor_state(cfg.processor.cache_entries)
+            .map_err(|e| e.to_string())?;
+        for r in split_rules {
+            spoor_core::identity::IdentityStore::add_split_rule(&mut state, r);
+        }
+        let status = ProcessorStatus::default();
+        process_range(
+            &reader,
+            &mut state,
+            &pipeline,
+            &cfg.processor,
+            total,
+            &status,
+            |done| progress(done, total),
+        )
+        .map_err(|e| e.to_string())?;
+    }
+
+    let old = dir.join("state.old");
+    if old.exists() {
+        std::fs::remove_dir_all(&old)
+            .map_err(|e| format!("cannot clear {}: {e}", old.display()))?;
+    }
+    if live.exists() {
+        std::fs::rename(&live, &old)
+            .map_err(|e| format!("cannot move the old state aside: {e}"))?;
+    }
+    std::fs::rename(&fresh, &live).map_err(|e| format!("cannot install the rebuilt state: {e}"))?;
+    if old.exists() {
+        std::fs::remove_dir_all(&old).map_err(|e| format!("cannot remove the old state: {e}"))?;
+    }
+    Ok(total)
+}

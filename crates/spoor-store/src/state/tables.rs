@@ -1,0 +1,65 @@
+//! Table layout of `state.redb`. Values are JSON (readable with any tool, and the types
+//! evolve with `#[serde(default)]`); keys are fixed-width where they are ranged over.
+
+use super::engine_err;
+use crate::error::StoreError;
+use redb::{Database, TableDefinition};
+
+/// Identifier key (`ident_key`) → owning profile id (raw u64).
+pub const IDENT: TableDefinition<&str, u64> = TableDefinition::new("ident");
+/// Profile id → `ProfileIdentity` (identifiers, status, merges).
+pub const PIDENT: TableDefinition<u64, &[u8]> = TableDefinition::new("profile_identity");
+/// Profile id → `Profile` (traits with provenance, stats). Only live profiles.
+pub const PROFILES: TableDefinition<u64, &[u8]> = TableDefinition::new("profiles");
+/// Group id → `Group`.
+pub const GROUPS: TableDefinition<&str, &[u8]> = TableDefinition::new("groups");
+/// (profile id at processing time, event time ms, seq) → (): the per-profile timeline.
+/// Merged profiles keep their rows; reads take the union over a profile's absorbed ids.
+pub const TIMELINE: TableDefinition<(u64, i64, u64), ()> = TableDefinition::new("timeline");
+/// (identifier key, seq) → (): which events carried an identifier (for splits).
+pub const IDENT_EVENTS: TableDefinition<(&str, u64), ()> = TableDefinition::new("ident_events");
+/// (profile id, seq, index) → `Decision` JSON: why identifiers were linked, merged or refused.
+pub const DECISIONS: TableDefinition<(u64, u64, u32), &[u8]> = TableDefinition::new("decisions");
+/// Small values: `processed_seq`, `split_rules`, counters.
+pub const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+
+pub const K_PROCESSED: &str = "processed_seq";
+pub const K_SPLIT_RULES: &str = "split_rules";
+pub const K_LIVE_PROFILES: &str = "live_profiles";
+
+/// The key of an identifier: its type and value separated by U+001F (never in a type name).
+pub fn ident_key(kind: &str, value: &str) -> String {
+    let mut k = String::with_capacity(kind.len() + value.len() + 1);
+    k.push_str(kind);
+    k.push('\u{1f}');
+    k.push_str(value);
+    k
+}
+
+/// Splits an identifier key back into (type, value).
+pub fn split_ident_key(k: &str) -> (&str, &str) {
+    k.split_once('\u{1f}').unwrap_or((k, ""))
+}
+
+pub fn create_all(db: &Database) -> Result<(), StoreError> {
+    let tx = db.begin_write().map_err(engine_err)?;
+    {
+        tx.open_table(IDENT).map_err(engine_err)?;
+        tx.open_table(PIDENT).map_err(engine_err)?;
+        tx.open_table(PROFILES).map_err(engine_err)?;
+        tx.open_table(GROUPS).map_err(engine_err)?;
+        tx.open_table(TIMELINE).map_err(engine_err)?;
+        tx.open_table(IDENT_EVENTS).map_err(engine_err)?;
+        tx.open_table(DECISIONS).map_err(engine_err)?;
+        tx.open_table(META).map_err(engine_err)?;
+    }
+    tx.commit().map_err(engine_err)
+}
+
+pub fn json<T: serde::Serialize>(v: &T) -> Result<Vec<u8>, StoreError> {
+    serde_json::to_vec(v).map_err(|e| StoreError::Meta(format!("encode: {e}")))
+}
+
+pub fn from_json<T: serde::de::DeserializeOwned>(b: &[u8]) -> Result<T, StoreError> {
+    serde_json::from_slice(b).map_err(|e| StoreError::Meta(format!("unreadable state record: {e}")))
+}
