@@ -149,6 +149,34 @@ pub fn normalize(raw: &RawValue, ctx: &IngestContext) -> Result<Normalized, Reje
             "event must be a JSON object",
         ));
     }
+    // A batch's shared context/integrations become part of each event's message (before
+    // anything is read from it: a shared `context.ip` or campaign applies to every event),
+    // and a `writeKey` (browser clients put it in every event) is removed: it is a
+    // credential, the one field Spoor does not keep.
+    let merged;
+    let rewrite = ctx.batch_context.is_some()
+        || ctx.batch_integrations.is_some()
+        || text.contains("\"writeKey\"");
+    let message: &RawValue = if rewrite {
+        let Value::Object(mut obj) = serde_json::from_str(text).map_err(invalid_json)? else {
+            return Err(Rejection::new(
+                RejectCode::InvalidJson,
+                "event must be a JSON object",
+            ));
+        };
+        obj.remove("writeKey");
+        if let Some(c) = ctx.batch_context {
+            merge_shared(&mut obj, "context", c)?;
+        }
+        if let Some(i) = ctx.batch_integrations {
+            merge_shared(&mut obj, "integrations", i)?;
+        }
+        merged = serde_json::value::to_raw_value(&obj).map_err(invalid_json)?;
+        &merged
+    } else {
+        raw
+    };
+    let text = message.get();
     let ev: EventIn = serde_json::from_str(text).map_err(invalid_json)?;
 
     let kind = match ctx.path_type {
@@ -206,32 +234,6 @@ pub fn normalize(raw: &RawValue, ctx: &IngestContext) -> Result<Normalized, Reje
         .and_then(|c| c.user_agent.get())
         .and_then(parse_user_agent);
     let utm = extract_utm(&ev, text)?;
-
-    // A batch's shared context/integrations become part of each event's message, and a
-    // `writeKey` (browser clients put it in every event) is removed: it is a credential,
-    // the one field Spoor does not keep.
-    let merged;
-    let rewrite =
-        ctx.batch_context.is_some() || ctx.batch_integrations.is_some() || ev.write_key.0.is_some();
-    let message: &RawValue = if rewrite {
-        let Value::Object(mut obj) = serde_json::from_str(text).map_err(invalid_json)? else {
-            return Err(Rejection::new(
-                RejectCode::InvalidJson,
-                "event must be a JSON object",
-            ));
-        };
-        obj.remove("writeKey");
-        if let Some(c) = ctx.batch_context {
-            merge_shared(&mut obj, "context", c)?;
-        }
-        if let Some(i) = ctx.batch_integrations {
-            merge_shared(&mut obj, "integrations", i)?;
-        }
-        merged = serde_json::value::to_raw_value(&obj).map_err(invalid_json)?;
-        &merged
-    } else {
-        raw
-    };
 
     let stored = StoredEvent {
         v: 1,

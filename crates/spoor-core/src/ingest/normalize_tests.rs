@@ -243,3 +243,18 @@ fn write_key_is_not_stored_but_everything_else_is() {
     assert_eq!(v["message"]["_metadata"]["a"], 1);
     assert!(!v.to_string().contains("SECRET"));
 }
+
+#[test]
+fn batch_context_feeds_enrichment_too() {
+    let shared: Box<RawValue> = serde_json::from_str(
+        r#"{"ip":"1.2.3.4","campaign":{"source":"newsletter"},"userAgent":"Mozilla/5.0 (iPhone; CPU iPhone OS 17_1 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.1 Mobile/15E148 Safari/604.1"}"#,
+    )
+    .unwrap();
+    let (_, v) = run(r#"{"type":"page","userId":"u"}"#, |c| {
+        c.batch_context = Some(Box::leak(shared));
+    })
+    .unwrap();
+    assert_eq!(v["ip"], "1.2.3.4");
+    assert_eq!(v["utm"]["source"], "newsletter");
+    assert_eq!(v["user_agent"]["device_type"], "mobile");
+}

@@ -14,7 +14,7 @@ use axum::http::{HeaderValue, Method};
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::Router;
-use tower_http::cors::{AllowOrigin, Any, CorsLayer};
+use tower_http::cors::{AllowHeaders, AllowOrigin, Any, CorsLayer};
 
 /// The whole HTTP surface.
 pub fn router(app: AppState) -> Router {
@@ -34,7 +34,8 @@ pub fn router(app: AppState) -> Router {
 fn cors_layer(origins: &[String]) -> CorsLayer {
     let base = CorsLayer::new()
         .allow_methods([Method::GET, Method::POST, Method::OPTIONS])
-        .allow_headers(Any)
+        // Mirrored rather than `*`: a wildcard does not cover `Authorization` in browsers.
+        .allow_headers(AllowHeaders::mirror_request())
         .max_age(std::time::Duration::from_secs(86_400));
     if origins.iter().any(|o| o == "*") {
         base.allow_origin(Any)
