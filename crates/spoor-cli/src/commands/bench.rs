@@ -1,5 +1,6 @@
 //! `spoor bench …`: performance figures. Benchmarks print; they never assert.
 
+use crate::bench::identity_quality;
 use crate::bench::ingest::{self, IngestBenchArgs};
 use clap::Subcommand;
 
@@ -7,10 +8,18 @@ use clap::Subcommand;
 pub enum BenchCmd {
     /// HTTP ingest throughput and latency against a live server, plus the in-process reference.
     Ingest(IngestBenchArgs),
+    /// Deterministic identity resolution scored on labelled record-linkage data (FEBRL,
+    /// fake_1000, dedupe example): pairwise precision, recall and F1.
+    IdentityQuality(identity_quality::Args),
+    /// End to end: HTTP ingest + identity + profile update over 1M people, with Profile API
+    /// lookups at a fixed rate meanwhile, plus the processor alone (rebuild) as the reference.
+    E2e(crate::bench::e2e::E2eArgs),
 }
 
 pub fn run(cmd: BenchCmd) -> anyhow::Result<()> {
     match cmd {
         BenchCmd::Ingest(a) => ingest::run(a),
+        BenchCmd::IdentityQuality(a) => identity_quality::run(a),
+        BenchCmd::E2e(a) => crate::bench::e2e::run(a),
     }
 }
