@@ -16,6 +16,7 @@ use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -262,6 +263,29 @@ struct Sender {
     http: reqwest::Client,
     url: String,
     auth: String,
+    /// Whether any request of this run got an HTTP answer. Until one does, a connection
+    /// error most likely means a wrong URL or no server, so it is reported quickly instead
+    /// of after the full backoff meant for a server that restarts mid-import.
+    reached: AtomicBool,
+}
+
+/// Connection attempts before giving up on a server this run never reached (~1.4 s).
+const UNREACHED_ATTEMPTS: u32 = 4;
+
+/// `e` and its sources, `: `-separated (reqwest's own message omits the cause, e.g.
+/// "Connection refused").
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(c) = src {
+        let m = c.to_string();
+        if !s.contains(&m) {
+            s.push_str(": ");
+            s.push_str(&m);
+        }
+        src = c.source();
+    }
+    s
 }
 
 impl Sender {
@@ -282,6 +306,9 @@ impl Sender {
                 .body(body.clone())
                 .send()
                 .await;
+            if res.is_ok() {
+                self.reached.store(true, Ordering::Relaxed);
+            }
             let retry_after = match res {
                 Ok(resp) if resp.status().is_success() => {
                     let v: Value = resp.json().await.unwrap_or(Value::Null);
@@ -312,7 +339,20 @@ impl Sender {
                         v["message"].as_str().unwrap_or("")
                     );
                 }
-                Err(e) if attempt == 10 => bail!("cannot reach {}: {e}", self.url),
+                Err(e)
+                    if !self.reached.load(Ordering::Relaxed) && attempt >= UNREACHED_ATTEMPTS =>
+                {
+                    bail!(
+                        "cannot reach spoor at {}: {} (is `spoor serve` running there? see --url / SPOOR_URL)",
+                        self.url,
+                        error_chain(&e)
+                    )
+                }
+                Err(e) if attempt == 10 => bail!(
+                    "cannot reach {}: {}; progress is saved, run the same command again to resume",
+                    self.url,
+                    error_chain(&e)
+                ),
                 Err(_) => None,
             };
             tokio::time::sleep(retry_after.unwrap_or(delay)).await;
@@ -377,6 +417,7 @@ pub fn run(args: ImportArgs) -> anyhow::Result<()> {
             "Basic {}",
             base64::engine::general_purpose::STANDARD.encode(format!("{}:", args.write_key))
         ),
+        reached: AtomicBool::new(false),
     };
     let bar = ProgressBar::new(total_lines);
     bar.set_style(

@@ -3,6 +3,7 @@
 use anyhow::Context;
 use clap::Args;
 use spoor_server::config::{Config, LogFormat, Overrides};
+use spoor_server::error::ApiError;
 use spoor_server::{AppState, InitSecrets};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -53,8 +54,16 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     rt.block_on(async move {
         let listen = cfg.server.listen.clone();
         let data_dir = cfg.storage.data_dir.clone();
-        let (app, first) = AppState::open(cfg, Arc::new(spoor_core::SystemClock), init)
-            .map_err(|e| anyhow::anyhow!("cannot open data dir {}: {e:?}", data_dir.display()))?;
+        let (app, first) =
+            AppState::open(cfg, Arc::new(spoor_core::SystemClock), init).map_err(|e| match e {
+                // Its Display hides the cause (it is meant for HTTP answers).
+                ApiError::Internal(cause) => {
+                    anyhow::anyhow!("cannot open data dir {}: {cause}", data_dir.display())
+                }
+                other => {
+                    anyhow::anyhow!("cannot start on data dir {}: {other}", data_dir.display())
+                }
+            })?;
         if let Some(f) = first {
             println!(
                 "First start: created source '{}' and an admin token. They are shown only now.",

@@ -1,0 +1,315 @@
+//! Shared helpers for the end-to-end tests of the `spoor` binary: a server child process on a
+//! free port (killed when dropped), running the CLI with a timeout, and admin API reads.
+#![allow(dead_code)]
+
+use base64::Engine;
+use serde_json::Value;
+use std::fs::File;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const WRITE_KEY: &str = "wk_e2e_test_key_0123456789";
+pub const ADMIN_TOKEN: &str = "adm_e2e_test_token_0123456789";
+
+/// How long a server may take to answer `/readyz` after it is started.
+const READY_TIMEOUT: Duration = Duration::from_secs(20);
+
+pub fn spoor_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_spoor")
+}
+
+/// A `spoor` command with no `SPOOR_*` variable inherited from the environment of the test
+/// run, so only what a test sets explicitly reaches the binary.
+pub fn spoor_cmd() -> Command {
+    let mut cmd = Command::new(spoor_bin());
+    for (k, _) in std::env::vars_os() {
+        if k.to_string_lossy().starts_with("SPOOR_") {
+            cmd.env_remove(&k);
+        }
+    }
+    cmd.env("SPOOR_LOG_LEVEL", "warn");
+    cmd
+}
+
+/// A port that was free a moment ago (bound to 127.0.0.1:0, then released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+pub fn http() -> reqwest::blocking::Client {
+    reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(20))
+        .build()
+        .unwrap()
+}
+
+pub fn basic(key: &str) -> String {
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{key}:"))
+    )
+}
+
+/// Secrets a server is started with.
+#[derive(Clone, Copy)]
+pub enum Init<'a> {
+    /// `SPOOR_INIT_WRITE_KEY` / `SPOOR_INIT_ADMIN_TOKEN`.
+    Given(&'a str, &'a str),
+    /// Neither: the first start generates and prints them.
+    Random,
+}
+
+/// A `spoor serve` child process. Killed (SIGKILL) and reaped when dropped.
+pub struct Server {
+    child: Option<Child>,
+    pub port: u16,
+    pub url: String,
+    pub data_dir: PathBuf,
+    pub stdout_path: PathBuf,
+    pub stderr_path: PathBuf,
+}
+
+impl Server {
+    /// Starts `spoor serve` on `data_dir` and `port` and waits until `/readyz` answers 200.
+    /// Its stdout/stderr go to `<logs>/<tag>.out|.err`. Panics (with its stderr) if it exits
+    /// or does not become ready.
+    pub fn start(data_dir: &Path, port: u16, init: Init, logs: &Path, tag: &str) -> Server {
+        let stdout_path = logs.join(format!("{tag}.out"));
+        let stderr_path = logs.join(format!("{tag}.err"));
+        let mut cmd = spoor_cmd();
+        cmd.arg("serve")
+            .arg("--data-dir")
+            .arg(data_dir)
+            .arg("--listen")
+            .arg(format!("127.0.0.1:{port}"))
+            .stdin(Stdio::null())
+            .stdout(File::create(&stdout_path).unwrap())
+            .stderr(File::create(&stderr_path).unwrap());
+        if let Init::Given(wk, tok) = init {
+            cmd.env("SPOOR_INIT_WRITE_KEY", wk)
+                .env("SPOOR_INIT_ADMIN_TOKEN", tok);
+        }
+        let child = cmd.spawn().expect("spawn spoor serve");
+        let mut s = Server {
+            child: Some(child),
+            port,
+            url: format!("http://127.0.0.1:{port}"),
+            data_dir: data_dir.to_path_buf(),
+            stdout_path,
+            stderr_path,
+        };
+        s.wait_ready();
+        s
+    }
+
+    /// A fresh data directory inside `root` and a free port, with the test secrets.
+    pub fn start_fresh(root: &Path) -> Server {
+        let data = root.join("data");
+        let logs = root.join("logs");
+        std::fs::create_dir_all(&logs).unwrap();
+        Server::start(
+            &data,
+            free_port(),
+            Init::Given(WRITE_KEY, ADMIN_TOKEN),
+            &logs,
+            "serve",
+        )
+    }
+
+    fn wait_ready(&mut self) {
+        let client = reqwest::blocking::Client::builder()
+            .timeout(Duration::from_secs(2))
+            .build()
+            .unwrap();
+        let deadline = Instant::now() + READY_TIMEOUT;
+        loop {
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!(
+                    "spoor serve exited with {status} before it was ready\nstdout:\n{}\nstderr:\n{}",
+                    self.stdout(),
+                    self.stderr()
+                );
+            }
+            if let Ok(r) = client.get(format!("{}/readyz", self.url)).send() {
+                if r.status().as_u16() == 200 {
+                    return;
+                }
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "spoor serve not ready after {READY_TIMEOUT:?}\nstderr:\n{}",
+                    self.stderr()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(Child::id).unwrap_or(0)
+    }
+
+    /// SIGKILL (`Child::kill` is SIGKILL on unix) and reap.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn stdout(&self) -> String {
+        std::fs::read_to_string(&self.stdout_path).unwrap_or_default()
+    }
+
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
+    }
+
+    pub fn admin_get(&self, path_and_query: &str) -> (u16, Value) {
+        admin_get(&self.url, ADMIN_TOKEN, path_and_query)
+    }
+
+    /// Every stored event (the full envelope with `seq`), oldest first, via the NDJSON export.
+    pub fn export(&self) -> Vec<Value> {
+        export(&self.url, ADMIN_TOKEN)
+    }
+
+    /// POSTs a JSON body with the test write key; returns status and JSON answer.
+    pub fn post(&self, path: &str, body: &Value, key: &str) -> (u16, Value) {
+        let r = http()
+            .post(format!("{}{path}", self.url))
+            .header("authorization", basic(key))
+            .header("content-type", "application/json")
+            .body(body.to_string())
+            .send()
+            .unwrap();
+        let s = r.status().as_u16();
+        (s, r.json().unwrap_or(Value::Null))
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+pub fn admin_get(url: &str, token: &str, path_and_query: &str) -> (u16, Value) {
+    let r = http()
+        .get(format!("{url}{path_and_query}"))
+        .bearer_auth(token)
+        .send()
+        .unwrap();
+    let s = r.status().as_u16();
+    (s, r.json().unwrap_or(Value::Null))
+}
+
+pub fn export(url: &str, token: &str) -> Vec<Value> {
+    let r = http()
+        .get(format!("{url}/v1/admin/events/export"))
+        .bearer_auth(token)
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let text = r.text().unwrap();
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad export line {l}: {e}")))
+        .collect()
+}
+
+/// What a finished CLI run printed.
+#[derive(Debug)]
+pub struct Out {
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Out {
+    pub fn ok(&self) -> bool {
+        self.code == Some(0)
+    }
+
+    /// Panics with everything printed unless the exit code is 0.
+    pub fn assert_ok(&self) -> &Self {
+        assert!(self.ok(), "expected success, got {self}");
+        self
+    }
+
+    pub fn assert_failed(&self) -> &Self {
+        assert!(
+            self.code.is_some() && !self.ok(),
+            "expected failure, got {self}"
+        );
+        self
+    }
+}
+
+impl std::fmt::Display for Out {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "exit {:?}\n--- stdout\n{}--- stderr\n{}",
+            self.code, self.stdout, self.stderr
+        )
+    }
+}
+
+/// Runs a prepared command to completion with a time limit (killed past it), capturing output.
+pub fn run(mut cmd: Command, timeout: Duration) -> Out {
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("spawn spoor");
+    let mut so = child.stdout.take().unwrap();
+    let mut se = child.stderr.take().unwrap();
+    let t_out = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = so.read_to_string(&mut s);
+        s
+    });
+    let t_err = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = se.read_to_string(&mut s);
+        s
+    });
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break Some(st);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let out = Out {
+        code: status.and_then(|s| s.code()),
+        stdout: t_out.join().unwrap(),
+        stderr: t_err.join().unwrap(),
+    };
+    assert!(
+        status.is_some(),
+        "spoor did not finish in {timeout:?}: {out}"
+    );
+    out
+}
+
+/// `spoor ARGS…` with `SPOOR_URL`/`SPOOR_TOKEN` set for `server` (token may be `None`).
+pub fn spoor_admin(server: &Server, token: Option<&str>, args: &[&str]) -> Out {
+    let mut cmd = spoor_cmd();
+    cmd.args(args).env("SPOOR_URL", &server.url);
+    if let Some(t) = token {
+        cmd.env("SPOOR_TOKEN", t);
+    }
+    run(cmd, Duration::from_secs(30))
+}
