@@ -30,9 +30,12 @@ fn import(url: &str, file: &Path, state: &Path, extra: &[&str]) -> Out {
     run(cmd, RUN_TIMEOUT)
 }
 
-/// The messageId `spoor import` derives for line `line` of a file without one.
+/// The messageId `spoor import` derives for the record on line `line` (1-based) of a file,
+/// when the record has none: its own content and its line number.
 fn derived_id(file: &Path, line: u64) -> String {
-    let hash = hex::encode(Sha256::digest(std::fs::read(file).unwrap()));
+    let text = std::fs::read_to_string(file).unwrap();
+    let record = text.lines().nth(line as usize - 1).unwrap();
+    let hash = hex::encode(Sha256::digest(record.as_bytes()));
     format!("import-{}-{line}", &hash[..16])
 }
 
@@ -879,4 +882,56 @@ fn a_refused_first_start_secret_leaves_the_directory_uninitialised() {
     let (s, v) = server.admin_get("/v1/admin/sources");
     assert_eq!(s, 200, "{v}");
     assert_eq!(v["sources"].as_array().unwrap().len(), 1, "{v}");
+}
+
+#[test]
+fn appending_to_an_imported_file_imports_only_the_new_lines() {
+    let root = tempfile::tempdir().unwrap();
+    let server = Server::start_fresh(root.path());
+    let state = root.path().join("state");
+    let file = root.path().join("growing.ndjson");
+    let line = |i: usize| format!(r#"{{"type":"track","userId":"u{i}","event":"E{i}"}}"#);
+    write_lines(&file, &[line(1), line(2)]);
+    import(&server.url, &file, &state, &[]).assert_ok();
+    // The export grows; the same file is imported again (it is a new file to the importer).
+    write_lines(&file, &[line(1), line(2), line(3)]);
+    let out = import(&server.url, &file, &state, &[]);
+    out.assert_ok();
+    let events = server.export();
+    let stored = by_message_id(&events);
+    assert_eq!(
+        stored.len(),
+        3,
+        "earlier lines are not stored twice: {events:?}"
+    );
+    for i in 1..=3 {
+        assert!(stored.contains_key(&derived_id(&file, i)));
+    }
+}
+
+#[test]
+fn a_quoted_csv_field_may_span_lines() {
+    let root = tempfile::tempdir().unwrap();
+    let server = Server::start_fresh(root.path());
+    let state = root.path().join("state");
+    let file = root.path().join("notes.csv");
+    std::fs::write(
+        &file,
+        "user_id,note\nu1,\"line one\nline two, with \"\"quotes\"\"\"\nu2,ok\nu3,\"never closed\n",
+    )
+    .unwrap();
+    let out = import(&server.url, &file, &state, &["--csv-as", "identify"]);
+    out.assert_ok();
+    assert!(out.stdout.contains("accepted 2, rejected 1"), "{out}");
+    assert!(
+        out.stdout
+            .contains("line 5: invalid_line: a quoted field is never closed"),
+        "{out}"
+    );
+    let events = server.export();
+    assert_eq!(
+        events[0]["message"]["traits"]["note"],
+        "line one\nline two, with \"quotes\""
+    );
+    assert_eq!(events[1]["message"]["userId"], "u2");
 }

@@ -115,13 +115,16 @@ pub struct Auth {
     index: RwLock<Index>,
 }
 
+/// Metadata key set once the first start has created its source and token.
+const INITIALIZED: &str = "initialized";
+
 /// Printed once, on the first start of an empty data directory.
 #[derive(Debug, Clone)]
 pub struct FirstStart {
-    pub source: Source,
-    pub write_key: String,
-    pub token: Token,
-    pub admin_token: String,
+    /// The `default` source and its write key, when it had to be created.
+    pub source: Option<(Source, String)>,
+    /// The initial admin token and its secret, when it had to be created.
+    pub token: Option<(Token, String)>,
 }
 
 /// Source as the API shows it (no hash).
@@ -273,26 +276,31 @@ impl Auth {
         write_key: Option<String>,
         admin_token: Option<String>,
     ) -> Result<Option<FirstStart>, ApiError> {
-        if !self.meta.sources()?.is_empty() || !self.meta.tokens()?.is_empty() {
+        // A marker written last makes first start resumable: if Spoor died between creating
+        // the source and the token, the next start creates whichever is missing.
+        if self.meta.get_json::<bool>(INITIALIZED)?.is_some() {
             return Ok(None);
         }
-        // Check both chosen secrets before storing anything: a source stored before a bad
-        // token is refused would mark the directory initialised with no admin token at all.
+        // Check both chosen secrets before storing anything, so a refused one leaves the
+        // directory as it was.
         if let Some(k) = &write_key {
             check_write_key(k).map_err(|e| init_error("SPOOR_INIT_WRITE_KEY", e))?;
         }
         if let Some(t) = &admin_token {
             check_token_secret(t).map_err(|e| init_error("SPOOR_INIT_ADMIN_TOKEN", e))?;
         }
-        let (source, write_key) = self.create_source("default", write_key)?;
-        let (token, admin_token) =
-            self.create_token("initial-admin", vec![Scope::Admin], admin_token)?;
-        Ok(Some(FirstStart {
-            source,
-            write_key,
-            token,
-            admin_token,
-        }))
+        let source = if self.meta.sources()?.is_empty() {
+            Some(self.create_source("default", write_key)?)
+        } else {
+            None
+        };
+        let token = if self.meta.tokens()?.is_empty() {
+            Some(self.create_token("initial-admin", vec![Scope::Admin], admin_token)?)
+        } else {
+            None
+        };
+        self.meta.put_json(INITIALIZED, &true)?;
+        Ok((source.is_some() || token.is_some()).then_some(FirstStart { source, token }))
     }
 
     pub fn sources(&self) -> Result<Vec<Source>, ApiError> {
@@ -432,5 +440,41 @@ impl FromRequestParts<crate::AppState> for Caller {
         app.auth
             .caller_for_token(token.trim())
             .ok_or_else(|| ApiError::Unauthorized("unknown or revoked admin token".into()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_interrupted_first_start_is_completed_by_the_next() {
+        let dir = tempfile::tempdir().unwrap();
+        let auth = Auth::new(Arc::new(MetaStore::open(dir.path()).unwrap())).unwrap();
+        // As if Spoor died right after creating the source on its first start.
+        auth.create_source("default", Some("key-1".into())).unwrap();
+        let f = auth
+            .initialize(None, Some("token-0123456789abcdef".into()))
+            .unwrap()
+            .unwrap();
+        assert!(f.source.is_none(), "the existing source is kept");
+        let (token, secret) = f.token.unwrap();
+        assert_eq!(secret, "token-0123456789abcdef");
+        assert_eq!(token.scopes, vec!["admin".to_string()]);
+        assert!(auth.caller_for_token(&secret).is_some());
+        assert!(auth.initialize(None, None).unwrap().is_none(), "only once");
+        assert_eq!(auth.sources().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn a_refused_chosen_secret_stores_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let auth = Auth::new(Arc::new(MetaStore::open(dir.path()).unwrap())).unwrap();
+        let err = auth
+            .initialize(Some("ok-key".into()), Some("short".into()))
+            .unwrap_err();
+        assert!(err.to_string().contains("SPOOR_INIT_ADMIN_TOKEN"), "{err}");
+        assert!(auth.sources().unwrap().is_empty());
+        assert!(auth.initialize(None, None).unwrap().is_some());
     }
 }

@@ -42,12 +42,25 @@ pub struct StorageConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct IngestConfig {
-    #[serde(flatten)]
-    pub limits: Limits,
+    pub max_event_bytes: usize,
+    pub max_batch_bytes: usize,
+    pub max_batch_events: usize,
     pub dedupe_window_secs: u64,
     pub dedupe_max_keys: usize,
     pub queue_batches: usize,
     pub max_group_bytes: usize,
+}
+
+impl IngestConfig {
+    /// The size limits, as the domain's normaliser takes them. (Listed as plain fields above
+    /// rather than a flattened struct so a bad value names its key.)
+    pub fn limits(&self) -> Limits {
+        Limits {
+            max_event_bytes: self.max_event_bytes,
+            max_batch_bytes: self.max_batch_bytes,
+            max_batch_events: self.max_batch_events,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -127,7 +140,7 @@ impl Config {
                 self.server.listen
             ));
         }
-        let l = &self.ingest.limits;
+        let l = self.ingest.limits();
         if l.max_event_bytes == 0
             || l.max_batch_bytes < l.max_event_bytes
             || l.max_batch_events == 0
@@ -162,7 +175,7 @@ mod tests {
     #[test]
     fn defaults_parse_and_validate() {
         let c = Config::load(None, &Overrides::default()).unwrap();
-        assert_eq!(c.ingest.limits, Limits::default());
+        assert_eq!(c.ingest.limits(), Limits::default());
         assert_eq!(c.storage.data_dir, PathBuf::from("./spoor-data"));
     }
 
@@ -177,7 +190,7 @@ mod tests {
         .unwrap();
         let c = Config::load(Some(&f), &Overrides::default()).unwrap();
         assert_eq!(c.server.listen, "127.0.0.1:9000");
-        assert_eq!(c.ingest.limits.max_batch_events, 10);
+        assert_eq!(c.ingest.limits().max_batch_events, 10);
         let flags = Overrides {
             listen: Some("127.0.0.1:9001".into()),
             data_dir: Some("/tmp/x".into()),

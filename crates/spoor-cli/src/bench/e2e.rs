@@ -433,7 +433,10 @@ pub fn run(args: E2eArgs) -> anyhow::Result<()> {
     // 1. Preload.
     if !args.skip_preload {
         println!();
-        println!("1. Preload: {} people, one identify each (userId, anonymousId, email, 4 traits).", args.people);
+        println!(
+            "1. Preload: {} people, one identify each (userId, anonymousId, email, 4 traits).",
+            args.people
+        );
         println!("   Method: batches posted over HTTP; ingest = until the last 200; processed = until processed_seq == last seq.");
         let started = Instant::now();
         let busy = client_rt.block_on(post_all(

@@ -460,27 +460,45 @@ pub fn run(args: ImportArgs) -> anyhow::Result<()> {
         Ok(())
     };
 
+    // A record starts at `start` and, in CSV, may run over several lines inside a quoted
+    // field (it continues while its count of quote characters is odd).
+    let mut pending: Option<(u64, String)> = None;
     for line in lines {
         let line = line.with_context(|| format!("reading line {}", line_no + 1))?;
         line_no += 1;
         if line_no <= progress.lines_done {
             continue;
         }
-        match mapper.map(line_no, &line) {
+        let (start, text) = match pending.take() {
+            Some((start, mut text)) => {
+                text.push('\n');
+                text.push_str(&line);
+                (start, text)
+            }
+            None => (line_no, line),
+        };
+        if format == Format::Csv && text.bytes().filter(|b| *b == b'"').count() % 2 == 1 {
+            pending = Some((start, text));
+            continue;
+        }
+        match mapper.map(start, &text) {
             None => continue,
             Some(Err(reason)) => {
                 progress.rejected += 1;
                 rejected.push(Rejected {
-                    line: line_no,
+                    line: start,
                     code: "invalid_line".into(),
                     message: reason,
                 });
             }
             Some(Ok(mut ev)) => {
                 if ev.get("messageId").is_none_or(Value::is_null) {
+                    // From the record itself and where it stands, not the whole file: lines
+                    // appended to a file later do not change the ids of the earlier ones.
+                    let digest = hex::encode(Sha256::digest(text.as_bytes()));
                     ev.insert(
                         "messageId".into(),
-                        json!(format!("import-{}-{line_no}", &hash[..16])),
+                        json!(format!("import-{}-{start}", &digest[..16])),
                     );
                 }
                 let size = serde_json::to_string(&ev).map(|s| s.len()).unwrap_or(0);
@@ -488,14 +506,14 @@ pub fn run(args: ImportArgs) -> anyhow::Result<()> {
                     flush(
                         &mut batch,
                         &mut batch_lines,
-                        line_no - 1,
+                        start - 1,
                         &mut progress,
                         &mut rejected,
                     )?;
                     batch_bytes = 0;
                 }
                 batch.push(ev);
-                batch_lines.push(line_no);
+                batch_lines.push(start);
                 batch_bytes += size;
             }
         }
@@ -510,6 +528,14 @@ pub fn run(args: ImportArgs) -> anyhow::Result<()> {
             batch_bytes = 0;
         }
     }
+    if let Some((start, _)) = pending {
+        progress.rejected += 1;
+        rejected.push(Rejected {
+            line: start,
+            code: "invalid_line".into(),
+            message: "a quoted field is never closed".into(),
+        });
+    }
     flush(
         &mut batch,
         &mut batch_lines,
@@ -518,6 +544,7 @@ pub fn run(args: ImportArgs) -> anyhow::Result<()> {
         &mut rejected,
     )?;
     progress.complete = true;
+    rejected.sort_by_key(|r| r.line);
     save_progress(&progress_path, &progress)?;
     bar.finish_and_clear();
 

@@ -66,11 +66,16 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             })?;
         if let Some(f) = first {
             println!(
-                "First start: created source '{}' and an admin token. They are shown only now.",
-                f.source.name
+                "First start: created what this data directory needs. Secrets are shown only now."
             );
-            println!("  write key ({}):  {}", f.source.id, f.write_key);
-            println!("  admin token ({}): {}", f.token.id, f.admin_token);
+            if let Some((source, key)) = &f.source {
+                println!("  created source '{}'", source.name);
+                println!("  write key ({}):  {key}", source.id);
+            }
+            if let Some((token, secret)) = &f.token {
+                println!("  created an admin token");
+                println!("  admin token ({}): {secret}", token.id);
+            }
         }
         let listener = tokio::net::TcpListener::bind(&listen)
             .await

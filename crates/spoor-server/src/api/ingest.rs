@@ -89,7 +89,7 @@ async fn ingest(
         None => None,
     };
     let received_at = app.clock.now();
-    let limits = app.cfg.ingest.limits;
+    let limits = app.cfg.ingest.limits();
     let body = match read_body(body, &parts.headers, limits.max_batch_bytes).await {
         Ok(b) => b,
         Err(e) => {
@@ -172,7 +172,7 @@ fn prepare(
     received_at: DateTime<Utc>,
     ip: Option<IpAddr>,
 ) -> Result<Prepared, ApiError> {
-    let limits = &app.cfg.ingest.limits;
+    let limits = &app.cfg.ingest.limits();
     let text = std::str::from_utf8(body)
         .map_err(|_| ApiError::InvalidRequest("body is not UTF-8 JSON".into()))?;
     let invalid =

@@ -223,14 +223,20 @@ async fn settings_endpoint_and_cors_for_browsers() {
         .request(reqwest::Method::OPTIONS, format!("{}/v1/t", srv.url))
         .header("origin", "https://shop.example")
         .header("access-control-request-method", "POST")
-        .header("access-control-request-headers", "authorization,content-type")
+        .header(
+            "access-control-request-headers",
+            "authorization,content-type",
+        )
         .send()
         .await
         .unwrap();
     assert!(pre.status().is_success());
     assert_eq!(pre.headers()["access-control-allow-origin"], "*");
     // Basic auth from a browser needs Authorization allowed explicitly (`*` does not cover it).
-    let allowed = pre.headers()["access-control-allow-headers"].to_str().unwrap().to_ascii_lowercase();
+    let allowed = pre.headers()["access-control-allow-headers"]
+        .to_str()
+        .unwrap()
+        .to_ascii_lowercase();
     assert!(allowed.contains("authorization"), "{allowed}");
     let resp = srv
         .http
