@@ -80,6 +80,18 @@ impl Server {
     /// Its stdout/stderr go to `<logs>/<tag>.out|.err`. Panics (with its stderr) if it exits
     /// or does not become ready.
     pub fn start(data_dir: &Path, port: u16, init: Init, logs: &Path, tag: &str) -> Server {
+        Server::start_env(data_dir, port, init, logs, tag, &[])
+    }
+
+    /// Like [`Server::start`], with extra environment variables (e.g. config overrides).
+    pub fn start_env(
+        data_dir: &Path,
+        port: u16,
+        init: Init,
+        logs: &Path,
+        tag: &str,
+        env: &[(&str, &str)],
+    ) -> Server {
         let stdout_path = logs.join(format!("{tag}.out"));
         let stderr_path = logs.join(format!("{tag}.err"));
         let mut cmd = spoor_cmd();
@@ -91,6 +103,7 @@ impl Server {
             .stdin(Stdio::null())
             .stdout(File::create(&stdout_path).unwrap())
             .stderr(File::create(&stderr_path).unwrap());
+        cmd.envs(env.iter().copied());
         if let Init::Given(wk, tok) = init {
             cmd.env("SPOOR_INIT_WRITE_KEY", wk)
                 .env("SPOOR_INIT_ADMIN_TOKEN", tok);
