@@ -422,3 +422,91 @@ async fn undoing_a_merge_restores_two_people_with_their_own_events_and_traits() 
         "{diff:#?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_batches_from_two_sources_about_one_person_make_one_profile() {
+    let srv = TestServer::start().await;
+    let resp = srv
+        .http
+        .post(format!("{}/v1/admin/sources", srv.url))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&json!({"name": "app", "write_key": "app-key"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let web = TestServer::basic(crate::common::WRITE_KEY);
+    let app = TestServer::basic("app-key");
+    let mut tasks = Vec::new();
+    for t in 0..8 {
+        let (http, url) = (srv.http.clone(), srv.url.clone());
+        let auth = if t % 2 == 0 { web.clone() } else { app.clone() };
+        tasks.push(tokio::spawn(async move {
+            for b in 0..10 {
+                let batch: Vec<Value> = (0..20)
+                    .map(|i| json!({"type": "identify", "userId": "same-person", "anonymousId": format!("dev-{t}"),
+                                    "traits": {"last_batch": format!("{t}-{b}-{i}")}, "messageId": format!("c{t}-{b}-{i}")}))
+                    .collect();
+                let r = http.post(format!("{url}/v1/batch")).header("authorization", &auth)
+                    .body(json!({"batch": batch}).to_string()).send().await.unwrap();
+                assert_eq!(r.status(), 200);
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    settle(&srv).await;
+    let (_, p) = profile(&srv, "user_id:same-person").await;
+    assert_eq!(p["event_count"], 1600);
+    assert_eq!(p["identities"].as_array().unwrap().len(), 9, "{p}");
+    assert_eq!(p["sources"].as_object().unwrap().len(), 2);
+    let (_, st) = srv.admin_get("/v1/admin/processor").await;
+    assert_eq!(st["live_profiles"], 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn detaching_an_identifier_moves_its_events_to_a_profile_of_its_own() {
+    let srv = TestServer::start().await;
+    send(&srv, vec![
+        json!({"type": "identify", "userId": "carol", "anonymousId": "tablet", "traits": {"name": "Carol"}, "messageId": "d1"}),
+        json!({"type": "page", "anonymousId": "tablet", "name": "Toys", "messageId": "d2"}),
+        json!({"type": "page", "userId": "carol", "name": "Home", "messageId": "d3"}),
+    ]).await;
+    let (_, carol) = profile(&srv, "user_id:carol").await;
+    let id = carol["id"].as_str().unwrap().to_string();
+    let resp = srv
+        .http
+        .post(format!("{}/v1/profiles/{id}/split", srv.url))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&json!({"detach": "anonymous_id:tablet"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200, "{:?}", resp.text().await);
+    let (_, carol) = profile(&srv, "user_id:carol").await;
+    let (_, tablet) = profile(&srv, "anonymous_id:tablet").await;
+    assert_ne!(carol["id"], tablet["id"]);
+    assert_eq!(carol["identities"].as_array().unwrap().len(), 1, "{carol}");
+    assert_eq!(carol["traits"]["name"], "Carol");
+    assert_eq!(tablet["event_count"], 1, "{tablet}");
+    // Both must be given; an identifier of someone else is refused.
+    let resp = srv
+        .http
+        .post(format!("{}/v1/profiles/user_id:carol/split", srv.url))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&json!({"detach": "anonymous_id:tablet"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+    let resp = srv
+        .http
+        .post(format!("{}/v1/profiles/user_id:carol/split", srv.url))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+}
