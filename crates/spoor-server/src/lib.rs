@@ -93,6 +93,12 @@ fn open_log(
 }
 
 impl AppState {
+    /// How many handles to this state are alive (tests wait for 1 before reopening the
+    /// data directory: the stores are closed only when the last handle is dropped).
+    pub fn handles(&self) -> usize {
+        Arc::strong_count(&self.0)
+    }
+
     /// Opens (or creates) the data directory and starts the log writers. On an empty data
     /// directory it also creates the `default` source and an admin token, returned once.
     pub fn open(

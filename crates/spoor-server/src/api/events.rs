@@ -243,37 +243,41 @@ async fn list(
 ) -> Result<Response, ApiError> {
     caller.require(Need::ReadEvents)?;
     let filter = Filter::new(&app, &q)?;
-    let asc = parse_order(&q.order)?;
-    let cursor = parse_cursor(&q.cursor)?;
-    let limit = q.limit.unwrap_or(100).clamp(1, MAX_LIMIT);
-    let reader = app.reader.clone();
-    let page = tokio::task::spawn_blocking(move || read_page(&reader, &filter, asc, cursor, limit))
-        .await
-        .map_err(ApiError::internal)??;
-    Ok(page_response(page, "events"))
+    paged(app.reader.clone(), filter, &q, "events").await
 }
 
+/// Rejected events and requests, newest first. Only the time filters apply (a rejection
+/// may not even be valid JSON, so it has no type or name to filter on).
 async fn rejections(
     State(app): State<AppState>,
     caller: Caller,
     Query(q): Query<EventsQuery>,
 ) -> Result<Response, ApiError> {
     caller.require(Need::ReadEvents)?;
+    let full = Filter::new(&app, &q)?;
     let filter = Filter {
         source: None,
         kind: None,
         event: None,
-        since_ms: None,
-        until_ms: None,
+        ..full
     };
+    paged(app.rejects_reader.clone(), filter, &q, "rejections").await
+}
+
+/// One page of a log under `key`, read off the async runtime.
+async fn paged(
+    reader: LogReader,
+    filter: Filter,
+    q: &EventsQuery,
+    key: &str,
+) -> Result<Response, ApiError> {
     let asc = parse_order(&q.order)?;
     let cursor = parse_cursor(&q.cursor)?;
     let limit = q.limit.unwrap_or(100).clamp(1, MAX_LIMIT);
-    let reader = app.rejects_reader.clone();
     let page = tokio::task::spawn_blocking(move || read_page(&reader, &filter, asc, cursor, limit))
         .await
         .map_err(ApiError::internal)??;
-    Ok(page_response(page, "rejections"))
+    Ok(page_response(page, key))
 }
 
 /// Streams matching events as NDJSON, oldest first, from `from` (default: the start).

@@ -44,7 +44,8 @@ impl TestServer {
             write_key: Some(WRITE_KEY.into()),
             admin_token: Some(ADMIN_TOKEN.into()),
         };
-        let (app, _) = AppState::open(cfg, Arc::new(spoor_core::SystemClock), init).unwrap();
+        let (app, _) = AppState::open(cfg, Arc::new(spoor_core::SystemClock), init)
+            .unwrap_or_else(|e| panic!("cannot open the data directory: {e:?}"));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let (tx, rx) = tokio::sync::oneshot::channel();
@@ -74,6 +75,17 @@ impl TestServer {
         if let Some(t) = self.task.take() {
             let _ = t.await;
         }
+        // Connection tasks may still hold the state for a moment after shutdown; the data
+        // directory can only be reopened once the last handle (and so the stores) is gone.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while self.app.handles() > 1 && std::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        assert_eq!(
+            self.app.handles(),
+            1,
+            "the server state is still in use after shutdown"
+        );
         let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap());
         drop(self);
         dir
