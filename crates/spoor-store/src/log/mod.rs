@@ -5,6 +5,38 @@
 //! commit: one fdatasync per group of submissions, see [`LogWriter`]); reads are concurrent
 //! and only ever see durable records.
 //!
+//! # Write pipeline
+//!
+//! [`LogWriter`] runs two threads. The *writer* dedupes a group and copies it into the page
+//! cache (one `pwrite`), hands the syncer "durable once synced up to offset Y / seq X, then
+//! answer these submitters", and goes on with the next group. The *syncer* takes every
+//! job waiting, runs one fdatasync, which started after all their writes had completed,
+//! then publishes the new durable length/seq to readers and only then answers the
+//! submitters, in order. So copying group N+1 overlaps the fdatasync of group N, and:
+//! - no acknowledgement and no read ever precedes an fdatasync covering the record (a
+//!   duplicate-only submission is answered in order too, so never before its original is
+//!   durable);
+//! - a segment is closed only once all of it is durable and published (the writer waits
+//!   for the syncer, a barrier at each roll), and its successor is created after that.
+//!
+//! The syncer queue is short (one job): when the disk falls behind,
+//! the writer blocks, the submission queue fills and appends get `Busy`.
+//!
+//! # Preallocation
+//!
+//! Segment files are grown ahead of the write position with `fallocate` (Linux; 64 MiB at
+//! a time, not past `segment_bytes`), so writes fill already-allocated space instead of
+//! extending the file. (On ext4, fdatasync still commits the extents' switch from
+//! "unwritten" to "written", so the gain is modest.) The allocated space reads as zeroes
+//! and is never part of the log:
+//! - readers are bounded by the durable length, never the file size;
+//! - a closed segment is cut back to its length and that is fsynced *before* its successor
+//!   exists, so a closed segment's file size is its length (which the `.idx` check uses);
+//! - a clean close cuts the active segment back too; after a crash its zero tail is an
+//!   invalid frame like any torn tail and is cut at open (logged at info level if it is
+//!   all zeroes, as a warning otherwise). Preallocation failing (e.g. an unsupported file
+//!   system) just turns it off for that segment.
+//!
 //! # On-disk format (version 1)
 //!
 //! A log is a directory of **segment files** named `NNNNNNNNNNNNNNNNNNNN.seg`, the
@@ -51,7 +83,9 @@
 //! # Failure policy
 //!
 //! If a write or fdatasync fails, the [`EventLog`] refuses every further append
-//! ([`StoreError::LogFailed`]) until it is reopened. After a failed fsync the kernel may have
+//! ([`StoreError::LogFailed`]) until it is reopened. With the pipeline, a failed fdatasync
+//! fails every group not yet acknowledged (the one being synced and all written after it),
+//! and the writer takes back their dedupe entries. After a failed fsync the kernel may have
 //! dropped dirty pages and cleared the error, so retrying on the same file descriptor could
 //! report a false success; reopening re-validates what really is on disk. Records of a
 //! failed group are "not known durable": they may or may not surface after restart, which

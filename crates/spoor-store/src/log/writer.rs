@@ -1,11 +1,29 @@
-//! The group-commit writer: one OS thread owns the [`EventLog`]; async handlers submit
-//! batches through a bounded queue and await a reply that comes only after fdatasync.
+//! The group-commit writer: two OS threads, a *writer* that owns the [`EventLog`] and a
+//! *syncer*; async handlers submit batches through a bounded queue and await a reply that
+//! comes only after fdatasync.
 //!
-//! Why a thread and not a task: fdatasync blocks for milliseconds, and the whole point is
-//! that while one group is being synced the next one accumulates in the queue. The thread
-//! blocks for the first submission, drains whatever else is queued (up to
-//! `max_group_bytes`), drops duplicates, appends everything with one write and one
-//! fdatasync, publishes the new durable seq, and only then answers every submitter.
+//! Why threads and not tasks: fdatasync blocks for milliseconds. The writer blocks for the
+//! first submission, drains whatever else is queued (up to `max_group_bytes`), drops
+//! duplicates and copies the group into the page cache with one `pwrite`, then hands the
+//! syncer a job: "durable once fdatasynced up to offset Y / seq X, then answer these
+//! submitters". It goes straight on with the next group while the syncer fdatasyncs: copy
+//! and sync overlap (a pipeline of depth 2, plus [`SYNC_QUEUE`] jobs waiting).
+//!
+//! The syncer takes every job waiting, runs ONE fdatasync (started after all their writes
+//! completed), publishes the new durable length/seq to readers and the durable watch, and
+//! only then answers those jobs' submitters, in order. So an acknowledgement, and a
+//! record's visibility, always follow an fdatasync that started after its write. A job
+//! whose submissions were all duplicates still goes through the syncer, so "duplicate,
+//! accepted" is never said before the original record is durable.
+//!
+//! Failure: after a failed fdatasync the syncer fails the job(s) being synced and every
+//! later one (and the log refuses appends until reopened, see the module docs). The writer
+//! keeps the dedupe insertions of jobs not yet known durable and takes them all back when it
+//! sees the failure, so a retry is never mistaken for a duplicate.
+//!
+//! Segment rolls: before closing a segment the writer hands its tail to the syncer and
+//! waits until it is durable and published (a barrier; rolls are rare), then cuts the
+//! preallocated space, syncs that, and only then creates the successor.
 
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
@@ -16,14 +34,26 @@ use std::time::Duration;
 use tokio::sync::{oneshot, watch};
 
 use super::dedupe::Dedupe;
+use super::event_log::{self, Unsynced};
 use super::frame::{FRAME_HEADER, MAX_PAYLOAD_BYTES};
+use super::reader::Shared;
 use super::{EventLog, LogReader, RecordIn};
 use crate::error::{StoreError, StoreResult};
 
 /// Injected clock: milliseconds since the Unix epoch.
 pub type NowMs = Arc<dyn Fn() -> i64 + Send + Sync>;
-/// Called with the time each group spent in fdatasync (for metrics).
+/// Called with the time each fdatasync took (for metrics); one fdatasync makes one or more
+/// groups durable.
 pub type FsyncHook = Arc<dyn Fn(Duration) + Send + Sync>;
+
+/// Jobs that may wait for the syncer while it is busy. When they are all taken, the writer
+/// blocks (holding one more written group) and submissions pile up in the queue, which
+/// bounds both memory and the unsynced data in the page cache.
+const SYNC_QUEUE: usize = 1;
+
+/// Called by the syncer just before each fdatasync; an error is treated as a failed
+/// fdatasync. Tests use it to hold the syncer or inject a failure.
+pub(crate) type BeforeSync = Arc<dyn Fn() -> std::io::Result<()> + Send + Sync>;
 
 /// Tuning of the writer.
 #[derive(Clone)]
@@ -144,6 +174,16 @@ impl LogWriter {
         opts: WriterOptions,
         now_ms: NowMs,
     ) -> StoreResult<(LogWriter, LogReader)> {
+        Self::spawn_with(log, opts, now_ms, None)
+    }
+
+    /// [`spawn`](Self::spawn) with a hook run by the syncer before each fdatasync.
+    pub(crate) fn spawn_with(
+        log: EventLog,
+        opts: WriterOptions,
+        now_ms: NowMs,
+        before_sync: Option<BeforeSync>,
+    ) -> StoreResult<(LogWriter, LogReader)> {
         let reader = log.reader();
         let window_ms = i64::try_from(opts.dedupe_window.as_millis()).unwrap_or(i64::MAX);
         let mut dedupe = Dedupe::new(window_ms, opts.dedupe_max_keys);
@@ -161,20 +201,34 @@ impl LogWriter {
         let dir = log.dir().to_path_buf();
         let status = Arc::new(Status::default());
         status.size_bytes.store(log.size_bytes(), Ordering::Relaxed);
-        let worker_status = status.clone();
+        let (jobs_tx, jobs_rx) = mpsc::sync_channel(SYNC_QUEUE);
+        let syncer = Syncer {
+            shared: log.shared().clone(),
+            durable: durable_tx,
+            status: status.clone(),
+            on_fsync: opts.on_fsync.clone(),
+            before_sync,
+            failure: None,
+        };
+        let syncer = std::thread::Builder::new()
+            .name("spoor-log-syncer".into())
+            .spawn(move || syncer.run(jobs_rx))
+            .map_err(|e| StoreError::io(&dir, e))?;
+        let durable_seq = log.shared().clone();
+        let mut worker = Worker {
+            log,
+            dedupe,
+            opts,
+            now_ms,
+            status: status.clone(),
+            jobs: Some(jobs_tx),
+            syncer: Some(syncer),
+            durable_seq,
+            unconfirmed: std::collections::VecDeque::new(),
+        };
         let handle = std::thread::Builder::new()
             .name("spoor-log-writer".into())
-            .spawn(move || {
-                let mut w = Worker {
-                    log,
-                    dedupe,
-                    durable: durable_tx,
-                    opts,
-                    now_ms,
-                    status: worker_status,
-                };
-                w.run(rx)
-            })
+            .spawn(move || worker.run(rx))
             .map_err(|e| StoreError::io(dir, e))?;
         let inner = Inner {
             tx,
@@ -216,8 +270,8 @@ impl LogWriter {
         reply.blocking_recv().map_err(|_| StoreError::Closed)?
     }
 
-    /// The last durable seq, updated after every group; tailing readers (the processor)
-    /// wait on it instead of polling the log.
+    /// The last durable seq, updated after every fdatasync; tailing readers (the
+    /// processor) wait on it instead of polling the log.
     pub fn durable_seq(&self) -> watch::Receiver<u64> {
         self.inner.durable.clone()
     }
@@ -228,7 +282,8 @@ impl LogWriter {
         !self.inner.status.failed.load(Ordering::Relaxed)
     }
 
-    /// Bytes of log on disk, as of the last group commit.
+    /// Bytes of durable log (segment lengths, not preallocated space), as of the last
+    /// fdatasync.
     pub fn size_bytes(&self) -> u64 {
         self.inner.status.size_bytes.load(Ordering::Relaxed)
     }
@@ -307,15 +362,40 @@ fn rebuild_dedupe(
 struct Worker {
     log: EventLog,
     dedupe: Dedupe,
-    durable: watch::Sender<u64>,
     opts: WriterOptions,
     now_ms: NowMs,
     status: Arc<Status>,
+    /// To the syncer; `None` once closed (at the end of `run`).
+    jobs: Option<SyncSender<Job>>,
+    syncer: Option<JoinHandle<()>>,
+    /// Where the syncer publishes the last durable seq.
+    durable_seq: Arc<Shared>,
+    /// Dedupe insertions of groups handed to the syncer and not yet known durable, with the
+    /// last seq each group wrote: taken back if the syncer fails.
+    unconfirmed: std::collections::VecDeque<(u64, Vec<Undo>)>,
 }
+
+/// A dedupe insertion to take back: the key and what it mapped to before.
+type Undo = (u64, Option<i64>);
 
 struct Submission {
     recs: Vec<RecordIn>,
     reply: oneshot::Sender<StoreResult<AppendOutcome>>,
+}
+
+type ReplyTo = (oneshot::Sender<StoreResult<AppendOutcome>>, AppendOutcome);
+
+/// Work for the syncer.
+enum Job {
+    /// Make `write` durable (nothing to sync if `None`: a group of duplicates only, which is
+    /// answered once every earlier job is durable), publish it, then send the replies.
+    Group {
+        write: Option<Unsynced>,
+        replies: Vec<ReplyTo>,
+    },
+    /// Answered (true = all earlier jobs durable and published) once every earlier job is
+    /// done; the writer waits on it before rolling a segment.
+    Barrier(mpsc::SyncSender<bool>),
 }
 
 impl Worker {
@@ -324,7 +404,7 @@ impl Worker {
         loop {
             let (recs, mut bytes, reply) = match rx.recv() {
                 Ok(Msg::Append { recs, bytes, reply }) => (recs, bytes, reply),
-                Ok(Msg::Shutdown) | Err(_) => return,
+                Ok(Msg::Shutdown) | Err(_) => break,
             };
             group.push(Submission { recs, reply });
             let mut stop = false;
@@ -347,13 +427,38 @@ impl Worker {
             }
             self.commit(&mut group);
             if stop {
-                return;
+                break;
+            }
+        }
+        // Let the syncer finish every job, then stop it; the log is dropped (and its
+        // preallocated tail trimmed) only after that.
+        drop(self.jobs.take());
+        if let Some(h) = self.syncer.take() {
+            if h.join().is_err() {
+                tracing::error!("event log syncer thread panicked");
             }
         }
     }
 
-    /// Dedupes, appends and syncs one group, then answers every submitter of it.
+    /// Dedupes and writes one group, then hands it to the syncer, which answers every
+    /// submitter once it is durable.
     fn commit(&mut self, group: &mut Vec<Submission>) {
+        if self.status.failed.load(Ordering::Acquire) {
+            // The syncer failed: no group not yet durable will ever be, and nothing more
+            // is appended.
+            self.log.mark_failed();
+            self.undo_unconfirmed();
+            for sub in group.drain(..) {
+                let _ = sub.reply.send(Err(StoreError::AppendFailed(Arc::new(
+                    StoreError::LogFailed,
+                ))));
+            }
+            return;
+        }
+        let durable = self.durable_seq.last_seq.load(Ordering::Acquire);
+        while self.unconfirmed.front().is_some_and(|(s, _)| *s <= durable) {
+            self.unconfirmed.pop_front();
+        }
         let dedupe_on = self.dedupe.enabled();
         if dedupe_on {
             self.dedupe.prune((self.now_ms)());
@@ -378,42 +483,197 @@ impl Worker {
             }
             counts.push((start, refs.len() - start, dups));
         }
+        let first = self.log.last_seq() + 1;
         let result = if refs.is_empty() {
-            Ok(self.log.last_seq() + 1)
+            Ok(None)
         } else {
-            self.log.append_refs(&refs)
+            let jobs = &self.jobs;
+            self.log
+                .write_refs(&refs, &mut |u| sync_before_roll(jobs.as_ref(), u))
         };
-        let wrote = !refs.is_empty();
         drop(refs);
-        match result {
-            Ok(first) => {
-                if let (true, Some(hook)) = (wrote, &self.opts.on_fsync) {
-                    hook(self.log.last_sync_duration());
-                }
-                self.durable.send_replace(self.log.last_seq());
-                self.status
-                    .size_bytes
-                    .store(self.log.size_bytes(), Ordering::Relaxed);
-                for (sub, (start, appended, duplicates)) in group.drain(..).zip(counts) {
-                    let first_seq = (appended > 0).then_some(first + start as u64);
-                    let _ = sub.reply.send(Ok(AppendOutcome {
-                        first_seq,
-                        appended,
-                        duplicates,
-                    }));
-                }
-            }
+        let write = match result {
+            Ok(w) => w,
             Err(e) => {
-                for (k, prev) in undo.into_iter().rev() {
-                    self.dedupe.undo(k, prev);
-                }
-                self.status.failed.store(true, Ordering::Relaxed);
-                tracing::error!(error = %e, "event log append failed; refusing appends until restart");
-                let e = Arc::new(e);
-                for sub in group.drain(..) {
-                    let _ = sub.reply.send(Err(StoreError::AppendFailed(e.clone())));
+                self.fail(undo, group, e);
+                return;
+            }
+        };
+        if let Some(w) = &write {
+            if !undo.is_empty() {
+                self.unconfirmed.push_back((w.last_seq, undo));
+            }
+        }
+        // The records are in the page cache now; only the reply channels travel on.
+        let replies = group
+            .drain(..)
+            .zip(counts)
+            .map(|(sub, (start, appended, duplicates))| {
+                let first_seq = (appended > 0).then_some(first + start as u64);
+                let outcome = AppendOutcome {
+                    first_seq,
+                    appended,
+                    duplicates,
+                };
+                (sub.reply, outcome)
+            })
+            .collect();
+        let job = Job::Group { write, replies };
+        let Some(jobs) = &self.jobs else { return };
+        if let Err(mpsc::SendError(job)) = jobs.send(job) {
+            // The syncer is gone (it panicked): nothing more can be made durable.
+            self.status.failed.store(true, Ordering::Release);
+            self.log.mark_failed();
+            self.undo_unconfirmed();
+            if let Job::Group { replies, .. } = job {
+                for (reply, _) in replies {
+                    let _ = reply.send(Err(StoreError::Closed));
                 }
             }
         }
+    }
+
+    /// A write (or the sync before a roll) failed: nothing of this group is known durable.
+    fn fail(&mut self, undo: Vec<Undo>, group: &mut Vec<Submission>, e: StoreError) {
+        for (k, prev) in undo.into_iter().rev() {
+            self.dedupe.undo(k, prev);
+        }
+        self.undo_unconfirmed();
+        self.status.failed.store(true, Ordering::Release);
+        let e = Arc::new(e);
+        for sub in group.drain(..) {
+            let _ = sub.reply.send(Err(StoreError::AppendFailed(e.clone())));
+        }
+    }
+
+    /// Takes back the dedupe insertions of every group not known durable, newest first.
+    fn undo_unconfirmed(&mut self) {
+        while let Some((_, undo)) = self.unconfirmed.pop_back() {
+            for (k, prev) in undo.into_iter().rev() {
+                self.dedupe.undo(k, prev);
+            }
+        }
+    }
+}
+
+/// Called by [`EventLog::write_refs`] before it closes a segment: has the syncer make
+/// the segment's tail (this group's part, if any, and every earlier job) durable and
+/// published, and waits for that.
+fn sync_before_roll(jobs: Option<&SyncSender<Job>>, tail: Option<Unsynced>) -> StoreResult<()> {
+    let Some(jobs) = jobs else {
+        return Err(StoreError::Closed);
+    };
+    if let Some(u) = tail {
+        let job = Job::Group {
+            write: Some(u),
+            replies: Vec::new(),
+        };
+        if jobs.send(job).is_err() {
+            return Err(StoreError::Closed);
+        }
+    }
+    let (done_tx, done) = mpsc::sync_channel(1);
+    if jobs.send(Job::Barrier(done_tx)).is_err() {
+        return Err(StoreError::Closed);
+    }
+    match done.recv() {
+        Ok(true) => Ok(()),
+        // The syncer failed (and logged why): the log is stopped.
+        _ => Err(StoreError::LogFailed),
+    }
+}
+
+/// The syncer thread: fdatasyncs what the writer wrote, publishes it, answers submitters.
+struct Syncer {
+    shared: Arc<Shared>,
+    durable: watch::Sender<u64>,
+    status: Arc<Status>,
+    on_fsync: Option<FsyncHook>,
+    before_sync: Option<BeforeSync>,
+    /// Set by the first failed fdatasync: every later job fails with it.
+    failure: Option<Arc<StoreError>>,
+}
+
+/// Most jobs merged into one fdatasync.
+const MAX_JOBS_PER_SYNC: usize = 64;
+
+impl Syncer {
+    fn run(mut self, rx: Receiver<Job>) {
+        let mut batch = Vec::new();
+        while let Ok(job) = rx.recv() {
+            batch.push(job);
+            while batch.len() < MAX_JOBS_PER_SYNC {
+                match rx.try_recv() {
+                    Ok(job) => batch.push(job),
+                    Err(_) => break,
+                }
+            }
+            let mut groups = Vec::new();
+            for job in batch.drain(..) {
+                match job {
+                    Job::Group { write, replies } => groups.push((write, replies)),
+                    Job::Barrier(done) => {
+                        self.complete(&mut groups);
+                        let _ = done.send(self.failure.is_none());
+                    }
+                }
+            }
+            self.complete(&mut groups);
+        }
+    }
+
+    /// One fdatasync for all of `groups` (written to the same segment: rolls are behind a
+    /// barrier), then publish and answer them; or fail them all.
+    fn complete(&mut self, groups: &mut Vec<(Option<Unsynced>, Vec<ReplyTo>)>) {
+        if groups.is_empty() {
+            return;
+        }
+        let mut merged: Option<Unsynced> = None;
+        let mut answers = Vec::new();
+        for (write, replies) in groups.drain(..) {
+            if let Some(w) = write {
+                match &mut merged {
+                    Some(m) => m.absorb(w),
+                    None => merged = Some(w),
+                }
+            }
+            answers.extend(replies);
+        }
+        if self.failure.is_none() {
+            if let Some(m) = merged {
+                if let Err(e) = self.sync_and_publish(m) {
+                    tracing::error!(error = %e, "event log fdatasync failed; refusing appends until restart");
+                    self.status.failed.store(true, Ordering::Release);
+                    self.failure = Some(Arc::new(e));
+                }
+            }
+        }
+        match &self.failure {
+            None => {
+                for (reply, outcome) in answers {
+                    let _ = reply.send(Ok(outcome));
+                }
+            }
+            Some(e) => {
+                for (reply, _) in answers {
+                    let _ = reply.send(Err(StoreError::AppendFailed(e.clone())));
+                }
+            }
+        }
+    }
+
+    fn sync_and_publish(&mut self, m: Unsynced) -> StoreResult<()> {
+        if let Some(hook) = &self.before_sync {
+            hook().map_err(|e| StoreError::io(&m.path, e))?;
+        }
+        let took = event_log::sync(&m)?;
+        if let Some(hook) = &self.on_fsync {
+            hook(took);
+        }
+        let (last_seq, size) = (m.last_seq, m.size_bytes);
+        event_log::publish(&self.shared, m);
+        self.status.size_bytes.store(size, Ordering::Relaxed);
+        self.durable.send_replace(last_seq);
+        Ok(())
     }
 }

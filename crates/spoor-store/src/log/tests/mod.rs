@@ -1,6 +1,7 @@
 //! Tests of the event log against real files in temporary directories.
 
 mod model;
+mod pipeline;
 mod recovery;
 mod roundtrip;
 mod writer;

@@ -134,7 +134,7 @@ async fn poll_once<F: Future + Unpin>(f: &mut F) -> Poll<F::Output> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn full_queue_answers_busy() {
     let dir = tempfile::tempdir().unwrap();
-    // The fsync hook parks the writer thread until the test releases it.
+    // The fsync hook parks the syncer until the test releases it.
     let (entered_tx, entered_rx) = mpsc::channel::<()>();
     let (release_tx, release_rx) = mpsc::channel::<()>();
     let gate = Mutex::new((entered_tx, release_rx));
@@ -150,7 +150,7 @@ async fn full_queue_answers_busy() {
     };
     let (w, _) = LogWriter::spawn(open(dir.path(), 4096), opts, Arc::new(|| 0)).unwrap();
     // Declared after `w` so that, should an assertion fail, it is dropped first and the
-    // writer thread is not left parked while `w` joins it.
+    // syncer is not left parked while `w` joins the threads.
     let release = release_tx;
     let w1 = w.clone();
     let first = tokio::spawn(async move { w1.append(vec![keyed(None, 0, "1")]).await });
@@ -159,18 +159,35 @@ async fn full_queue_answers_busy() {
         .unwrap()
         .unwrap();
 
-    // Writer is parked inside the group of "1": "2" takes the one queue slot...
-    let mut second = Box::pin(w.append(vec![keyed(None, 0, "2")]));
-    assert!(poll_once(&mut second).await.is_pending());
-    // ...so "3" is refused at once.
-    let third = w.append(vec![keyed(None, 0, "3")]).await;
-    assert!(matches!(third, Err(StoreError::Busy)), "{third:?}");
+    // The syncer is parked inside the sync of "1". The pipeline still takes a bounded
+    // number of submissions (one waiting for the syncer, one written and held by the
+    // writer, one in the queue slot); then appends are refused at once.
+    let mut accepted = Vec::new();
+    let mut busy = false;
+    for i in 2..=8 {
+        let mut f = Box::pin(w.append(vec![keyed(None, 0, &i.to_string())]));
+        match poll_once(&mut f).await {
+            Poll::Pending => accepted.push(f),
+            Poll::Ready(r) => {
+                assert!(matches!(r, Err(StoreError::Busy)), "{r:?}");
+                busy = true;
+                break;
+            }
+        }
+        // Let the writer take what it can.
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+    assert!(busy, "never answered Busy");
+    assert!(accepted.len() <= 3, "{} accepted", accepted.len());
 
     drop(release); // every later hook call returns at once
     assert_eq!(first.await.unwrap().unwrap().first_seq, Some(1));
-    assert_eq!(second.await.unwrap().first_seq, Some(2));
-    let out = w.append(vec![keyed(None, 0, "4")]).await.unwrap();
-    assert_eq!(out.first_seq, Some(3));
+    let n = accepted.len() as u64;
+    for (i, f) in accepted.into_iter().enumerate() {
+        assert_eq!(f.await.unwrap().first_seq, Some(i as u64 + 2));
+    }
+    let out = w.append(vec![keyed(None, 0, "last")]).await.unwrap();
+    assert_eq!(out.first_seq, Some(n + 2));
 }
 
 #[test]
