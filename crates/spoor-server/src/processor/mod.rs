@@ -31,9 +31,32 @@ pub struct ProcessorConfig {
     pub checkpoint_events: usize,
     /// …or after this many milliseconds, whichever comes first.
     pub checkpoint_ms: u64,
+    /// Scheduling niceness of the processor thread (0 = normal, 19 = lowest). Ingest
+    /// acknowledgements and API reads come first; processing uses the CPU left over and
+    /// catches up (its lag is reported). Linux only; ignored elsewhere.
+    #[serde(default = "default_nice")]
+    pub nice: i32,
     /// Extra identifier types taken from paths of the message.
     #[serde(default)]
     pub identifiers: Vec<IdentifierSource>,
+}
+
+fn default_nice() -> i32 {
+    10
+}
+
+/// Lowers the calling thread's priority (on Linux, niceness is per thread).
+fn lower_priority(nice: i32) {
+    #[cfg(target_os = "linux")]
+    if nice > 0 {
+        // SAFETY: setpriority only reads its arguments; who = 0 is the calling thread.
+        let rc = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, nice.min(19)) };
+        if rc != 0 {
+            tracing::warn!(nice, "could not lower the processor thread's priority");
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = nice;
 }
 
 /// Live figures of the processor, shared with the API and metrics.
@@ -149,6 +172,7 @@ impl Processor {
         let thread = std::thread::Builder::new()
             .name("spoor-processor".into())
             .spawn(move || {
+                lower_priority(cfg.nice);
                 while !sp.load(Ordering::Relaxed) {
                     while let Ok(cmd) = rx.try_recv() {
                         let now = chrono::Utc::now().timestamp_millis();
