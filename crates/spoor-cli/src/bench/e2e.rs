@@ -153,24 +153,8 @@ async fn post_all(
                     let at = Duration::from_secs_f64((i * events_per_body) as f64 / rate as f64);
                     tokio::time::sleep_until(start + at).await;
                 }
-                loop {
-                    let resp = client
-                        .post(format!("{url}/v1/batch"))
-                        .header("authorization", &auth)
-                        .header("content-type", "application/json")
-                        .body(body.clone())
-                        .send()
-                        .await?;
-                    let status = resp.status();
-                    let _ = resp.bytes().await;
-                    if status.as_u16() == 429 {
-                        busy.fetch_add(1, Ordering::Relaxed);
-                        tokio::time::sleep(Duration::from_millis(5)).await;
-                        continue;
-                    }
-                    anyhow::ensure!(status.is_success(), "server answered {status}");
-                    break;
-                }
+                let b = super::ingest::post_batch(&client, &url, &auth, body).await?;
+                busy.fetch_add(b, Ordering::Relaxed);
             }
             anyhow::Ok(())
         }));

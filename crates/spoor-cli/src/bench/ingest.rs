@@ -50,6 +50,35 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[i.min(sorted.len() - 1)]
 }
 
+/// Posts one batch body to `/v1/batch`, retrying after a short pause while the server
+/// answers 429; returns how many 429s it got. Any other failure ends the run.
+pub(crate) async fn post_batch(
+    client: &reqwest::Client,
+    url: &str,
+    auth: &str,
+    body: &[u8],
+) -> anyhow::Result<u64> {
+    let mut busy = 0;
+    loop {
+        let resp = client
+            .post(format!("{url}/v1/batch"))
+            .header("authorization", auth)
+            .header("content-type", "application/json")
+            .body(body.to_vec())
+            .send()
+            .await?;
+        let status = resp.status();
+        let _ = resp.bytes().await;
+        if status.as_u16() == 429 {
+            busy += 1;
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            continue;
+        }
+        anyhow::ensure!(status.is_success(), "server answered {status}");
+        return Ok(busy);
+    }
+}
+
 fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
@@ -137,26 +166,10 @@ pub fn run(args: IngestBenchArgs) -> anyhow::Result<()> {
                 loop {
                     let i = next.fetch_add(1, Ordering::Relaxed);
                     let Some(body) = bodies.get(i) else { break };
-                    loop {
-                        let t = Instant::now();
-                        let resp = client
-                            .post(format!("{url}/v1/batch"))
-                            .header("authorization", &auth)
-                            .header("content-type", "application/json")
-                            .body(body.clone())
-                            .send()
-                            .await?;
-                        let status = resp.status();
-                        let _ = resp.bytes().await;
-                        if status.as_u16() == 429 {
-                            busy.fetch_add(1, Ordering::Relaxed);
-                            tokio::time::sleep(Duration::from_millis(5)).await;
-                            continue;
-                        }
-                        anyhow::ensure!(status.is_success(), "server answered {status}");
-                        mine.push(t.elapsed());
-                        break;
-                    }
+                    let t = Instant::now();
+                    let b = post_batch(&client, &url, &auth, body).await?;
+                    busy.fetch_add(b as usize, Ordering::Relaxed);
+                    mine.push(t.elapsed());
                 }
                 if let Ok(mut l) = lat.lock() {
                     l.extend(mine);
