@@ -100,14 +100,15 @@ async fn ingest(
     app.metrics.ingest_bytes.inc_by(body.len() as u64);
     let ip = client_ip(peer, &parts.headers, &app.cfg.server.trusted_proxies);
 
-    let prepared = match prepare(
-        &app,
-        &body,
-        path_type,
-        header_source.clone(),
-        received_at,
-        ip,
-    ) {
+    // Parsing and normalising a batch takes milliseconds of CPU: done on the blocking pool,
+    // so reads (profile lookups, health checks) are not queued behind it on a runtime worker.
+    let job = {
+        let (app, body, source) = (app.clone(), body.clone(), header_source.clone());
+        tokio::task::spawn_blocking(move || {
+            prepare(&app, &body, path_type, source, received_at, ip)
+        })
+    };
+    let prepared = match job.await.map_err(ApiError::internal)? {
         Ok(p) => p,
         Err(e) => {
             record_request_failure(&app, header_source.as_ref(), received_at, &e, &body).await;
