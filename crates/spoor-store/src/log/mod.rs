@@ -96,6 +96,7 @@ mod event_log;
 mod frame;
 mod reader;
 mod segment;
+mod syncer;
 mod writer;
 
 #[cfg(test)]
