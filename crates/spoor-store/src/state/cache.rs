@@ -5,10 +5,9 @@
 //! (cheap, and the working set refills it), dirty entries live only until the next
 //! checkpoint.
 
-use super::engine_err;
-use super::tables::*;
+use super::backend::{ChangeSet, StateBackend, StateSnapshot};
+use super::tables::ident_key;
 use crate::error::StoreError;
-use redb::{Database, ReadOnlyTable, ReadTransaction, ReadableDatabase};
 use spoor_core::identity::{
     Decision, Identifier, IdentityStore, ProfileId, ProfileIdentity, SplitRule, SplitRuleId,
     SplitSide,
@@ -25,30 +24,11 @@ pub struct CacheStats {
     pub timeline_rows: usize,
 }
 
-/// The tables the processor reads on cache misses, opened once per snapshot (opening a
-/// table costs more than a point lookup).
-struct SnapTables {
-    ident: ReadOnlyTable<&'static str, u64>,
-    pident: ReadOnlyTable<u64, &'static [u8]>,
-    profiles: ReadOnlyTable<u64, &'static [u8]>,
-    groups: ReadOnlyTable<&'static str, &'static [u8]>,
-}
-
-impl SnapTables {
-    fn open(snap: &ReadTransaction) -> Result<Self, StoreError> {
-        Ok(Self {
-            ident: snap.open_table(IDENT).map_err(engine_err)?,
-            pident: snap.open_table(PIDENT).map_err(engine_err)?,
-            profiles: snap.open_table(PROFILES).map_err(engine_err)?,
-            groups: snap.open_table(GROUPS).map_err(engine_err)?,
-        })
-    }
-}
-
 /// The write side of the state, owned by the single processor.
 pub struct ProcessorState {
-    db: Arc<Database>,
-    snap: SnapTables,
+    backend: Arc<dyn StateBackend>,
+    /// The last committed checkpoint, for cache misses.
+    snap: Box<dyn StateSnapshot>,
     cap: usize,
     processed_seq: u64,
     live_profiles: i64,
@@ -61,7 +41,7 @@ pub struct ProcessorState {
     d_groups: HashMap<String, Group>,
     d_timeline: Vec<(u64, i64, u64)>,
     d_ident_events: Vec<(String, u64)>,
-    d_decisions: Vec<((u64, u64, u32), Vec<u8>)>,
+    d_decisions: Vec<((u64, u64, u32), Decision)>,
     /// Profiles whose timeline and decision rows are deleted (before this checkpoint's inserts).
     d_drop_rows: Vec<u64>,
     c_ident: HashMap<String, Option<u64>>,
@@ -71,34 +51,14 @@ pub struct ProcessorState {
     error: Option<StoreError>,
 }
 
-/// A map's entries in key order.
-fn sorted<K: Ord, V>(m: &HashMap<K, V>) -> Vec<(&K, &V)> {
-    let mut v: Vec<(&K, &V)> = m.iter().collect();
-    v.sort_unstable_by(|a, b| a.0.cmp(b.0));
-    v
-}
-
-fn read_u64(snap: &ReadTransaction, key: &str) -> Result<Option<u64>, StoreError> {
-    let t = snap.open_table(META).map_err(engine_err)?;
-    let v = t.get(key).map_err(engine_err)?;
-    Ok(v.and_then(|v| v.value().try_into().ok().map(u64::from_le_bytes)))
-}
-
 impl ProcessorState {
-    pub(super) fn new(db: Arc<Database>, cap: usize) -> Result<Self, StoreError> {
-        let snap = db.begin_read().map_err(engine_err)?;
-        let processed_seq = read_u64(&snap, K_PROCESSED)?.unwrap_or(0);
-        let live_profiles = read_u64(&snap, K_LIVE_PROFILES)?.unwrap_or(0) as i64;
-        let rules: Vec<SplitRule> = {
-            let t = snap.open_table(META).map_err(engine_err)?;
-            match t.get(K_SPLIT_RULES).map_err(engine_err)? {
-                Some(v) => from_json(v.value())?,
-                None => Vec::new(),
-            }
-        };
-        let snap = SnapTables::open(&snap)?;
+    pub(super) fn new(backend: Arc<dyn StateBackend>, cap: usize) -> Result<Self, StoreError> {
+        let snap = backend.snapshot()?;
+        let processed_seq = snap.processed_seq()?;
+        let live_profiles = snap.live_profiles()? as i64;
+        let rules = snap.split_rules()?;
         let mut s = Self {
-            db,
+            backend,
             snap,
             cap: cap.max(1024),
             processed_seq,
@@ -163,10 +123,7 @@ impl ProcessorState {
 
     /// The committed copy of a profile (no cache).
     fn read_profile(&self, pid: u64) -> Result<Option<Profile>, StoreError> {
-        match self.snap.profiles.get(pid).map_err(engine_err)? {
-            Some(v) => Ok(Some(from_json(v.value())?)),
-            None => Ok(None),
-        }
+        Ok(self.snap.profiles(&[pid])?.pop().flatten())
     }
 
     /// The profile to change; created empty if it does not exist yet.
@@ -206,18 +163,10 @@ impl ProcessorState {
         if !self.d_groups.contains_key(id) {
             let g = match self.c_groups.remove(id) {
                 Some(g) => g,
-                None => {
-                    let found = self
-                        .snap
-                        .groups
-                        .get(id)
-                        .map_err(engine_err)?
-                        .map(|v| v.value().to_vec());
-                    match found {
-                        Some(b) => from_json(&b)?,
-                        None => Group::new(id),
-                    }
-                }
+                None => match self.snap.groups(&[id])?.pop().flatten() {
+                    Some(g) => g,
+                    None => Group::new(id),
+                },
             };
             self.d_groups.insert(id.to_owned(), g);
         }
@@ -242,7 +191,7 @@ impl ProcessorState {
         d: &Decision,
     ) -> Result<(), StoreError> {
         self.d_decisions
-            .push(((pid.map_or(0, |p| p.raw()), seq, idx), json(d)?));
+            .push(((pid.map_or(0, |p| p.raw()), seq, idx), d.clone()));
         Ok(())
     }
 
@@ -267,91 +216,42 @@ impl ProcessorState {
             identifiers_written: self.d_ident.len(),
             timeline_rows: self.d_timeline.len(),
         };
-        let tx = self.db.begin_write().map_err(engine_err)?;
-        {
-            // In key order: a B-tree takes sorted inserts several times faster than random
-            // ones (the path to the leaf is hot and each leaf is written once).
-            let mut t = tx.open_table(IDENT).map_err(engine_err)?;
-            for (k, v) in sorted(&self.d_ident) {
-                match v {
-                    Some(p) => t.insert(k.as_str(), *p).map_err(engine_err)?,
-                    None => t.remove(k.as_str()).map_err(engine_err)?,
-                };
-            }
-            let mut t = tx.open_table(PIDENT).map_err(engine_err)?;
-            for (k, v) in sorted(&self.d_pident) {
-                match v {
-                    Some(p) => t.insert(*k, json(p)?.as_slice()).map_err(engine_err)?,
-                    None => t.remove(*k).map_err(engine_err)?,
-                };
-            }
-            let mut t = tx.open_table(PROFILES).map_err(engine_err)?;
-            for (k, v) in sorted(&self.d_profiles) {
-                match v {
-                    Some(p) => t.insert(*k, json(p)?.as_slice()).map_err(engine_err)?,
-                    None => t.remove(*k).map_err(engine_err)?,
-                };
-            }
-            let mut t = tx.open_table(GROUPS).map_err(engine_err)?;
-            for (k, g) in sorted(&self.d_groups) {
-                t.insert(k.as_str(), json(g)?.as_slice())
-                    .map_err(engine_err)?;
-            }
-            let mut t = tx.open_table(TIMELINE).map_err(engine_err)?;
-            for p in &self.d_drop_rows {
-                t.retain_in((*p, i64::MIN, 0)..=(*p, i64::MAX, u64::MAX), |_, _| false)
-                    .map_err(engine_err)?;
-            }
-            self.d_timeline.sort_unstable();
-            for k in &self.d_timeline {
-                t.insert(*k, ()).map_err(engine_err)?;
-            }
-            let mut t = tx.open_table(IDENT_EVENTS).map_err(engine_err)?;
-            self.d_ident_events.sort_unstable();
-            for (k, seq) in &self.d_ident_events {
-                t.insert((k.as_str(), *seq), ()).map_err(engine_err)?;
-            }
-            let mut t = tx.open_table(DECISIONS).map_err(engine_err)?;
-            for p in &self.d_drop_rows {
-                t.retain_in((*p, 0, 0)..=(*p, u64::MAX, u32::MAX), |_, _| false)
-                    .map_err(engine_err)?;
-            }
-            self.d_decisions.sort_by_key(|(k, _)| *k); // stable: a re-derived row replaces
-            for (k, v) in &self.d_decisions {
-                t.insert(*k, v.as_slice()).map_err(engine_err)?;
-            }
-            let mut t = tx.open_table(META).map_err(engine_err)?;
-            t.insert(K_PROCESSED, self.processed_seq.to_le_bytes().as_slice())
-                .map_err(engine_err)?;
-            t.insert(
-                K_LIVE_PROFILES,
-                self.live_profiles().to_le_bytes().as_slice(),
-            )
-            .map_err(engine_err)?;
-            if self.rules_dirty {
-                t.insert(K_SPLIT_RULES, json(&self.rules)?.as_slice())
-                    .map_err(engine_err)?;
-            }
+        let mut changes = ChangeSet {
+            processed_seq: self.processed_seq,
+            live_profiles: self.live_profiles(),
+            split_rules: self.rules_dirty.then(|| self.rules.clone()),
+            owners: self.d_ident.drain().collect(),
+            identities: self.d_pident.drain().collect(),
+            profiles: self.d_profiles.drain().collect(),
+            groups: self.d_groups.drain().collect(),
+            drop_rows: std::mem::take(&mut self.d_drop_rows),
+            timeline: std::mem::take(&mut self.d_timeline),
+            ident_events: std::mem::take(&mut self.d_ident_events),
+            decisions: std::mem::take(&mut self.d_decisions),
+        };
+        if let Err(e) = self.backend.commit(&mut changes) {
+            // Nothing was applied: the processor stops, and a restart replays from the
+            // last committed seq. The cache is dropped so nothing uncommitted is believed.
+            self.c_ident.clear();
+            self.c_pident.clear();
+            self.c_profiles.clear();
+            self.c_groups.clear();
+            return Err(e);
         }
-        tx.commit().map_err(engine_err)?;
         self.rules_dirty = false;
-        self.d_timeline.clear();
-        self.d_ident_events.clear();
-        self.d_decisions.clear();
-        self.d_drop_rows.clear();
         // What was written is now the freshest copy: keep it as clean cache.
-        let incoming = self.d_ident.len() + self.d_pident.len() + self.d_profiles.len();
+        let incoming = changes.owners.len() + changes.identities.len() + changes.profiles.len();
         if self.c_ident.len() + self.c_pident.len() + self.c_profiles.len() + incoming > self.cap {
             self.c_ident.clear();
             self.c_pident.clear();
             self.c_profiles.clear();
             self.c_groups.clear();
         }
-        self.c_ident.extend(self.d_ident.drain());
-        self.c_pident.extend(self.d_pident.drain());
-        self.c_profiles.extend(self.d_profiles.drain());
-        self.c_groups.extend(self.d_groups.drain());
-        self.snap = SnapTables::open(&self.db.begin_read().map_err(engine_err)?)?;
+        self.c_ident.extend(changes.owners);
+        self.c_pident.extend(changes.identities);
+        self.c_profiles.extend(changes.profiles);
+        self.c_groups.extend(changes.groups);
+        self.snap = self.backend.snapshot()?;
         Ok(stats)
     }
 
@@ -373,12 +273,7 @@ impl ProcessorState {
         if let Some(v) = self.c_ident.get(key) {
             return Ok(*v);
         }
-        let v = self
-            .snap
-            .ident
-            .get(key)
-            .map_err(engine_err)?
-            .map(|v| v.value());
+        let v = self.snap.owners(&[key])?.pop().flatten();
         self.c_ident.insert(key.to_owned(), v);
         Ok(v)
     }
@@ -390,10 +285,7 @@ impl ProcessorState {
         if let Some(v) = self.c_pident.get(&p) {
             return Ok(v.clone());
         }
-        let v: Option<ProfileIdentity> = match self.snap.pident.get(p).map_err(engine_err)? {
-            Some(v) => Some(from_json(v.value())?),
-            None => None,
-        };
+        let v = self.snap.identities(&[p])?.pop().flatten();
         self.c_pident.insert(p, v.clone());
         Ok(v)
     }

@@ -9,23 +9,28 @@
 //! and a profile touched 100 times in a checkpoint is written once. Readers (the Profile
 //! API) use [`StateReader`] snapshots and never block the processor.
 
+mod backend;
 mod cache;
+pub mod conformance;
 mod read;
+mod redb_backend;
 mod tables;
 
+pub use backend::{ChangeSet, StateBackend, StateSnapshot};
 pub use cache::{CacheStats, ProcessorState};
 pub use read::{StateReader, TimelineCursor};
+pub use redb_backend::RedbBackend;
 pub use tables::ident_key;
 
 use crate::error::StoreError;
-use redb::Database;
 use std::path::Path;
 use std::sync::Arc;
 
-/// Handle to `state.redb`; cheap to clone.
+/// Handle to the state store; cheap to clone. Which backend holds the state is decided
+/// when it is opened.
 #[derive(Clone)]
 pub struct StateStore {
-    db: Arc<Database>,
+    backend: Arc<dyn StateBackend>,
 }
 
 pub(crate) fn engine_err(e: impl std::fmt::Display) -> StoreError {
@@ -33,23 +38,23 @@ pub(crate) fn engine_err(e: impl std::fmt::Display) -> StoreError {
 }
 
 impl StateStore {
-    /// Opens (or creates) the state store in `dir`.
+    /// Opens (or creates) the embedded store in `dir`.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
-        std::fs::create_dir_all(dir).map_err(|e| StoreError::io(dir, e))?;
-        let path = dir.join("state.redb");
-        let db = Database::create(&path)
-            .map_err(|e| StoreError::Meta(format!("{}: {e}", path.display())))?;
-        tables::create_all(&db)?;
-        Ok(Self { db: Arc::new(db) })
+        Ok(Self::with_backend(Arc::new(RedbBackend::open(dir)?)))
+    }
+
+    /// A store over any backend.
+    pub fn with_backend(backend: Arc<dyn StateBackend>) -> Self {
+        Self { backend }
     }
 
     /// A consistent read snapshot.
     pub fn reader(&self) -> Result<StateReader, StoreError> {
-        StateReader::new(&self.db)
+        Ok(StateReader::new(self.backend.snapshot()?))
     }
 
     /// The processor's write side. Only one may exist per store.
     pub fn processor_state(&self, cache_profiles: usize) -> Result<ProcessorState, StoreError> {
-        ProcessorState::new(self.db.clone(), cache_profiles)
+        ProcessorState::new(self.backend.clone(), cache_profiles)
     }
 }

@@ -1,0 +1,85 @@
+//! The storage contract of derived state. The embedded redb backend implements it today; a
+//! PostgreSQL backend implements the same traits, unchanged, and runs the same
+//! [conformance suite](super::conformance).
+//!
+//! Shaped for that: batch-oriented (one atomic [`ChangeSet`] per checkpoint, point reads
+//! that take slices, so a SQL backend answers with one round trip each), and only domain
+//! types in signatures — no engine transactions, tables or rows leak out.
+
+use crate::error::StoreError;
+use spoor_core::identity::{Decision, ProfileIdentity, SplitRule};
+use spoor_core::profile::{Group, Profile};
+
+/// Everything one checkpoint changes, applied atomically together with `processed_seq`:
+/// after a crash either all of it is there or none of it is, and the processor replays the
+/// log from the last committed `processed_seq`.
+#[derive(Debug, Default, Clone)]
+pub struct ChangeSet {
+    /// The last log seq whose effects this change set completes.
+    pub processed_seq: u64,
+    pub live_profiles: u64,
+    /// The full list of split rules, when it changed.
+    pub split_rules: Option<Vec<SplitRule>>,
+    /// Identifier key ([`super::ident_key`]) → owning profile (`None` deletes).
+    pub owners: Vec<(String, Option<u64>)>,
+    pub identities: Vec<(u64, Option<ProfileIdentity>)>,
+    pub profiles: Vec<(u64, Option<Profile>)>,
+    pub groups: Vec<(String, Group)>,
+    /// Profiles whose timeline and decision rows are deleted before this set's rows are
+    /// added (a split re-derives them).
+    pub drop_rows: Vec<u64>,
+    /// (profile, event time ms, seq).
+    pub timeline: Vec<(u64, i64, u64)>,
+    /// (identifier key, seq): which events carried an identifier.
+    pub ident_events: Vec<(String, u64)>,
+    /// ((profile or 0, seq, index), decision). A later entry with the same key replaces an
+    /// earlier one.
+    pub decisions: Vec<((u64, u64, u32), Decision)>,
+}
+
+/// A store of derived state.
+pub trait StateBackend: Send + Sync {
+    /// Applies a checkpoint atomically and durably. It may reorder the entries (to write
+    /// in key order) but leaves them in place: the caller keeps the values as its cache.
+    fn commit(&self, changes: &mut ChangeSet) -> Result<(), StoreError>;
+    /// A consistent view of the last committed checkpoint; later commits do not change it.
+    fn snapshot(&self) -> Result<Box<dyn StateSnapshot>, StoreError>;
+}
+
+/// Reads of one consistent snapshot.
+pub trait StateSnapshot: Send {
+    fn processed_seq(&self) -> Result<u64, StoreError>;
+    fn live_profiles(&self) -> Result<u64, StoreError>;
+    fn split_rules(&self) -> Result<Vec<SplitRule>, StoreError>;
+    /// Owners of identifier keys, in the order asked.
+    fn owners(&self, keys: &[&str]) -> Result<Vec<Option<u64>>, StoreError>;
+    fn identities(&self, pids: &[u64]) -> Result<Vec<Option<ProfileIdentity>>, StoreError>;
+    fn profiles(&self, pids: &[u64]) -> Result<Vec<Option<Profile>>, StoreError>;
+    fn groups(&self, ids: &[&str]) -> Result<Vec<Option<Group>>, StoreError>;
+    /// Up to `limit` (time, seq) of the profiles' events, newest first across all of them,
+    /// strictly before `before`.
+    fn timeline(
+        &self,
+        pids: &[u64],
+        before: Option<(i64, u64)>,
+        limit: usize,
+    ) -> Result<Vec<(i64, u64)>, StoreError>;
+    /// The profiles' decisions ordered by (seq, index).
+    fn decisions(&self, pids: &[u64]) -> Result<Vec<Decision>, StoreError>;
+    /// (type, value, owner) of identifiers of `kind` whose value starts with `prefix`, in
+    /// value order, strictly after `after`.
+    fn search_identifiers(
+        &self,
+        kind: &str,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<(String, String, u64)>, StoreError>;
+    /// Live profiles in id order, strictly after `after`.
+    fn list_profiles(&self, after: Option<u64>, limit: usize) -> Result<Vec<Profile>, StoreError>;
+    /// Seqs of the events that carried an identifier key, ascending.
+    fn events_with(&self, key: &str, limit: usize) -> Result<Vec<u64>, StoreError>;
+    /// Every stored fact as a line of text, in a canonical order (differential tests
+    /// compare two states with it; backends must produce the same lines for the same state).
+    fn dump(&self) -> Result<Vec<String>, StoreError>;
+}

@@ -1,0 +1,397 @@
+//! The conformance suite every [`StateBackend`] must pass: the embedded redb backend runs it
+//! in this crate's tests, and a PostgreSQL backend runs the very same checks by calling
+//! [`run`] with a factory of fresh, empty backends.
+//!
+//! It checks behaviour only the contract promises: atomic checkpoints with their position,
+//! snapshot isolation, deletes, timeline order and cursors, row drops before re-inserts,
+//! decision order and replacement, identifier prefix search, paging, the identifier→events
+//! index, split rules, and a canonical dump.
+
+use super::backend::{ChangeSet, StateBackend};
+use super::tables::ident_key;
+use spoor_core::identity::{
+    Decision, DecisionKind, Identifier, ProfileId, ProfileIdentity, SplitOrigin, SplitRule,
+    SplitRuleId,
+};
+use spoor_core::profile::{Group, Profile};
+use std::sync::Arc;
+
+/// Runs every check, each on a fresh backend from `make`. Panics on the first failure.
+pub fn run(make: &mut dyn FnMut() -> Arc<dyn StateBackend>) {
+    empty_backend_reads_as_empty(make());
+    a_checkpoint_round_trips_and_snapshots_are_isolated(make());
+    deletes_remove(make());
+    timeline_is_newest_first_with_cursor_and_limit(make());
+    dropped_rows_go_before_the_same_checkpoint_adds_new_ones(make());
+    decisions_are_ordered_and_a_later_one_replaces(make());
+    identifier_search_is_by_type_and_prefix_with_cursor(make());
+    profiles_page_in_id_order_and_events_are_indexed_by_identifier(make());
+    split_rules_persist_and_change_only_when_given(make());
+    the_dump_is_canonical(make);
+}
+
+fn profile(id: u64, trait_value: &str) -> Profile {
+    let mut p = Profile::new(ProfileId::from_raw(id));
+    p.event_count = id;
+    p.first_seen_ms = 1_000 + id as i64;
+    p.last_seen_ms = 2_000 + id as i64;
+    p.groups.insert(trait_value.to_owned(), 5);
+    p
+}
+
+fn decision(seq: u64, profile: u64) -> Decision {
+    Decision {
+        seq,
+        message_id: format!("m{seq}"),
+        timestamp_ms: seq as i64,
+        kind: DecisionKind::Created {
+            profile: ProfileId::from_raw(profile),
+        },
+    }
+}
+
+fn rule(id: u64) -> SplitRule {
+    let a = Identifier::new("anonymous_id", format!("a{id}"));
+    SplitRule {
+        id: SplitRuleId(id),
+        side_a: vec![a.clone()],
+        side_b: vec![Identifier::new("user_id", format!("u{id}"))],
+        created_ms: 7,
+        origin: SplitOrigin::Detach { identifier: a },
+    }
+}
+
+fn commit(b: &dyn StateBackend, c: ChangeSet) {
+    let mut c = c;
+    b.commit(&mut c).expect("commit");
+}
+
+fn empty_backend_reads_as_empty(b: Arc<dyn StateBackend>) {
+    let s = b.snapshot().unwrap();
+    assert_eq!(s.processed_seq().unwrap(), 0);
+    assert_eq!(s.live_profiles().unwrap(), 0);
+    assert!(s.split_rules().unwrap().is_empty());
+    assert_eq!(s.owners(&["user_id\u{1f}x"]).unwrap(), vec![None]);
+    assert_eq!(s.identities(&[1, 2]).unwrap(), vec![None, None]);
+    assert_eq!(s.profiles(&[1]).unwrap(), vec![None]);
+    assert_eq!(s.groups(&["g"]).unwrap(), vec![None]);
+    assert!(s.timeline(&[1], None, 10).unwrap().is_empty());
+    assert!(s.decisions(&[1]).unwrap().is_empty());
+    assert!(s.list_profiles(None, 10).unwrap().is_empty());
+    assert!(s.events_with("user_id\u{1f}x", 10).unwrap().is_empty());
+}
+
+fn a_checkpoint_round_trips_and_snapshots_are_isolated(b: Arc<dyn StateBackend>) {
+    let before = b.snapshot().unwrap();
+    let mut ident = ProfileIdentity::new(3, 30);
+    ident.absorbed.push(ProfileId::from_raw(9));
+    let key = ident_key("user_id", "u1");
+    commit(
+        &*b,
+        ChangeSet {
+            processed_seq: 42,
+            live_profiles: 2,
+            owners: vec![(key.clone(), Some(3))],
+            identities: vec![(3, Some(ident.clone()))],
+            profiles: vec![(3, Some(profile(3, "acme"))), (4, Some(profile(4, "x")))],
+            groups: vec![("acme".into(), Group::new("acme"))],
+            timeline: vec![(3, 100, 1)],
+            ident_events: vec![(key.clone(), 1)],
+            decisions: vec![((3, 1, 0), decision(1, 3))],
+            ..ChangeSet::default()
+        },
+    );
+    let s = b.snapshot().unwrap();
+    assert_eq!(s.processed_seq().unwrap(), 42);
+    assert_eq!(s.live_profiles().unwrap(), 2);
+    assert_eq!(
+        s.owners(&[key.as_str(), "user_id\u{1f}nobody"]).unwrap(),
+        vec![Some(3), None]
+    );
+    assert_eq!(s.identities(&[3]).unwrap(), vec![Some(ident)]);
+    assert_eq!(
+        s.profiles(&[4, 3]).unwrap(),
+        vec![Some(profile(4, "x")), Some(profile(3, "acme"))]
+    );
+    assert_eq!(s.groups(&["acme"]).unwrap(), vec![Some(Group::new("acme"))]);
+    assert_eq!(s.timeline(&[3], None, 10).unwrap(), vec![(100, 1)]);
+    assert_eq!(s.decisions(&[3]).unwrap(), vec![decision(1, 3)]);
+    assert_eq!(s.events_with(&key, 10).unwrap(), vec![1]);
+    // A snapshot taken before the commit still sees the state before it.
+    assert_eq!(before.processed_seq().unwrap(), 0);
+    assert_eq!(before.profiles(&[3]).unwrap(), vec![None]);
+}
+
+fn deletes_remove(b: Arc<dyn StateBackend>) {
+    let key = ident_key("email", "a@x.y");
+    commit(
+        &*b,
+        ChangeSet {
+            processed_seq: 1,
+            owners: vec![(key.clone(), Some(1))],
+            identities: vec![(1, Some(ProfileIdentity::new(1, 1)))],
+            profiles: vec![(1, Some(profile(1, "g")))],
+            ..ChangeSet::default()
+        },
+    );
+    commit(
+        &*b,
+        ChangeSet {
+            processed_seq: 2,
+            owners: vec![(key.clone(), None)],
+            identities: vec![(1, None)],
+            profiles: vec![(1, None)],
+            ..ChangeSet::default()
+        },
+    );
+    let s = b.snapshot().unwrap();
+    assert_eq!(s.owners(&[key.as_str()]).unwrap(), vec![None]);
+    assert_eq!(s.identities(&[1]).unwrap(), vec![None]);
+    assert_eq!(s.profiles(&[1]).unwrap(), vec![None]);
+    assert_eq!(s.processed_seq().unwrap(), 2);
+}
+
+fn timeline_is_newest_first_with_cursor_and_limit(b: Arc<dyn StateBackend>) {
+    commit(
+        &*b,
+        ChangeSet {
+            processed_seq: 6,
+            timeline: vec![
+                (1, 10, 1),
+                (2, 20, 2),
+                (1, 30, 3),
+                (2, 30, 4),
+                (1, 50, 5),
+                (3, 60, 6),
+            ],
+            ..ChangeSet::default()
+        },
+    );
+    let s = b.snapshot().unwrap();
+    assert_eq!(
+        s.timeline(&[1, 2], None, 10).unwrap(),
+        vec![(50, 5), (30, 4), (30, 3), (20, 2), (10, 1)]
+    );
+    assert_eq!(
+        s.timeline(&[1, 2], None, 2).unwrap(),
+        vec![(50, 5), (30, 4)]
+    );
+    assert_eq!(
+        s.timeline(&[1, 2], Some((30, 4)), 2).unwrap(),
+        vec![(30, 3), (20, 2)]
+    );
+    assert_eq!(s.timeline(&[2], Some((30, 4)), 10).unwrap(), vec![(20, 2)]);
+    assert!(s.timeline(&[9], None, 10).unwrap().is_empty());
+}
+
+fn dropped_rows_go_before_the_same_checkpoint_adds_new_ones(b: Arc<dyn StateBackend>) {
+    commit(
+        &*b,
+        ChangeSet {
+            timeline: vec![(1, 10, 1), (1, 20, 2), (2, 5, 3)],
+            decisions: vec![((1, 1, 0), decision(1, 1)), ((2, 3, 0), decision(3, 2))],
+            ..ChangeSet::default()
+        },
+    );
+    commit(
+        &*b,
+        ChangeSet {
+            drop_rows: vec![1],
+            timeline: vec![(1, 20, 2)],
+            decisions: vec![((1, 2, 0), decision(2, 1))],
+            ..ChangeSet::default()
+        },
+    );
+    let s = b.snapshot().unwrap();
+    assert_eq!(s.timeline(&[1], None, 10).unwrap(), vec![(20, 2)]);
+    assert_eq!(s.decisions(&[1]).unwrap(), vec![decision(2, 1)]);
+    assert_eq!(
+        s.timeline(&[2], None, 10).unwrap(),
+        vec![(5, 3)],
+        "other profiles keep theirs"
+    );
+}
+
+fn decisions_are_ordered_and_a_later_one_replaces(b: Arc<dyn StateBackend>) {
+    let mut replaced = decision(5, 1);
+    replaced.message_id = "second".into();
+    commit(
+        &*b,
+        ChangeSet {
+            decisions: vec![
+                ((1, 5, 1), decision(5, 1)),
+                ((2, 4, 0), decision(4, 2)),
+                ((1, 5, 1), replaced.clone()),
+                ((1, 2, 0), decision(2, 1)),
+            ],
+            ..ChangeSet::default()
+        },
+    );
+    let s = b.snapshot().unwrap();
+    assert_eq!(
+        s.decisions(&[1, 2]).unwrap(),
+        vec![decision(2, 1), decision(4, 2), replaced]
+    );
+}
+
+fn identifier_search_is_by_type_and_prefix_with_cursor(b: Arc<dyn StateBackend>) {
+    let owners = ["ann@x.y", "anna@x.y", "annie@x.y", "bob@x.y"]
+        .iter()
+        .enumerate()
+        .map(|(i, v)| (ident_key("email", v), Some(i as u64 + 1)))
+        .chain([
+            (ident_key("e", "ann"), Some(9)),
+            (ident_key("emails", "ann"), Some(8)),
+        ])
+        .collect();
+    commit(
+        &*b,
+        ChangeSet {
+            owners,
+            ..ChangeSet::default()
+        },
+    );
+    let s = b.snapshot().unwrap();
+    let values = |v: Vec<(String, String, u64)>| {
+        v.into_iter()
+            .map(|(k, v, o)| format!("{k}:{v}:{o}"))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        values(s.search_identifiers("email", "ann", None, 10).unwrap()),
+        vec!["email:ann@x.y:1", "email:anna@x.y:2", "email:annie@x.y:3"]
+    );
+    assert_eq!(
+        values(s.search_identifiers("email", "ann", None, 2).unwrap()),
+        vec!["email:ann@x.y:1", "email:anna@x.y:2"]
+    );
+    assert_eq!(
+        values(
+            s.search_identifiers("email", "ann", Some("anna@x.y"), 2)
+                .unwrap()
+        ),
+        vec!["email:annie@x.y:3"]
+    );
+    assert_eq!(
+        values(s.search_identifiers("email", "", None, 10).unwrap()).len(),
+        4,
+        "another type never matches"
+    );
+    assert_eq!(
+        values(s.search_identifiers("e", "", None, 10).unwrap()),
+        vec!["e:ann:9"]
+    );
+}
+
+fn profiles_page_in_id_order_and_events_are_indexed_by_identifier(b: Arc<dyn StateBackend>) {
+    let k1 = ident_key("user_id", "u1");
+    let k2 = ident_key("user_id", "u10");
+    commit(
+        &*b,
+        ChangeSet {
+            profiles: (1..=5).rev().map(|i| (i, Some(profile(i, "g")))).collect(),
+            ident_events: vec![
+                (k1.clone(), 9),
+                (k1.clone(), 3),
+                (k2.clone(), 4),
+                (k1.clone(), 7),
+            ],
+            ..ChangeSet::default()
+        },
+    );
+    let s = b.snapshot().unwrap();
+    let ids = |v: Vec<Profile>| v.into_iter().map(|p| p.id.raw()).collect::<Vec<_>>();
+    assert_eq!(ids(s.list_profiles(None, 2).unwrap()), vec![1, 2]);
+    assert_eq!(ids(s.list_profiles(Some(2), 2).unwrap()), vec![3, 4]);
+    assert_eq!(ids(s.list_profiles(Some(5), 2).unwrap()), Vec::<u64>::new());
+    assert_eq!(s.events_with(&k1, 10).unwrap(), vec![3, 7, 9]);
+    assert_eq!(s.events_with(&k1, 2).unwrap(), vec![3, 7]);
+    assert_eq!(s.events_with(&k2, 10).unwrap(), vec![4]);
+}
+
+fn split_rules_persist_and_change_only_when_given(b: Arc<dyn StateBackend>) {
+    commit(
+        &*b,
+        ChangeSet {
+            split_rules: Some(vec![rule(1)]),
+            ..ChangeSet::default()
+        },
+    );
+    commit(
+        &*b,
+        ChangeSet {
+            processed_seq: 3,
+            ..ChangeSet::default()
+        },
+    );
+    assert_eq!(b.snapshot().unwrap().split_rules().unwrap(), vec![rule(1)]);
+    commit(
+        &*b,
+        ChangeSet {
+            split_rules: Some(vec![rule(1), rule(2)]),
+            ..ChangeSet::default()
+        },
+    );
+    assert_eq!(
+        b.snapshot().unwrap().split_rules().unwrap(),
+        vec![rule(1), rule(2)]
+    );
+}
+
+/// The same state reached by different commit sequences dumps to the same lines.
+fn the_dump_is_canonical(make: &mut dyn FnMut() -> Arc<dyn StateBackend>) {
+    let (a, b) = (make(), make());
+    let key = ident_key("user_id", "u");
+    commit(
+        &*a,
+        ChangeSet {
+            processed_seq: 2,
+            owners: vec![(key.clone(), Some(1))],
+            profiles: vec![(1, Some(profile(1, "g"))), (2, Some(profile(2, "h")))],
+            timeline: vec![(1, 5, 1), (2, 6, 2)],
+            ..ChangeSet::default()
+        },
+    );
+    commit(
+        &*b,
+        ChangeSet {
+            processed_seq: 1,
+            profiles: vec![(2, Some(profile(2, "h")))],
+            timeline: vec![(2, 6, 2)],
+            ..ChangeSet::default()
+        },
+    );
+    commit(
+        &*b,
+        ChangeSet {
+            processed_seq: 2,
+            owners: vec![(key, Some(1))],
+            profiles: vec![(1, Some(profile(1, "g")))],
+            timeline: vec![(1, 5, 1)],
+            ..ChangeSet::default()
+        },
+    );
+    let (da, db) = (
+        a.snapshot().unwrap().dump().unwrap(),
+        b.snapshot().unwrap().dump().unwrap(),
+    );
+    assert_eq!(da, db);
+    assert!(da.iter().any(|l| l.contains("processed_seq 2")), "{da:?}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::RedbBackend;
+
+    #[test]
+    fn the_redb_backend_conforms() {
+        let dirs = std::cell::RefCell::new(Vec::new());
+        run(&mut || {
+            let d = tempfile::tempdir().unwrap();
+            let b: Arc<dyn StateBackend> = Arc::new(RedbBackend::open(d.path()).unwrap());
+            dirs.borrow_mut().push(d);
+            b
+        });
+    }
+}

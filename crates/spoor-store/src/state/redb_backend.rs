@@ -1,0 +1,344 @@
+//! The embedded backend of derived state: one redb file. Values are JSON (readable, and
+//! the types evolve with `#[serde(default)]`); keys are fixed-width where they are ranged.
+
+use super::backend::{ChangeSet, StateBackend, StateSnapshot};
+use super::engine_err;
+use super::tables::*;
+use crate::error::StoreError;
+use redb::{Database, ReadOnlyTable, ReadTransaction, ReadableDatabase, ReadableTable};
+use spoor_core::identity::{Decision, ProfileIdentity, SplitRule};
+use spoor_core::profile::{Group, Profile};
+use std::path::Path;
+
+/// `state.redb` in a directory.
+pub struct RedbBackend {
+    db: Database,
+}
+
+impl RedbBackend {
+    pub fn open(dir: &Path) -> Result<Self, StoreError> {
+        std::fs::create_dir_all(dir).map_err(|e| StoreError::io(dir, e))?;
+        let path = dir.join("state.redb");
+        let db = Database::create(&path)
+            .map_err(|e| StoreError::Meta(format!("{}: {e}", path.display())))?;
+        create_all(&db)?;
+        Ok(Self { db })
+    }
+}
+
+impl StateBackend for RedbBackend {
+    fn commit(&self, c: &mut ChangeSet) -> Result<(), StoreError> {
+        // In key order: a B-tree takes sorted inserts several times faster than random ones
+        // (the path to the leaf stays hot and each leaf is written once).
+        c.owners.sort_by(|a, b| a.0.cmp(&b.0));
+        c.identities.sort_by_key(|(k, _)| *k);
+        c.profiles.sort_by_key(|(k, _)| *k);
+        c.groups.sort_by(|a, b| a.0.cmp(&b.0));
+        c.timeline.sort_unstable();
+        c.ident_events.sort_unstable();
+        c.decisions.sort_by_key(|(k, _)| *k); // stable: a later row with the same key wins
+        let tx = self.db.begin_write().map_err(engine_err)?;
+        {
+            let mut t = tx.open_table(IDENT).map_err(engine_err)?;
+            for (k, v) in &c.owners {
+                match v {
+                    Some(p) => t.insert(k.as_str(), *p).map_err(engine_err)?,
+                    None => t.remove(k.as_str()).map_err(engine_err)?,
+                };
+            }
+            let mut t = tx.open_table(PIDENT).map_err(engine_err)?;
+            for (k, v) in &c.identities {
+                match v {
+                    Some(p) => t.insert(*k, json(p)?.as_slice()).map_err(engine_err)?,
+                    None => t.remove(*k).map_err(engine_err)?,
+                };
+            }
+            let mut t = tx.open_table(PROFILES).map_err(engine_err)?;
+            for (k, v) in &c.profiles {
+                match v {
+                    Some(p) => t.insert(*k, json(p)?.as_slice()).map_err(engine_err)?,
+                    None => t.remove(*k).map_err(engine_err)?,
+                };
+            }
+            let mut t = tx.open_table(GROUPS).map_err(engine_err)?;
+            for (k, g) in &c.groups {
+                t.insert(k.as_str(), json(g)?.as_slice())
+                    .map_err(engine_err)?;
+            }
+            let mut t = tx.open_table(TIMELINE).map_err(engine_err)?;
+            for p in &c.drop_rows {
+                t.retain_in((*p, i64::MIN, 0)..=(*p, i64::MAX, u64::MAX), |_, _| false)
+                    .map_err(engine_err)?;
+            }
+            for k in &c.timeline {
+                t.insert(*k, ()).map_err(engine_err)?;
+            }
+            let mut t = tx.open_table(IDENT_EVENTS).map_err(engine_err)?;
+            for (k, seq) in &c.ident_events {
+                t.insert((k.as_str(), *seq), ()).map_err(engine_err)?;
+            }
+            let mut t = tx.open_table(DECISIONS).map_err(engine_err)?;
+            for p in &c.drop_rows {
+                t.retain_in((*p, 0, 0)..=(*p, u64::MAX, u32::MAX), |_, _| false)
+                    .map_err(engine_err)?;
+            }
+            for (k, d) in &c.decisions {
+                t.insert(*k, json(d)?.as_slice()).map_err(engine_err)?;
+            }
+            let mut t = tx.open_table(META).map_err(engine_err)?;
+            t.insert(K_PROCESSED, c.processed_seq.to_le_bytes().as_slice())
+                .map_err(engine_err)?;
+            t.insert(K_LIVE_PROFILES, c.live_profiles.to_le_bytes().as_slice())
+                .map_err(engine_err)?;
+            if let Some(rules) = &c.split_rules {
+                t.insert(K_SPLIT_RULES, json(rules)?.as_slice())
+                    .map_err(engine_err)?;
+            }
+        }
+        tx.commit().map_err(engine_err)
+    }
+
+    fn snapshot(&self) -> Result<Box<dyn StateSnapshot>, StoreError> {
+        let tx = self.db.begin_read().map_err(engine_err)?;
+        Ok(Box::new(RedbSnapshot {
+            ident: tx.open_table(IDENT).map_err(engine_err)?,
+            pident: tx.open_table(PIDENT).map_err(engine_err)?,
+            profiles: tx.open_table(PROFILES).map_err(engine_err)?,
+            groups: tx.open_table(GROUPS).map_err(engine_err)?,
+            tx,
+        }))
+    }
+}
+
+/// A read transaction with the point-read tables opened once (opening a table costs more
+/// than a lookup).
+struct RedbSnapshot {
+    tx: ReadTransaction,
+    ident: ReadOnlyTable<&'static str, u64>,
+    pident: ReadOnlyTable<u64, &'static [u8]>,
+    profiles: ReadOnlyTable<u64, &'static [u8]>,
+    groups: ReadOnlyTable<&'static str, &'static [u8]>,
+}
+
+impl RedbSnapshot {
+    fn meta_u64(&self, key: &str) -> Result<u64, StoreError> {
+        let t = self.tx.open_table(META).map_err(engine_err)?;
+        let v = t.get(key).map_err(engine_err)?;
+        Ok(
+            v.and_then(|v| v.value().try_into().ok().map(u64::from_le_bytes))
+                .unwrap_or(0),
+        )
+    }
+}
+
+impl StateSnapshot for RedbSnapshot {
+    fn processed_seq(&self) -> Result<u64, StoreError> {
+        self.meta_u64(K_PROCESSED)
+    }
+
+    fn live_profiles(&self) -> Result<u64, StoreError> {
+        self.meta_u64(K_LIVE_PROFILES)
+    }
+
+    fn split_rules(&self) -> Result<Vec<SplitRule>, StoreError> {
+        let t = self.tx.open_table(META).map_err(engine_err)?;
+        let v = t.get(K_SPLIT_RULES).map_err(engine_err)?;
+        v.map_or(Ok(Vec::new()), |v| from_json(v.value()))
+    }
+
+    fn owners(&self, keys: &[&str]) -> Result<Vec<Option<u64>>, StoreError> {
+        keys.iter()
+            .map(|k| Ok(self.ident.get(*k).map_err(engine_err)?.map(|v| v.value())))
+            .collect()
+    }
+
+    fn identities(&self, pids: &[u64]) -> Result<Vec<Option<ProfileIdentity>>, StoreError> {
+        pids.iter()
+            .map(|p| {
+                self.pident
+                    .get(*p)
+                    .map_err(engine_err)?
+                    .map(|v| from_json(v.value()))
+                    .transpose()
+            })
+            .collect()
+    }
+
+    fn profiles(&self, pids: &[u64]) -> Result<Vec<Option<Profile>>, StoreError> {
+        pids.iter()
+            .map(|p| {
+                self.profiles
+                    .get(*p)
+                    .map_err(engine_err)?
+                    .map(|v| from_json(v.value()))
+                    .transpose()
+            })
+            .collect()
+    }
+
+    fn groups(&self, ids: &[&str]) -> Result<Vec<Option<Group>>, StoreError> {
+        ids.iter()
+            .map(|g| {
+                self.groups
+                    .get(*g)
+                    .map_err(engine_err)?
+                    .map(|v| from_json(v.value()))
+                    .transpose()
+            })
+            .collect()
+    }
+
+    fn timeline(
+        &self,
+        pids: &[u64],
+        before: Option<(i64, u64)>,
+        limit: usize,
+    ) -> Result<Vec<(i64, u64)>, StoreError> {
+        let t = self.tx.open_table(TIMELINE).map_err(engine_err)?;
+        let mut all = Vec::new();
+        for p in pids {
+            let hi = before.map_or((*p, i64::MAX, u64::MAX), |(ts, seq)| (*p, ts, seq));
+            let range = t.range((*p, i64::MIN, 0)..hi).map_err(engine_err)?;
+            for row in range.rev().take(limit) {
+                let (k, _) = row.map_err(engine_err)?;
+                let (_, ts, seq) = k.value();
+                all.push((ts, seq));
+            }
+        }
+        all.sort_unstable_by(|a, b| b.cmp(a));
+        all.truncate(limit);
+        Ok(all)
+    }
+
+    fn decisions(&self, pids: &[u64]) -> Result<Vec<Decision>, StoreError> {
+        let t = self.tx.open_table(DECISIONS).map_err(engine_err)?;
+        let mut out: Vec<((u64, u32), Decision)> = Vec::new();
+        for p in pids {
+            for row in t
+                .range((*p, 0, 0)..=(*p, u64::MAX, u32::MAX))
+                .map_err(engine_err)?
+            {
+                let (k, v) = row.map_err(engine_err)?;
+                let (_, seq, idx) = k.value();
+                out.push(((seq, idx), from_json(v.value())?));
+            }
+        }
+        out.sort_by_key(|(k, _)| *k);
+        Ok(out.into_iter().map(|(_, d)| d).collect())
+    }
+
+    fn search_identifiers(
+        &self,
+        kind: &str,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<(String, String, u64)>, StoreError> {
+        let want = ident_key(kind, prefix);
+        let start = ident_key(kind, after.unwrap_or(prefix));
+        let mut out = Vec::new();
+        for row in self.ident.range(start.as_str()..).map_err(engine_err)? {
+            let (k, v) = row.map_err(engine_err)?;
+            let key = k.value();
+            if !key.starts_with(&want) {
+                break;
+            }
+            let (kind, value) = split_ident_key(key);
+            if after == Some(value) {
+                continue;
+            }
+            out.push((kind.to_owned(), value.to_owned(), v.value()));
+            if out.len() == limit {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    fn list_profiles(&self, after: Option<u64>, limit: usize) -> Result<Vec<Profile>, StoreError> {
+        let start = after.map_or(0, |p| p.saturating_add(1));
+        let mut out = Vec::new();
+        for row in self
+            .profiles
+            .range(start..)
+            .map_err(engine_err)?
+            .take(limit)
+        {
+            let (_, v) = row.map_err(engine_err)?;
+            out.push(from_json(v.value())?);
+        }
+        Ok(out)
+    }
+
+    fn events_with(&self, key: &str, limit: usize) -> Result<Vec<u64>, StoreError> {
+        let t = self.tx.open_table(IDENT_EVENTS).map_err(engine_err)?;
+        let mut out = Vec::new();
+        for row in t
+            .range((key, 0)..=(key, u64::MAX))
+            .map_err(engine_err)?
+            .take(limit)
+        {
+            let (k, _) = row.map_err(engine_err)?;
+            out.push(k.value().1);
+        }
+        Ok(out)
+    }
+
+    fn dump(&self) -> Result<Vec<String>, StoreError> {
+        let mut out = Vec::new();
+        for row in self.ident.iter().map_err(engine_err)? {
+            let (k, v) = row.map_err(engine_err)?;
+            out.push(format!("ident {:?} {}", k.value(), v.value()));
+        }
+        for row in self.pident.iter().map_err(engine_err)? {
+            let (k, v) = row.map_err(engine_err)?;
+            out.push(format!(
+                "identity {} {}",
+                k.value(),
+                String::from_utf8_lossy(v.value())
+            ));
+        }
+        for row in self.profiles.iter().map_err(engine_err)? {
+            let (k, v) = row.map_err(engine_err)?;
+            out.push(format!(
+                "profile {} {}",
+                k.value(),
+                String::from_utf8_lossy(v.value())
+            ));
+        }
+        for row in self.groups.iter().map_err(engine_err)? {
+            let (k, v) = row.map_err(engine_err)?;
+            out.push(format!(
+                "group {:?} {}",
+                k.value(),
+                String::from_utf8_lossy(v.value())
+            ));
+        }
+        let t = self.tx.open_table(TIMELINE).map_err(engine_err)?;
+        for row in t.iter().map_err(engine_err)? {
+            let (k, _) = row.map_err(engine_err)?;
+            out.push(format!("timeline {:?}", k.value()));
+        }
+        let t = self.tx.open_table(IDENT_EVENTS).map_err(engine_err)?;
+        for row in t.iter().map_err(engine_err)? {
+            let (k, _) = row.map_err(engine_err)?;
+            out.push(format!("ident_event {:?}", k.value()));
+        }
+        let t = self.tx.open_table(DECISIONS).map_err(engine_err)?;
+        for row in t.iter().map_err(engine_err)? {
+            let (k, v) = row.map_err(engine_err)?;
+            out.push(format!(
+                "decision {:?} {}",
+                k.value(),
+                String::from_utf8_lossy(v.value())
+            ));
+        }
+        out.push(format!("meta processed_seq {}", self.processed_seq()?));
+        out.push(format!("meta live_profiles {}", self.live_profiles()?));
+        out.push(format!(
+            "meta split_rules {}",
+            String::from_utf8_lossy(&json(&self.split_rules()?)?)
+        ));
+        Ok(out)
+    }
+}
