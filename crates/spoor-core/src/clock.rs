@@ -4,7 +4,8 @@
 use chrono::{DateTime, Utc};
 use std::sync::atomic::{AtomicI64, Ordering};
 
-/// Source of "now". Production uses [`SystemClock`]; tests use [`FixedClock`].
+/// Source of "now". Production uses [`SystemClock`]; tests that move time use
+/// [`FixedClock`] (e.g. the dedupe-window test of the server).
 pub trait Clock: Send + Sync + 'static {
     fn now(&self) -> DateTime<Utc>;
 }

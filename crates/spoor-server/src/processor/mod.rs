@@ -66,7 +66,6 @@ pub struct ProcessorStatus {
     pub processed_seq: AtomicU64,
     pub live_profiles: AtomicU64,
     pub failed: AtomicBool,
-    pub events_processed: AtomicU64,
 }
 
 /// A running processor thread.
@@ -125,9 +124,6 @@ pub fn process_range(
             state.set_processed(e.seq);
             since_commit += 1;
         }
-        status
-            .events_processed
-            .fetch_add(batch.len() as u64, Ordering::Relaxed);
         if since_commit >= cfg.checkpoint_events
             || last_commit.elapsed() >= Duration::from_millis(cfg.checkpoint_ms)
         {

@@ -249,3 +249,35 @@ async fn settings_endpoint_and_cors_for_browsers() {
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.headers()["access-control-allow-origin"], "*");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_messageid_is_remembered_for_the_dedupe_window_and_then_forgotten() {
+    let clock = std::sync::Arc::new(spoor_core::FixedClock::new(
+        chrono::DateTime::parse_from_rfc3339("2026-03-01T00:00:00Z")
+            .unwrap()
+            .into(),
+    ));
+    let srv = TestServer::start_clocked(
+        tempfile::tempdir().unwrap(),
+        |c| c.ingest.dedupe_window_secs = 3_600,
+        clock.clone(),
+    )
+    .await;
+    let batch =
+        json!({"batch": [{"type": "track", "event": "E", "userId": "u", "messageId": "same"}]});
+    assert_eq!(srv.post("/v1/batch", &batch).await.0, 200);
+    clock.advance(chrono::Duration::minutes(59));
+    assert_eq!(srv.post("/v1/batch", &batch).await.0, 200);
+    assert_eq!(
+        srv.events().await.len(),
+        1,
+        "a retry within the window is a duplicate"
+    );
+    clock.advance(chrono::Duration::minutes(2));
+    assert_eq!(srv.post("/v1/batch", &batch).await.0, 200);
+    let stored = srv.events().await;
+    assert_eq!(stored.len(), 2, "past the window the id is new again");
+    // The stored receive times are the server clock's, not the wall clock's.
+    assert_eq!(stored[0]["received_at"], "2026-03-01T00:00:00.000Z");
+    assert_eq!(stored[1]["received_at"], "2026-03-01T01:01:00.000Z");
+}

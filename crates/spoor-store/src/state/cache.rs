@@ -16,14 +16,6 @@ use spoor_core::profile::{Group, Profile};
 use std::collections::HashMap;
 use std::sync::Arc;
 
-/// What a checkpoint wrote.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct CacheStats {
-    pub profiles_written: usize,
-    pub identifiers_written: usize,
-    pub timeline_rows: usize,
-}
-
 /// The write side of the state, owned by the single processor.
 pub struct ProcessorState {
     backend: Arc<dyn StateBackend>,
@@ -201,21 +193,11 @@ impl ProcessorState {
         self.d_drop_rows.push(pid.raw());
     }
 
-    /// Entries waiting for the next checkpoint (a checkpoint trigger).
-    pub fn pending(&self) -> usize {
-        self.d_timeline.len() + self.d_profiles.len()
-    }
-
     /// Commits every pending change and the processed seq in one transaction.
-    pub fn checkpoint(&mut self) -> Result<CacheStats, StoreError> {
+    pub fn checkpoint(&mut self) -> Result<(), StoreError> {
         if let Some(e) = self.error.take() {
             return Err(e);
         }
-        let stats = CacheStats {
-            profiles_written: self.d_profiles.len(),
-            identifiers_written: self.d_ident.len(),
-            timeline_rows: self.d_timeline.len(),
-        };
         let mut changes = ChangeSet {
             processed_seq: self.processed_seq,
             live_profiles: self.live_profiles(),
@@ -252,7 +234,7 @@ impl ProcessorState {
         self.c_profiles.extend(changes.profiles);
         self.c_groups.extend(changes.groups);
         self.snap = self.backend.snapshot()?;
-        Ok(stats)
+        Ok(())
     }
 
     fn index_rule(&mut self, r: &SplitRule) {

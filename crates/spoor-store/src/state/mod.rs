@@ -17,7 +17,7 @@ mod redb_backend;
 mod tables;
 
 pub use backend::{ChangeSet, StateBackend, StateSnapshot};
-pub use cache::{CacheStats, ProcessorState};
+pub use cache::ProcessorState;
 pub use read::{StateReader, TimelineCursor};
 pub use redb_backend::RedbBackend;
 pub use tables::ident_key;

@@ -31,6 +31,15 @@ impl TestServer {
     }
 
     pub async fn start_in(dir: tempfile::TempDir, tweak: impl FnOnce(&mut Config)) -> Self {
+        Self::start_clocked(dir, tweak, Arc::new(spoor_core::SystemClock)).await
+    }
+
+    /// A server whose notion of "now" is `clock` (tests that move time).
+    pub async fn start_clocked(
+        dir: tempfile::TempDir,
+        tweak: impl FnOnce(&mut Config),
+        clock: Arc<dyn spoor_core::Clock>,
+    ) -> Self {
         let mut cfg = Config::load(
             None,
             &Overrides {
@@ -44,7 +53,7 @@ impl TestServer {
             write_key: Some(WRITE_KEY.into()),
             admin_token: Some(ADMIN_TOKEN.into()),
         };
-        let (app, _) = AppState::open(cfg, Arc::new(spoor_core::SystemClock), init)
+        let (app, _) = AppState::open(cfg, clock, init)
             .unwrap_or_else(|e| panic!("cannot open the data directory: {e:?}"));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
