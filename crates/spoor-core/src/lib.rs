@@ -5,6 +5,7 @@
 //! rules can be tested exhaustively and reused by every backend and entry point (HTTP, bulk
 //! import, replay).
 
+pub mod audience;
 pub mod clock;
 pub mod enrich;
 pub mod event;
