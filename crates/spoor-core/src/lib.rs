@@ -7,6 +7,7 @@
 
 pub mod audience;
 pub mod clock;
+pub mod computed;
 pub mod enrich;
 pub mod event;
 pub mod identity;
