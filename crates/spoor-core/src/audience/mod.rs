@@ -90,7 +90,7 @@ mod print;
 mod state;
 
 #[cfg(test)]
-mod gen;
+pub(crate) mod gen;
 #[cfg(test)]
 mod proptests;
 #[cfg(test)]

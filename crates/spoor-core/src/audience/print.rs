@@ -221,7 +221,10 @@ struct Name<'a>(&'a str);
 impl Display for Name<'_> {
     fn fmt(&self, f: &mut Formatter) -> fmt::Result {
         let mut chars = self.0.chars();
-        let bare = chars.next().is_some_and(is_word_start) && chars.all(is_word_char);
+        // `and`, `or` and `not` are quoted so a property named so never reads as logic.
+        let bare = chars.next().is_some_and(is_word_start)
+            && chars.all(is_word_char)
+            && !matches!(self.0, "and" | "or" | "not");
         if bare {
             f.write_str(self.0)
         } else {

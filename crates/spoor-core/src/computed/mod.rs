@@ -18,11 +18,13 @@
 //!   Values are compared by their JSON text (`1` and `1.0` differ, `"1"` and `1` differ).
 //! - With no events: `count`, `sum`, `distinct_count` are 0; `most_frequent` and
 //!   `distinct_list` are `[]`; the others have no value (`None`).
-//! - Sums are exact for integers (kept as a 128-bit integer); fractional parts are summed in
+//! - Sums are exact for integers (kept as a 64-bit integer while they fit); fractional parts are summed in
 //!   floating point, whose rounding may depend on the order events arrived.
 
 mod state;
 
+#[cfg(test)]
+mod proptests;
 #[cfg(test)]
 mod tests;
 
@@ -220,7 +222,7 @@ pub fn brute_force(def: &ComputedDef, events: &[EventFact], now_ms: i64) -> Opti
 /// floating point.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 pub struct Sum {
-    pub int: i128,
+    pub int: i64,
     pub frac: f64,
     pub n: u64,
 }
@@ -233,14 +235,21 @@ impl Sum {
     }
     pub(crate) fn add(&mut self, v: &Value) {
         match (v.as_i64(), v.as_f64()) {
-            (Some(i), _) => self.int += i128::from(i),
+            (Some(i), _) => self.add_int(i),
             (None, Some(f)) => self.frac += f,
             _ => return,
         }
         self.n += 1;
     }
+    /// Integers add exactly; past the i64 range they spill into the float part.
+    fn add_int(&mut self, i: i64) {
+        match self.int.checked_add(i) {
+            Some(s) => self.int = s,
+            None => self.frac += i as f64,
+        }
+    }
     pub(crate) fn merge(&mut self, o: Sum) {
-        self.int += o.int;
+        self.add_int(o.int);
         self.frac += o.frac;
         self.n += o.n;
     }
