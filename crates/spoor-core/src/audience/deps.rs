@@ -6,6 +6,7 @@ use super::error::{OrderError, ParseError};
 use super::eval::selector_matches;
 use super::fact::EventFact;
 use super::parse::{RefKind, Reference};
+use crate::event::EventType;
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -77,6 +78,17 @@ impl Dependencies {
             Rule::And { .. } | Rule::Or { .. } | Rule::Not { .. } => {}
         });
         d
+    }
+
+    /// Keys for an index from events to rules: an event of type `k` named `n` can matter only
+    /// to rules holding one of `(k, n)`, `(k, None)`, `(None, n)`, `(None, None)` — four
+    /// lookups per event instead of a scan over every rule. (Where-clauses are checked after.)
+    /// The type is given as its name (`"track"`), as `EventType` has no order.
+    pub fn index_keys(&self) -> BTreeSet<(Option<&'static str>, Option<String>)> {
+        self.events
+            .iter()
+            .map(|s| (s.kind.map(EventType::as_str), s.name.clone()))
+            .collect()
     }
 
     /// Whether applying this event can change the rule's event state. Other events may be

@@ -76,7 +76,8 @@
 //! [`compile`] a rule once; keep one [`AudienceState`] per (person, audience): `apply` each
 //! event the [`Dependencies`] say matters, `merge` on identity merges, `evaluate` after
 //! changes, and set a timer at `next_change` — time alone moves people out of "bought in the
-//! last 7 days". Evaluate audiences in [`audience_order`] so `in audience` reads fresh values.
+//! last 7 days". Evaluate audiences in [`audience_order`] so `in audience` reads fresh values;
+//! [`AudienceSet`] does that for all audiences of a workspace.
 
 mod ast;
 mod compare;
@@ -87,6 +88,7 @@ mod fact;
 mod lex;
 mod parse;
 mod print;
+mod set;
 mod state;
 
 #[cfg(test)]
@@ -106,6 +108,7 @@ pub use error::{OrderError, ParseError, RuleError};
 pub use eval::{evaluate, selector_matches};
 pub use fact::{lookup, ChannelFact, DeviceFact, EventFact, ProfileFacts};
 pub use parse::{parse_with_refs, RefKind, Reference, MAX_DEPTH};
+pub use set::AudienceSet;
 pub use state::{AudienceState, SlotState};
 
 /// Parses the text form.

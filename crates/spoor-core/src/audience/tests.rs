@@ -456,3 +456,116 @@ fn dependencies() {
     assert!(d.event_matters(&page));
     assert!(!Dependencies::of(&parse("performed \"A\"").unwrap_or_else(|e| panic!("{e}"))).time);
 }
+
+#[test]
+fn facts_from_parsed_events_and_profiles() {
+    use crate::identity::ProfileId;
+    use crate::profile::{parse_event, Profile};
+    let env = json!({
+        "v": 1, "source_id": "src_web", "type": "track", "message_id": "m1",
+        "received_at": "2026-01-01T12:00:00.000Z", "timestamp": "2026-01-01T11:59:59.500Z",
+        "utm": {"source": "google", "medium": "cpc"},
+        "user_agent": {"device_type": "mobile", "os": "iOS"},
+        "message": {"type": "track", "event": "Order Completed", "userId": "u1",
+            "properties": {"total": 10, "product": {"category": "shoes"}, "items": [{"sku": "a"}]}},
+    });
+    let bytes = serde_json::to_vec(&env).unwrap_or_default();
+    let view = parse_event(7, T0, &bytes).unwrap_or_else(|e| panic!("{e}"));
+    let fact = EventFact::from_view(&view);
+    assert_eq!((fact.seq, fact.ts_ms, fact.kind), (7, T0, EventType::Track));
+    assert_eq!(fact.name.as_deref(), Some("Order Completed"));
+    assert_eq!(fact.property("product.category"), Some(&json!("shoes")));
+    assert_eq!(fact.property("items.0.sku"), Some(&json!("a")));
+    assert_eq!(fact.property("items.x"), None);
+    let mut p = Profile::new(ProfileId::from_seq(1));
+    p.apply(&view);
+    let f = ProfileFacts::from_profile(&p);
+    let rule =
+        parse("utm source = \"google\" and device os = \"iOS\" and device type = \"mobile\"")
+            .unwrap_or_else(|e| panic!("{e}"));
+    assert!(evaluate(&rule, &f, &[fact.clone()], T0));
+    // A page's name is its `name`; properties that are not an object are ignored.
+    let mut env = env;
+    env["type"] = json!("page");
+    env["message"] = json!({"type": "page", "name": "Pricing", "userId": "u1", "properties": 5});
+    let bytes = serde_json::to_vec(&env).unwrap_or_default();
+    let view = parse_event(8, T0, &bytes).unwrap_or_else(|e| panic!("{e}"));
+    let fact = EventFact::from_view(&view);
+    assert_eq!(
+        (fact.kind, fact.name.as_deref()),
+        (EventType::Page, Some("Pricing"))
+    );
+    assert!(fact.properties.is_empty());
+    assert!(check("performed page \"Pricing\"", &[fact], T0));
+}
+
+#[test]
+fn audience_set_nesting_exclusion_and_time() {
+    let p = |t: &str| parse(t).unwrap_or_else(|e| panic!("{e}"));
+    let defs: std::collections::BTreeMap<String, Rule> = [
+        (
+            "recent_buyers",
+            p("performed \"Order Completed\" within 7d"),
+        ),
+        (
+            "prospects",
+            p("performed \"Product Viewed\" and not in audience \"recent_buyers\""),
+        ),
+        (
+            "retarget",
+            p("in audience \"prospects\" and device type = \"mobile\""),
+        ),
+    ]
+    .into_iter()
+    .map(|(n, r)| (n.to_owned(), r))
+    .collect();
+    let set = AudienceSet::new(defs).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(set.order(), ["recent_buyers", "prospects", "retarget"]);
+    assert_eq!(set.dependents("recent_buyers"), ["prospects", "retarget"]);
+    assert_eq!(set.dependents("retarget"), Vec::<String>::new());
+    let mut states = std::collections::BTreeMap::new();
+    for e in [
+        ev(1, T0, "Product Viewed", json!({})),
+        ev(2, T0 + H, "Order Completed", json!({})),
+    ] {
+        for name in set.order() {
+            let rule = set.get(name).unwrap_or_else(|| panic!("{name}"));
+            let st = states
+                .entry(name.clone())
+                .or_insert_with(|| AudienceState::new(rule));
+            if rule.deps.event_matters(&e) {
+                st.apply(rule, &e);
+            }
+        }
+    }
+    let f = facts();
+    let names = |s: std::collections::BTreeSet<String>| s.into_iter().collect::<Vec<_>>();
+    assert_eq!(
+        names(set.evaluate_all(&states, &f, T0 + 2 * H)),
+        ["recent_buyers"]
+    );
+    // Seven days after the order the person leaves "recent_buyers" — and so enters the
+    // audiences that exclude it — with no new event.
+    let t = set.next_change_all(&states, &f, T0 + 2 * H);
+    assert_eq!(t, Some(T0 + H + 7 * D));
+    assert_eq!(
+        names(set.evaluate_all(&states, &f, T0 + H + 7 * D)),
+        ["prospects", "retarget"]
+    );
+    assert_eq!(
+        set.evaluate_all(&states, &f, T0 + H + 7 * D),
+        set.evaluate_all_brute(
+            &f,
+            &[
+                ev(1, T0, "Product Viewed", json!({})),
+                ev(2, T0 + H, "Order Completed", json!({}))
+            ],
+            T0 + H + 7 * D
+        )
+    );
+    let keys = set.get("prospects").map(|r| r.deps.index_keys());
+    assert_eq!(
+        keys.map(|k| k.into_iter().collect::<Vec<_>>()),
+        Some(vec![(Some("track"), Some("Product Viewed".to_owned()))])
+    );
+}

@@ -127,6 +127,11 @@ impl ComputedDef {
         Ok(())
     }
 
+    /// Whether this event changes the trait's state (the processor skips the others).
+    pub fn matters(&self, ev: &EventFact) -> bool {
+        self.input(ev).is_some()
+    }
+
     /// The value this event contributes, if it is selected: `Null` for `count`, the
     /// property otherwise (numbers only for numeric aggregations).
     pub(crate) fn input(&self, ev: &EventFact) -> Option<Value> {
