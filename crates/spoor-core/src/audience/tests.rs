@@ -483,7 +483,7 @@ fn facts_from_parsed_events_and_profiles() {
     let rule =
         parse("utm source = \"google\" and device os = \"iOS\" and device type = \"mobile\"")
             .unwrap_or_else(|e| panic!("{e}"));
-    assert!(evaluate(&rule, &f, &[fact.clone()], T0));
+    assert!(evaluate(&rule, &f, std::slice::from_ref(&fact), T0));
     // A page's name is its `name`; properties that are not an object are ignored.
     let mut env = env;
     env["type"] = json!("page");
