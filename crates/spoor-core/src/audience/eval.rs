@@ -5,6 +5,7 @@ use super::ast::*;
 use super::compare::{holds, holds_any, next_flip};
 use super::fact::{lookup, EventFact, ProfileFacts};
 use serde_json::Value;
+use std::borrow::Cow;
 
 /// Whether an event is one the selector looks at. Where-clauses never mention `now` (the
 /// parser refuses it), so a match is decided once, when the event arrives.
@@ -140,7 +141,7 @@ pub(crate) fn walk_eval(
         }
         r => {
             let (values, cmp) = fact_values(r, facts);
-            cmp.is_some_and(|cmp| holds_any(values.iter().map(|v| v.as_ref()), cmp, now_ms))
+            cmp.is_some_and(|cmp| holds_any(values.iter().map(|v| v.as_deref()), cmp, now_ms))
         }
     }
 }
@@ -152,7 +153,7 @@ pub(crate) fn facts_next_flip(rule: &Rule, facts: &ProfileFacts, now_ms: i64) ->
     rule.walk(&mut |r| {
         let (values, cmp) = fact_values(r, facts);
         if let Some(cmp) = cmp {
-            if let Some(t) = next_flip(values.iter().map(|v| v.as_ref()), cmp, now_ms) {
+            if let Some(t) = next_flip(values.iter().map(|v| v.as_deref()), cmp, now_ms) {
                 best = Some(best.map_or(t, |b| b.min(t)));
             }
         }
@@ -160,20 +161,26 @@ pub(crate) fn facts_next_flip(rule: &Rule, facts: &ProfileFacts, now_ms: i64) ->
     best
 }
 
-/// The value(s) a non-event condition compares, and its comparison.
-fn fact_values<'r>(
+/// The value(s) a non-event condition compares, and its comparison. Borrowed where the
+/// facts hold JSON already (evaluation runs per event per affected audience).
+fn fact_values<'r, 'f>(
     r: &'r Rule,
-    facts: &ProfileFacts,
-) -> (Vec<Option<Value>>, Option<&'r Comparison>) {
-    let s = |v: &Option<String>| v.clone().map(Value::String);
+    facts: &'f ProfileFacts,
+) -> (Vec<Option<Cow<'f, Value>>>, Option<&'r Comparison>) {
+    let s = |v: &Option<String>| v.clone().map(|s| Cow::Owned(Value::String(s)));
     match r {
-        Rule::Trait { path, cmp } => (vec![lookup(&facts.traits, path).cloned()], Some(cmp)),
-        Rule::Computed { name, cmp } => (vec![facts.computed.get(name).cloned()], Some(cmp)),
+        Rule::Trait { path, cmp } => (
+            vec![lookup(&facts.traits, path).map(Cow::Borrowed)],
+            Some(cmp),
+        ),
+        Rule::Computed { name, cmp } => {
+            (vec![facts.computed.get(name).map(Cow::Borrowed)], Some(cmp))
+        }
         Rule::GroupTrait { path, cmp } => (
             facts
                 .groups
                 .iter()
-                .map(|g| lookup(g, path).cloned())
+                .map(|g| lookup(g, path).map(Cow::Borrowed))
                 .collect(),
             Some(cmp),
         ),
@@ -196,7 +203,7 @@ fn fact_values<'r>(
                 .devices
                 .iter()
                 .map(|d| match field {
-                    DeviceField::Type => Some(Value::String(d.device_type.clone())),
+                    DeviceField::Type => Some(Cow::Owned(Value::String(d.device_type.clone()))),
                     DeviceField::Os => s(&d.os),
                     DeviceField::Browser => s(&d.browser),
                 })

@@ -344,6 +344,8 @@ fn parse_error_messages() {
         ("trait x > now - 7", "line 1, column 17 (byte 16): expected a duration, e.g. `30m`, `2h` or `7d`, found `7`"),
         ("trait x > now - 7y", "line 1, column 17 (byte 16): expected a duration: a whole number and a unit (ms, s, m, h, d, w), e.g. `7d`, found `7y`"),
         ("trait x > date \"yesterday\"", "line 1, column 16 (byte 15): expected a date in quotes, \"2024-01-01\" or RFC 3339, found `\"yesterday\"`"),
+        ("group trait = 1", "line 1, column 13 (byte 12): expected a group trait name, found `=`"),
+        ("performed \"A\" where (x = 1", "line 1, column 27 (byte 26): expected `)`, `and` or `or`, found the end of the rule"),
         ("group plan = 1", "line 1, column 7 (byte 6): expected `trait`, found `plan`"),
         ("utm src = 1", "line 1, column 5 (byte 4): expected a UTM field (source, medium, campaign, content, term), found `src`"),
         ("device model = 1", "line 1, column 8 (byte 7): expected a device field (type, os, browser), found `model`"),
@@ -389,6 +391,14 @@ fn catalog_errors() {
     assert_eq!(
         e.map_err(|e| e.to_string()),
         Err("line 1, column 13 (byte 12): expected a known audience (\"buyers\", \"vip\"), found unknown audience \"nope\"".to_owned())
+    );
+    let many = Catalog {
+        computed: (0..12).map(|i| format!("c{i:02}")).collect(),
+        audiences: Default::default(),
+    };
+    assert_eq!(
+        parse_checked("computed x exists", &many).map_err(|e| e.expected),
+        Err("a known computed trait (\"c00\", \"c01\", \"c02\", \"c03\", \"c04\", \"c05\", \"c06\", \"c07\", \"c08\", \"c09\", …)".to_owned())
     );
     let e = parse_checked("computed x exists", &Catalog::default());
     assert_eq!(
