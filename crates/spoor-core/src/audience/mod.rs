@@ -71,6 +71,18 @@
 //!
 //! Non-event conditions read [`ProfileFacts`]; their semantics are on [`Comparison`].
 //!
+//! # Limits
+//!
+//! - Memory per (person, audience) is bounded for counts, windows and first/last (see
+//!   [`SlotState`]). Exactness with late events has a price for sequences: `A then B` keeps
+//!   every A and B until the first completed pair (then a flag), and `A and not followed by
+//!   B` keeps the B's after the latest A.
+//! - A name containing a dot cannot be addressed as one key (`trait "a.b"` reads `a` → `b`).
+//! - Where-clauses cannot use `now` (events are matched once, on arrival); recency is
+//!   `within`.
+//! - Non-event facts (traits, computed values, memberships…) are inputs: when they change,
+//!   the processor re-evaluates the rules that [`Dependencies`] say read them.
+//!
 //! # Real time
 //!
 //! [`compile`] a rule once; keep one [`AudienceState`] per (person, audience): `apply` each
