@@ -21,6 +21,7 @@
 //! - Sums are exact for integers (kept as a 64-bit integer while they fit); fractional parts are summed in
 //!   floating point, whose rounding may depend on the order events arrived.
 
+mod set;
 mod state;
 
 #[cfg(test)]
@@ -28,6 +29,7 @@ mod proptests;
 #[cfg(test)]
 mod tests;
 
+pub use set::{ComputedSet, ComputedStates};
 pub use state::ComputedState;
 
 use crate::audience::{selector_matches, EventFact, EventSelector, Literal, PropCond, TimeRef};

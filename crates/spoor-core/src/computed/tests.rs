@@ -210,3 +210,40 @@ fn validation_errors() {
             .contains("invalid duration `7y`")
     );
 }
+
+#[test]
+fn computed_set_glue() {
+    let set = ComputedSet::new([
+        def(json!({"name": "orders_7d", "aggregation": "count", "window": "7d"})),
+        def(json!({"name": "spend", "aggregation": "sum", "property": "total"})),
+        def(
+            json!({"name": "fav", "aggregation": "first", "property": "cat",
+            "event": {"kind": "page"}}),
+        ),
+    ])
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        set.names().collect::<Vec<_>>(),
+        ["fav", "orders_7d", "spend"]
+    );
+    let (mut a, mut b) = (ComputedStates::new(), ComputedStates::new());
+    let evs = events();
+    assert_eq!(set.apply(&mut a, &evs[0]), ["orders_7d", "spend"]);
+    for e in &evs[1..] {
+        set.apply(&mut b, e);
+    }
+    set.merge(&mut a, b);
+    let now = T0 + 5 * H;
+    set.prune(&mut a, now);
+    let v = set.values(&a, now);
+    assert_eq!(Value::Object(v), json!({"orders_7d": 5, "spend": 19.5}));
+    assert_eq!(set.next_change(&a, now), Some(T0 + 7 * 24 * H));
+    let dup = ComputedSet::new([
+        def(json!({"name": "x", "aggregation": "count"})),
+        def(json!({"name": "x", "aggregation": "count"})),
+    ]);
+    assert_eq!(
+        dup.map_err(|e| e.to_string()),
+        Err("computed trait \"x\": defined twice".to_owned())
+    );
+}
