@@ -436,6 +436,20 @@ fn kill_9_during_processing_leaves_state_equal_to_a_clean_rebuild() {
     ));
     assert_eq!(st["processed_seq"].as_u64(), Some(last), "{st}");
     assert!(st["healthy"] == true, "{st}");
+    // Applied changes become durable at the next checkpoint (at most checkpoint_ms later
+    // when idle); compare the durable state once it has everything.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let (_, st) = server.admin_get("/v1/admin/processor");
+        if st["durable_seq"].as_u64() == Some(last) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never checkpointed: {st}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
     server.kill9();
     eprintln!(
         "killed while events were still being processed in {killed_mid_processing} of 4 rounds"
@@ -443,7 +457,7 @@ fn kill_9_during_processing_leaves_state_equal_to_a_clean_rebuild() {
 
     let incremental = spoor_store::state::StateStore::open(&data.join("state"))
         .unwrap()
-        .reader()
+        .durable_reader()
         .unwrap()
         .dump()
         .unwrap();
@@ -458,7 +472,7 @@ fn kill_9_during_processing_leaves_state_equal_to_a_clean_rebuild() {
     out.assert_ok();
     let rebuilt = spoor_store::state::StateStore::open(&data.join("state"))
         .unwrap()
-        .reader()
+        .durable_reader()
         .unwrap()
         .dump()
         .unwrap();

@@ -37,6 +37,7 @@ pub struct Metrics {
     pub log_size_bytes: Gauge<u64, AtomicU64>,
     pub log_last_seq: Gauge<u64, AtomicU64>,
     pub processed_seq: Gauge<u64, AtomicU64>,
+    pub durable_seq: Gauge<u64, AtomicU64>,
     pub processor_lag: Gauge<u64, AtomicU64>,
     pub live_profiles: Gauge<u64, AtomicU64>,
 }
@@ -101,8 +102,14 @@ impl Default for Metrics {
         let processed_seq = Gauge::<u64, AtomicU64>::default();
         registry.register(
             "processor_processed_seq",
-            "Last event-log seq whose effects are committed to derived state",
+            "Last event-log seq whose effects are applied to derived state (visible to reads)",
             processed_seq.clone(),
+        );
+        let durable_seq = Gauge::<u64, AtomicU64>::default();
+        registry.register(
+            "processor_durable_seq",
+            "Last event-log seq whose effects are checkpointed to the state store",
+            durable_seq.clone(),
         );
         let processor_lag = Gauge::<u64, AtomicU64>::default();
         registry.register(
@@ -119,6 +126,7 @@ impl Default for Metrics {
         Self {
             registry,
             processed_seq,
+            durable_seq,
             processor_lag,
             live_profiles,
             requests,

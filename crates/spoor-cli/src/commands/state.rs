@@ -28,6 +28,7 @@ pub fn rebuild(args: RebuildArgs) -> anyhow::Result<()> {
             data_dir: args.data_dir,
         },
     )?;
+    super::serve::init_tracing(&cfg.log.level, cfg.log.format);
     let bar = ProgressBar::new(0);
     bar.set_style(
         ProgressStyle::with_template("{bar:40} {pos}/{len} events {per_sec} eta {eta}")

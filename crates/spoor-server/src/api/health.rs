@@ -41,6 +41,9 @@ async fn metrics(State(app): State<AppState>) -> impl IntoResponse {
     let processed = st.processed_seq.load(std::sync::atomic::Ordering::Acquire);
     app.metrics.processed_seq.set(processed);
     app.metrics
+        .durable_seq
+        .set(st.durable_seq.load(std::sync::atomic::Ordering::Acquire));
+    app.metrics
         .processor_lag
         .set(last.saturating_sub(processed));
     app.metrics

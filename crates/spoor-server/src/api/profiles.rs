@@ -316,7 +316,8 @@ struct WaitQuery {
 }
 
 /// How far the processor is behind ingest. With `?wait_for=SEQ` it answers once SEQ is
-/// processed (tests and scripts wait for their events to be applied).
+/// processed (tests and scripts wait for their events to be applied). `durable_seq` is
+/// the last seq whose effects are checkpointed (a crash replays the rest from the log).
 async fn processor_status(
     State(app): State<AppState>,
     caller: Caller,
@@ -338,6 +339,7 @@ async fn processor_status(
     Ok(Json(json!({
         "ingested_seq": ingested,
         "processed_seq": processed,
+        "durable_seq": st.durable_seq.load(std::sync::atomic::Ordering::Acquire),
         "lag": ingested.saturating_sub(processed),
         "live_profiles": st.live_profiles.load(std::sync::atomic::Ordering::Relaxed),
         "healthy": !st.failed.load(std::sync::atomic::Ordering::Relaxed),

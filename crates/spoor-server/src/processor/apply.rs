@@ -63,14 +63,14 @@ pub fn apply_resolution(
     for gone in &res.merged {
         state.adjust_live_profiles(-1);
         if let Some(other) = state.take_profile(*gone)? {
-            state.profile_mut(pid)?.absorb(other);
+            state.with_profile(pid, |p| p.absorb(other))?;
         }
     }
-    state.profile_mut(pid)?.apply(view);
+    state.with_profile(pid, |p| p.apply(view))?;
     state.add_timeline(pid, view.timestamp_ms, view.seq);
     if with_group && view.kind == EventType::Group {
         if let Some(g) = view.group_id.as_deref() {
-            state.group_mut(g)?.apply(view);
+            state.with_group(g, |grp| grp.apply(view))?;
         }
     }
     Ok(())

@@ -25,12 +25,16 @@ use std::time::{Duration, Instant};
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProcessorConfig {
-    /// Entries (profiles, identity records, identifiers) kept in the processor's cache.
+    /// Entries (profiles, identity records, identifiers) kept in the processor's clean cache.
     pub cache_entries: usize,
-    /// Commit a checkpoint after this many events…
+    /// Make the applied changes durable (a checkpoint) after this many events…
     pub checkpoint_events: usize,
-    /// …or after this many milliseconds, whichever comes first.
+    /// …or after this many milliseconds…
     pub checkpoint_ms: u64,
+    /// …or when this many changed entries (profiles, identity records, identifiers) are
+    /// pending, whichever comes first. Bounds the memory of pending changes.
+    #[serde(default = "default_checkpoint_pending")]
+    pub checkpoint_pending: usize,
     /// Scheduling niceness of the processor thread (0 = normal, 19 = lowest). Ingest
     /// acknowledgements and API reads come first; processing uses the CPU left over and
     /// catches up (its lag is reported). Linux only; ignored elsewhere.
@@ -43,6 +47,10 @@ pub struct ProcessorConfig {
 
 fn default_nice() -> i32 {
     10
+}
+
+fn default_checkpoint_pending() -> usize {
+    1_000_000
 }
 
 /// Lowers the calling thread's priority (on Linux, niceness is per thread).
@@ -62,8 +70,10 @@ fn lower_priority(nice: i32) {
 /// Live figures of the processor, shared with the API and metrics.
 #[derive(Debug, Default)]
 pub struct ProcessorStatus {
-    /// Last seq committed to the state store.
+    /// Last seq applied: its effects are visible to readers.
     pub processed_seq: AtomicU64,
+    /// Last seq whose effects are durable (survive a crash; replay starts after it).
+    pub durable_seq: AtomicU64,
     pub live_profiles: AtomicU64,
     pub failed: AtomicBool,
 }
@@ -98,20 +108,69 @@ impl Pipeline {
     }
 }
 
-/// Processes the log from the state's position up to `until` (inclusive), committing
-/// checkpoints as configured. Returns the last processed seq. Used by the thread and by
-/// `spoor rebuild`.
+/// When the next checkpoint is due (see [`ProcessorConfig`]).
+pub struct CheckpointClock {
+    cfg: ProcessorConfig,
+    last: Instant,
+    events: usize,
+}
+
+impl CheckpointClock {
+    pub fn new(cfg: &ProcessorConfig) -> Self {
+        Self {
+            cfg: cfg.clone(),
+            last: Instant::now(),
+            events: 0,
+        }
+    }
+
+    fn due(&self, state: &ProcessorState) -> bool {
+        let cfg = &self.cfg;
+        self.events >= cfg.checkpoint_events
+            || state.pending_entries() >= cfg.checkpoint_pending
+            || (self.last.elapsed() >= Duration::from_millis(cfg.checkpoint_ms)
+                && state.has_pending())
+    }
+
+    /// Checkpoints if due (or if `force` and anything is pending).
+    pub fn checkpoint(
+        &mut self,
+        state: &mut ProcessorState,
+        status: &ProcessorStatus,
+        force: bool,
+    ) -> Result<bool, StoreError> {
+        if !(self.due(state) || force && state.has_pending()) {
+            return Ok(false);
+        }
+        let started = Instant::now();
+        let entries = state.pending_entries();
+        state.checkpoint()?;
+        let ms = started.elapsed().as_millis() as u64;
+        if ms >= 1_000 {
+            tracing::info!(seq = state.durable_seq(), entries, ms, "slow checkpoint");
+        } else {
+            tracing::debug!(seq = state.durable_seq(), entries, ms, "checkpoint");
+        }
+        publish(status, state);
+        self.last = Instant::now();
+        self.events = 0;
+        Ok(true)
+    }
+}
+
+/// Applies the log from the state's position up to `until` (inclusive), checkpointing
+/// when due. Returns the last applied seq; what is applied is visible to readers at once
+/// and durable after the next checkpoint (the caller forces one when it must be durable
+/// now). Used by the thread and by `spoor rebuild`.
 pub fn process_range(
     reader: &LogReader,
     state: &mut ProcessorState,
     pipeline: &Pipeline,
-    cfg: &ProcessorConfig,
     until: u64,
     status: &ProcessorStatus,
+    clock: &mut CheckpointClock,
     mut on_checkpoint: impl FnMut(u64),
 ) -> Result<u64, StoreError> {
-    let mut last_commit = Instant::now();
-    let mut since_commit = 0usize;
     while state.processed_seq() < until {
         let from = state.processed_seq() + 1;
         let want = (until - state.processed_seq()).min(2_000) as usize;
@@ -122,22 +181,12 @@ pub fn process_range(
         for e in &batch {
             apply_event(state, pipeline, e)?;
             state.set_processed(e.seq);
-            since_commit += 1;
         }
-        if since_commit >= cfg.checkpoint_events
-            || last_commit.elapsed() >= Duration::from_millis(cfg.checkpoint_ms)
-        {
-            state.checkpoint()?;
-            publish(status, state);
-            on_checkpoint(state.processed_seq());
-            last_commit = Instant::now();
-            since_commit = 0;
-        }
-    }
-    if since_commit > 0 {
-        state.checkpoint()?;
+        clock.events += batch.len();
         publish(status, state);
-        on_checkpoint(state.processed_seq());
+        if clock.checkpoint(state, status, false)? {
+            on_checkpoint(state.durable_seq());
+        }
     }
     Ok(state.processed_seq())
 }
@@ -146,6 +195,9 @@ fn publish(status: &ProcessorStatus, state: &ProcessorState) {
     status
         .processed_seq
         .store(state.processed_seq(), Ordering::Release);
+    status
+        .durable_seq
+        .store(state.durable_seq(), Ordering::Release);
     status
         .live_profiles
         .store(state.live_profiles(), Ordering::Relaxed);
@@ -169,10 +221,16 @@ impl Processor {
             .name("spoor-processor".into())
             .spawn(move || {
                 lower_priority(cfg.nice);
+                let mut clock = CheckpointClock::new(&cfg);
+                let fail = |e: StoreError, seq: u64| {
+                    tracing::error!(error = %e, seq, "processor stopped");
+                    st.failed.store(true, Ordering::Relaxed);
+                };
                 while !sp.load(Ordering::Relaxed) {
                     while let Ok(cmd) = rx.try_recv() {
                         let now = chrono::Utc::now().timestamp_millis();
-                        let out = split::run_split(&mut state, &store, &reader, &pipeline, cmd.req, now);
+                        let out =
+                            split::run_split(&mut state, &store, &reader, &pipeline, cmd.req, now);
                         publish(&st, &state);
                         if let Err(e) = &out {
                             tracing::warn!(error = %e, "split refused");
@@ -181,14 +239,29 @@ impl Processor {
                     }
                     let until = reader.last_seq();
                     if state.processed_seq() >= until {
+                        // Idle: make what is pending durable once its time has come.
+                        if let Err(e) = clock.checkpoint(&mut state, &st, false) {
+                            return fail(e, state.processed_seq());
+                        }
                         std::thread::sleep(Duration::from_millis(2));
                         continue;
                     }
-                    if let Err(e) = process_range(&reader, &mut state, &pipeline, &cfg, until, &st, |_| {}) {
-                        tracing::error!(error = %e, seq = state.processed_seq() + 1, "processor stopped");
-                        st.failed.store(true, Ordering::Relaxed);
-                        return;
+                    if let Err(e) = process_range(
+                        &reader,
+                        &mut state,
+                        &pipeline,
+                        until,
+                        &st,
+                        &mut clock,
+                        |_| {},
+                    ) {
+                        return fail(e, state.processed_seq() + 1);
                     }
+                }
+                // Stopping: everything applied becomes durable, so a clean restart replays
+                // nothing.
+                if let Err(e) = clock.checkpoint(&mut state, &st, true) {
+                    fail(e, state.processed_seq());
                 }
             })
             .map_err(|e| StoreError::Meta(format!("cannot start the processor thread: {e}")))?;
@@ -271,16 +344,21 @@ pub fn rebuild(
             spoor_core::identity::IdentityStore::add_split_rule(&mut state, r);
         }
         let status = ProcessorStatus::default();
+        let mut clock = CheckpointClock::new(&cfg.processor);
         process_range(
             &reader,
             &mut state,
             &pipeline,
-            &cfg.processor,
             total,
             &status,
+            &mut clock,
             |done| progress(done, total),
         )
         .map_err(|e| e.to_string())?;
+        clock
+            .checkpoint(&mut state, &status, true)
+            .map_err(|e| e.to_string())?;
+        progress(total, total);
     }
 
     let old = dir.join("state.old");

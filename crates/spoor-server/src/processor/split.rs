@@ -79,7 +79,13 @@ pub fn run_split(
                 .filter_map(|seq| match read_one(reader, seq) {
                     Ok(Some(e)) => parse_event(e.seq, e.timestamp_ms, &e.payload)
                         .ok()
-                        .map(|v| identity_input(&v, &p.identifiers)),
+                        .map(|v| identity_input(&v, &p.identifiers))
+                        // The index is by hash: keep only events that really carry `id`.
+                        .filter(|input| {
+                            input.identifiers.iter().any(|(kind, raw)| {
+                                p.rules.normalize(kind, raw).ok().as_ref() == Some(id)
+                            })
+                        }),
                     Ok(None) => None,
                     Err(err) => {
                         failure.get_or_insert(err);

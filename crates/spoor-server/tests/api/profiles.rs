@@ -279,6 +279,16 @@ fn random_events(seed: u64, n: usize) -> Vec<Value> {
         .collect()
 }
 
+/// Every fact in the state store of a stopped server's data directory.
+fn durable_dump(dir: &tempfile::TempDir) -> Vec<String> {
+    spoor_store::state::StateStore::open(&dir.path().join("state"))
+        .unwrap()
+        .durable_reader()
+        .unwrap()
+        .dump()
+        .unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn incremental_state_equals_a_rebuild_from_the_log_across_restarts() {
     for seed in [1u64, 7, 42] {
@@ -300,17 +310,13 @@ async fn incremental_state_equals_a_rebuild_from_the_log_across_restarts() {
         let dir = srv.stop().await;
         let srv = TestServer::start_in(dir, tweak).await;
         send(&srv, events[450..].to_vec()).await;
-        let incremental = srv.app.state.reader().unwrap().dump().unwrap();
         let cfg = srv.app.cfg.clone();
+        // Stopping makes every applied change durable; compare what is on disk.
         let dir = srv.stop().await;
+        let incremental = durable_dump(&dir);
 
         spoor_server::processor::rebuild(&cfg, |_, _| {}).unwrap();
-        let rebuilt = spoor_store::state::StateStore::open(&dir.path().join("state"))
-            .unwrap()
-            .reader()
-            .unwrap()
-            .dump()
-            .unwrap();
+        let rebuilt = durable_dump(&dir);
         assert_eq!(incremental.len(), rebuilt.len(), "seed {seed}");
         for (a, b) in incremental.iter().zip(&rebuilt) {
             assert_eq!(a, b, "seed {seed}: incremental vs rebuilt state differ");
@@ -401,16 +407,11 @@ async fn undoing_a_merge_restores_two_people_with_their_own_events_and_traits() 
     );
 
     // And a rebuild from the log (carrying the rule) yields exactly this state.
-    let incremental = srv.app.state.reader().unwrap().dump().unwrap();
     let cfg = srv.app.cfg.clone();
     let dir = srv.stop().await;
+    let incremental = durable_dump(&dir);
     spoor_server::processor::rebuild(&cfg, |_, _| {}).unwrap();
-    let rebuilt = spoor_store::state::StateStore::open(&dir.path().join("state"))
-        .unwrap()
-        .reader()
-        .unwrap()
-        .dump()
-        .unwrap();
+    let rebuilt = durable_dump(&dir);
     let diff: Vec<(&String, &String)> = incremental
         .iter()
         .zip(&rebuilt)

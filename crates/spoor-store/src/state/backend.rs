@@ -9,6 +9,7 @@
 use crate::error::StoreError;
 use spoor_core::identity::{Decision, ProfileIdentity, SplitRule};
 use spoor_core::profile::{Group, Profile};
+use std::sync::Arc;
 
 /// Everything one checkpoint changes, applied atomically together with `processed_seq`:
 /// after a crash either all of it is there or none of it is, and the processor replays the
@@ -22,19 +23,22 @@ pub struct ChangeSet {
     pub split_rules: Option<Vec<SplitRule>>,
     /// Identifier key ([`super::ident_key`]) → owning profile (`None` deletes).
     pub owners: Vec<(String, Option<u64>)>,
-    pub identities: Vec<(u64, Option<ProfileIdentity>)>,
-    pub profiles: Vec<(u64, Option<Profile>)>,
-    pub groups: Vec<(String, Group)>,
+    /// Values are shared (`Arc`) so a checkpoint hands the processor's copies to the
+    /// backend without cloning them.
+    pub identities: Vec<(u64, Option<Arc<ProfileIdentity>>)>,
+    pub profiles: Vec<(u64, Option<Arc<Profile>>)>,
+    pub groups: Vec<(String, Arc<Group>)>,
     /// Profiles whose timeline and decision rows are deleted before this set's rows are
     /// added (a split re-derives them).
     pub drop_rows: Vec<u64>,
     /// (profile, event time ms, seq).
     pub timeline: Vec<(u64, i64, u64)>,
-    /// (identifier key, seq): which events carried an identifier.
-    pub ident_events: Vec<(String, u64)>,
+    /// ([`super::ident_hash`] of the identifier key, seq): which events carried an
+    /// identifier.
+    pub ident_events: Vec<(u64, u64)>,
     /// ((profile or 0, seq, index), decision). A later entry with the same key replaces an
     /// earlier one.
-    pub decisions: Vec<((u64, u64, u32), Decision)>,
+    pub decisions: Vec<((u64, u64, u32), Arc<Decision>)>,
 }
 
 /// A store of derived state.
@@ -77,7 +81,8 @@ pub trait StateSnapshot: Send {
     ) -> Result<Vec<(String, String, u64)>, StoreError>;
     /// Live profiles in id order, strictly after `after`.
     fn list_profiles(&self, after: Option<u64>, limit: usize) -> Result<Vec<Profile>, StoreError>;
-    /// Seqs of the events that carried an identifier key, ascending.
+    /// Seqs of the events that carried an identifier key, ascending. May include events
+    /// of another identifier with the same [`super::ident_hash`]; callers re-check.
     fn events_with(&self, key: &str, limit: usize) -> Result<Vec<u64>, StoreError>;
     /// Every stored fact as a line of text, in a canonical order (differential tests
     /// compare two states with it; backends must produce the same lines for the same state).

@@ -1,13 +1,17 @@
-//! The processor's view of the state: reads go through an in-memory cache, writes are
-//! coalesced in memory and committed together with the log position at a checkpoint.
+//! The processor's view of the state: reads go through the [pending](super::pending)
+//! changes, then a private clean cache, then the backend's last durable checkpoint; writes
+//! go to the pending changes (visible to readers at once) and reach the backend at the
+//! next [`ProcessorState::checkpoint`], together with the log position, in one transaction.
 //!
-//! Memory is bounded: the clean cache is dropped wholesale when it exceeds its capacity
-//! (cheap, and the working set refills it), dirty entries live only until the next
-//! checkpoint.
+//! Memory is bounded: pending changes by the checkpoint policy (the processor checkpoints
+//! when they exceed a bound), the clean cache by `cap` (about half is dropped when it is
+//! exceeded — cheap, and the working set refills it).
 
 use super::backend::{ChangeSet, StateBackend, StateSnapshot};
-use super::tables::ident_key;
+use super::pending::Pending;
+use super::tables::{ident_hash_step, ident_key, IDENT_HASH_SEED};
 use crate::error::StoreError;
+use parking_lot::RwLock;
 use spoor_core::identity::{
     Decision, Identifier, IdentityStore, ProfileId, ProfileIdentity, SplitRule, SplitRuleId,
     SplitSide,
@@ -23,49 +27,57 @@ pub struct ProcessorState {
     snap: Box<dyn StateSnapshot>,
     cap: usize,
     processed_seq: u64,
+    durable_seq: u64,
     live_profiles: i64,
     rules: Vec<SplitRule>,
     rule_index: HashMap<Identifier, Vec<(SplitRuleId, SplitSide)>>,
     rules_dirty: bool,
-    d_ident: HashMap<String, Option<u64>>,
-    d_pident: HashMap<u64, Option<ProfileIdentity>>,
-    d_profiles: HashMap<u64, Option<Profile>>,
-    d_groups: HashMap<String, Group>,
-    d_timeline: Vec<(u64, i64, u64)>,
-    d_ident_events: Vec<(String, u64)>,
-    d_decisions: Vec<((u64, u64, u32), Decision)>,
-    /// Profiles whose timeline and decision rows are deleted (before this checkpoint's inserts).
-    d_drop_rows: Vec<u64>,
+    /// Changes since the last checkpoint, shared with readers.
+    shared: Arc<RwLock<Pending>>,
+    /// ([`ident_hash`], seq) rows since the last checkpoint (only splits read them, after a
+    /// checkpoint).
+    ident_events: Vec<(u64, u64)>,
     c_ident: HashMap<String, Option<u64>>,
-    c_pident: HashMap<u64, Option<ProfileIdentity>>,
-    c_profiles: HashMap<u64, Option<Profile>>,
-    c_groups: HashMap<String, Group>,
+    c_pident: HashMap<u64, Option<Arc<ProfileIdentity>>>,
+    c_profiles: HashMap<u64, Option<Arc<Profile>>>,
+    c_groups: HashMap<String, Arc<Group>>,
     error: Option<StoreError>,
 }
 
+/// Drops about half of a map (whichever entries the hash order puts first).
+fn halve<K, V>(m: &mut HashMap<K, V>) {
+    let mut i = 0usize;
+    m.retain(|_, _| {
+        i += 1;
+        i % 2 == 0
+    });
+}
+
 impl ProcessorState {
-    pub(super) fn new(backend: Arc<dyn StateBackend>, cap: usize) -> Result<Self, StoreError> {
+    pub(super) fn new(
+        backend: Arc<dyn StateBackend>,
+        shared: Arc<RwLock<Pending>>,
+        cap: usize,
+    ) -> Result<Self, StoreError> {
         let snap = backend.snapshot()?;
         let processed_seq = snap.processed_seq()?;
         let live_profiles = snap.live_profiles()? as i64;
         let rules = snap.split_rules()?;
+        // A previous processor on this store may have left pending changes that never
+        // became durable: they are replayed from the log, so start clean.
+        shared.write().clear();
         let mut s = Self {
             backend,
             snap,
             cap: cap.max(1024),
             processed_seq,
+            durable_seq: processed_seq,
             live_profiles,
             rules: Vec::new(),
             rule_index: HashMap::new(),
             rules_dirty: false,
-            d_ident: HashMap::new(),
-            d_pident: HashMap::new(),
-            d_profiles: HashMap::new(),
-            d_groups: HashMap::new(),
-            d_timeline: Vec::new(),
-            d_ident_events: Vec::new(),
-            d_decisions: Vec::new(),
-            d_drop_rows: Vec::new(),
+            shared,
+            ident_events: Vec::new(),
             c_ident: HashMap::new(),
             c_pident: HashMap::new(),
             c_profiles: HashMap::new(),
@@ -79,13 +91,32 @@ impl ProcessorState {
         Ok(s)
     }
 
-    /// The last log seq whose effects are committed (or pending in this checkpoint).
+    /// The last log seq whose effects are applied (visible to readers; durable once
+    /// [`Self::durable_seq`] reaches it).
     pub fn processed_seq(&self) -> u64 {
         self.processed_seq
     }
 
+    /// The last log seq whose effects are in the backend (survive a crash).
+    pub fn durable_seq(&self) -> u64 {
+        self.durable_seq
+    }
+
     pub fn set_processed(&mut self, seq: u64) {
         self.processed_seq = seq;
+    }
+
+    /// Entries a checkpoint would write now (for the checkpoint policy's memory bound).
+    pub fn pending_entries(&self) -> usize {
+        self.shared.read().entries()
+    }
+
+    /// Whether anything awaits a checkpoint.
+    pub fn has_pending(&self) -> bool {
+        self.processed_seq != self.durable_seq
+            || self.rules_dirty
+            || !self.ident_events.is_empty()
+            || !self.shared.read().is_empty()
     }
 
     /// Number of live profiles (committed + pending).
@@ -113,66 +144,90 @@ impl ProcessorState {
         }
     }
 
-    /// The committed copy of a profile (no cache).
-    fn read_profile(&self, pid: u64) -> Result<Option<Profile>, StoreError> {
-        Ok(self.snap.profiles(&[pid])?.pop().flatten())
+    /// The current copy of a profile outside the pending changes: the clean cache (moved
+    /// out, no copy) or the last checkpoint.
+    fn base_profile(&mut self, raw: u64) -> Result<Option<Arc<Profile>>, StoreError> {
+        match self.c_profiles.remove(&raw) {
+            Some(p) => Ok(p),
+            None => Ok(self.snap.profiles(&[raw])?.pop().flatten().map(Arc::new)),
+        }
     }
 
-    /// The profile to change; created empty if it does not exist yet.
-    pub fn profile_mut(&mut self, pid: ProfileId) -> Result<&mut Profile, StoreError> {
+    /// Changes a profile (created empty if it does not exist yet). Readers see the change
+    /// as soon as `f` returns.
+    pub fn with_profile<R>(
+        &mut self,
+        pid: ProfileId,
+        f: impl FnOnce(&mut Profile) -> R,
+    ) -> Result<R, StoreError> {
         let raw = pid.raw();
-        if !matches!(self.d_profiles.get(&raw), Some(Some(_))) {
-            // Move it out of the clean cache (no copy); otherwise read it.
-            let p = match self.c_profiles.remove(&raw) {
-                Some(p) => p,
-                None if self.d_profiles.contains_key(&raw) => None,
-                None => self.read_profile(raw)?,
-            };
-            self.d_profiles
-                .insert(raw, Some(p.unwrap_or_else(|| Profile::new(pid))));
+        {
+            let mut g = self.shared.write();
+            if let Some(slot) = g.profiles.get_mut(&raw) {
+                let p = slot.get_or_insert_with(|| Arc::new(Profile::new(pid)));
+                return Ok(f(Arc::make_mut(p)));
+            }
         }
-        match self.d_profiles.get_mut(&raw) {
-            Some(Some(p)) => Ok(p),
-            _ => Err(StoreError::Meta("profile vanished from the cache".into())),
-        }
+        // Not pending: read it without holding the lock (only this thread writes).
+        let mut p = self
+            .base_profile(raw)?
+            .unwrap_or_else(|| Arc::new(Profile::new(pid)));
+        let r = f(Arc::make_mut(&mut p));
+        self.shared.write().profiles.insert(raw, Some(p));
+        Ok(r)
     }
 
     /// Removes a profile (merged away) and returns what it held.
     pub fn take_profile(&mut self, pid: ProfileId) -> Result<Option<Profile>, StoreError> {
         let raw = pid.raw();
-        let p = match self.d_profiles.remove(&raw) {
+        let pending = self.shared.write().profiles.insert(raw, None);
+        let p = match pending {
             Some(p) => p,
-            None => match self.c_profiles.remove(&raw) {
-                Some(p) => p,
-                None => self.read_profile(raw)?,
-            },
+            None => self.base_profile(raw)?,
         };
-        self.d_profiles.insert(raw, None);
-        Ok(p)
+        Ok(p.map(|a| Arc::try_unwrap(a).unwrap_or_else(|a| (*a).clone())))
     }
 
-    pub fn group_mut(&mut self, id: &str) -> Result<&mut Group, StoreError> {
-        if !self.d_groups.contains_key(id) {
-            let g = match self.c_groups.remove(id) {
-                Some(g) => g,
-                None => match self.snap.groups(&[id])?.pop().flatten() {
-                    Some(g) => g,
-                    None => Group::new(id),
-                },
-            };
-            self.d_groups.insert(id.to_owned(), g);
+    /// Changes a group (created empty if new).
+    pub fn with_group<R>(
+        &mut self,
+        id: &str,
+        f: impl FnOnce(&mut Group) -> R,
+    ) -> Result<R, StoreError> {
+        {
+            let mut g = self.shared.write();
+            if let Some(grp) = g.groups.get_mut(id) {
+                return Ok(f(Arc::make_mut(grp)));
+            }
         }
-        self.d_groups
-            .get_mut(id)
-            .ok_or_else(|| StoreError::Meta("group vanished from the cache".into()))
+        let mut grp = match self.c_groups.remove(id) {
+            Some(g) => g,
+            None => match self.snap.groups(&[id])?.pop().flatten() {
+                Some(g) => Arc::new(g),
+                None => Arc::new(Group::new(id)),
+            },
+        };
+        let r = f(Arc::make_mut(&mut grp));
+        self.shared.write().groups.insert(id.to_owned(), grp);
+        Ok(r)
     }
 
     pub fn add_timeline(&mut self, pid: ProfileId, ts_ms: i64, seq: u64) {
-        self.d_timeline.push((pid.raw(), ts_ms, seq));
+        self.shared
+            .write()
+            .timeline
+            .entry(pid.raw())
+            .or_default()
+            .push((ts_ms, seq));
     }
 
     pub fn add_ident_event(&mut self, kind: &str, value: &str, seq: u64) {
-        self.d_ident_events.push((ident_key(kind, value), seq));
+        // The hash of `ident_key(kind, value)`, without building the key.
+        let h = [kind.as_bytes(), &[0x1f], value.as_bytes()]
+            .iter()
+            .flat_map(|b| b.iter())
+            .fold(IDENT_HASH_SEED, |h, b| ident_hash_step(h, *b));
+        self.ident_events.push((h, seq));
     }
 
     pub fn add_decision(
@@ -182,34 +237,62 @@ impl ProcessorState {
         idx: u32,
         d: &Decision,
     ) -> Result<(), StoreError> {
-        self.d_decisions
-            .push(((pid.map_or(0, |p| p.raw()), seq, idx), d.clone()));
+        self.shared
+            .write()
+            .decisions
+            .entry(pid.map_or(0, |p| p.raw()))
+            .or_default()
+            .push(((seq, idx), Arc::new(d.clone())));
         Ok(())
     }
 
-    /// Deletes a profile's timeline and decision rows at the next checkpoint, before that
-    /// checkpoint's new rows are written (a split re-derives them).
+    /// Supersedes a profile's committed timeline and decision rows (a split re-derives
+    /// them): readers skip them now, and the next checkpoint deletes them before writing
+    /// that checkpoint's rows.
     pub fn drop_rows(&mut self, pid: ProfileId) {
-        self.d_drop_rows.push(pid.raw());
+        let mut g = self.shared.write();
+        g.dropped.insert(pid.raw());
+        g.timeline.remove(&pid.raw());
+        g.decisions.remove(&pid.raw());
     }
 
-    /// Commits every pending change and the processed seq in one transaction.
+    /// Commits every pending change and the processed seq in one transaction, then
+    /// empties the pending changes (they are now in the backend) and keeps their values
+    /// as clean cache.
     pub fn checkpoint(&mut self) -> Result<(), StoreError> {
         if let Some(e) = self.error.take() {
             return Err(e);
         }
-        let mut changes = ChangeSet {
-            processed_seq: self.processed_seq,
-            live_profiles: self.live_profiles(),
-            split_rules: self.rules_dirty.then(|| self.rules.clone()),
-            owners: self.d_ident.drain().collect(),
-            identities: self.d_pident.drain().collect(),
-            profiles: self.d_profiles.drain().collect(),
-            groups: self.d_groups.drain().collect(),
-            drop_rows: std::mem::take(&mut self.d_drop_rows),
-            timeline: std::mem::take(&mut self.d_timeline),
-            ident_events: std::mem::take(&mut self.d_ident_events),
-            decisions: std::mem::take(&mut self.d_decisions),
+        let mut changes = {
+            let g = self.shared.read();
+            ChangeSet {
+                processed_seq: self.processed_seq,
+                live_profiles: self.live_profiles(),
+                split_rules: self.rules_dirty.then(|| self.rules.clone()),
+                owners: g.owners.iter().map(|(k, v)| (k.clone(), *v)).collect(),
+                identities: g.identities.iter().map(|(k, v)| (*k, v.clone())).collect(),
+                profiles: g.profiles.iter().map(|(k, v)| (*k, v.clone())).collect(),
+                groups: g
+                    .groups
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect(),
+                drop_rows: g.dropped.iter().copied().collect(),
+                timeline: g
+                    .timeline
+                    .iter()
+                    .flat_map(|(p, rows)| rows.iter().map(move |(ts, seq)| (*p, *ts, *seq)))
+                    .collect(),
+                ident_events: std::mem::take(&mut self.ident_events),
+                decisions: g
+                    .decisions
+                    .iter()
+                    .flat_map(|(p, rows)| {
+                        rows.iter()
+                            .map(move |((seq, idx), d)| ((*p, *seq, *idx), d.clone()))
+                    })
+                    .collect(),
+            }
         };
         if let Err(e) = self.backend.commit(&mut changes) {
             // Nothing was applied: the processor stops, and a restart replays from the
@@ -221,19 +304,29 @@ impl ProcessorState {
             return Err(e);
         }
         self.rules_dirty = false;
+        self.durable_seq = self.processed_seq;
+        // A snapshot with the new checkpoint first, then clear: a reader that misses the
+        // pending changes from now on finds them in the backend.
+        self.snap = self.backend.snapshot()?;
+        self.shared.write().clear();
         // What was written is now the freshest copy: keep it as clean cache.
         let incoming = changes.owners.len() + changes.identities.len() + changes.profiles.len();
-        if self.c_ident.len() + self.c_pident.len() + self.c_profiles.len() + incoming > self.cap {
-            self.c_ident.clear();
-            self.c_pident.clear();
-            self.c_profiles.clear();
-            self.c_groups.clear();
+        while self.c_ident.len() + self.c_pident.len() + self.c_profiles.len() > 0
+            && self.c_ident.len() + self.c_pident.len() + self.c_profiles.len() + incoming
+                > self.cap
+        {
+            halve(&mut self.c_ident);
+            halve(&mut self.c_pident);
+            halve(&mut self.c_profiles);
+            halve(&mut self.c_groups);
+        }
+        if incoming > self.cap {
+            return Ok(());
         }
         self.c_ident.extend(changes.owners);
         self.c_pident.extend(changes.identities);
         self.c_profiles.extend(changes.profiles);
         self.c_groups.extend(changes.groups);
-        self.snap = self.backend.snapshot()?;
         Ok(())
     }
 
@@ -249,7 +342,7 @@ impl ProcessorState {
     }
 
     fn get_ident(&mut self, key: &str) -> Result<Option<u64>, StoreError> {
-        if let Some(v) = self.d_ident.get(key) {
+        if let Some(v) = self.shared.read().owners.get(key) {
             return Ok(*v);
         }
         if let Some(v) = self.c_ident.get(key) {
@@ -261,14 +354,14 @@ impl ProcessorState {
     }
 
     fn get_pident(&mut self, p: u64) -> Result<Option<ProfileIdentity>, StoreError> {
-        if let Some(v) = self.d_pident.get(&p) {
-            return Ok(v.clone());
+        if let Some(v) = self.shared.read().identities.get(&p) {
+            return Ok(v.as_deref().cloned());
         }
         if let Some(v) = self.c_pident.get(&p) {
-            return Ok(v.clone());
+            return Ok(v.as_deref().cloned());
         }
         let v = self.snap.identities(&[p])?.pop().flatten();
-        self.c_pident.insert(p, v.clone());
+        self.c_pident.insert(p, v.clone().map(Arc::new));
         Ok(v)
     }
 }
@@ -283,7 +376,10 @@ impl IdentityStore for ProcessorState {
     fn set_owner(&mut self, id: &Identifier, owner: Option<ProfileId>) {
         let key = ident_key(id.kind.as_str(), &id.value);
         self.c_ident.remove(&key);
-        self.d_ident.insert(key, owner.map(|p| p.raw()));
+        self.shared
+            .write()
+            .owners
+            .insert(key, owner.map(|p| p.raw()));
     }
 
     fn identity(&mut self, p: ProfileId) -> Option<ProfileIdentity> {
@@ -293,12 +389,15 @@ impl IdentityStore for ProcessorState {
 
     fn put_identity(&mut self, p: ProfileId, v: ProfileIdentity) {
         self.c_pident.remove(&p.raw());
-        self.d_pident.insert(p.raw(), Some(v));
+        self.shared
+            .write()
+            .identities
+            .insert(p.raw(), Some(Arc::new(v)));
     }
 
     fn remove_identity(&mut self, p: ProfileId) {
         self.c_pident.remove(&p.raw());
-        self.d_pident.insert(p.raw(), None);
+        self.shared.write().identities.insert(p.raw(), None);
     }
 
     fn split_rules(&self) -> &[SplitRule] {

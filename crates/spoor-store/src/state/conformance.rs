@@ -8,7 +8,7 @@
 //! index, split rules, and a canonical dump.
 
 use super::backend::{ChangeSet, StateBackend};
-use super::tables::ident_key;
+use super::tables::{ident_hash, ident_key};
 use spoor_core::identity::{
     Decision, DecisionKind, Identifier, ProfileId, ProfileIdentity, SplitOrigin, SplitRule,
     SplitRuleId,
@@ -92,12 +92,15 @@ fn a_checkpoint_round_trips_and_snapshots_are_isolated(b: Arc<dyn StateBackend>)
             processed_seq: 42,
             live_profiles: 2,
             owners: vec![(key.clone(), Some(3))],
-            identities: vec![(3, Some(ident.clone()))],
-            profiles: vec![(3, Some(profile(3, "acme"))), (4, Some(profile(4, "x")))],
-            groups: vec![("acme".into(), Group::new("acme"))],
+            identities: vec![(3, Some(Arc::new(ident.clone())))],
+            profiles: vec![
+                (3, Some(Arc::new(profile(3, "acme")))),
+                (4, Some(Arc::new(profile(4, "x")))),
+            ],
+            groups: vec![("acme".into(), Arc::new(Group::new("acme")))],
             timeline: vec![(3, 100, 1)],
-            ident_events: vec![(key.clone(), 1)],
-            decisions: vec![((3, 1, 0), decision(1, 3))],
+            ident_events: vec![(ident_hash(&key), 1)],
+            decisions: vec![((3, 1, 0), Arc::new(decision(1, 3)))],
             ..ChangeSet::default()
         },
     );
@@ -129,8 +132,8 @@ fn deletes_remove(b: Arc<dyn StateBackend>) {
         ChangeSet {
             processed_seq: 1,
             owners: vec![(key.clone(), Some(1))],
-            identities: vec![(1, Some(ProfileIdentity::new(1, 1)))],
-            profiles: vec![(1, Some(profile(1, "g")))],
+            identities: vec![(1, Some(Arc::new(ProfileIdentity::new(1, 1))))],
+            profiles: vec![(1, Some(Arc::new(profile(1, "g"))))],
             ..ChangeSet::default()
         },
     );
@@ -189,7 +192,10 @@ fn dropped_rows_go_before_the_same_checkpoint_adds_new_ones(b: Arc<dyn StateBack
         &*b,
         ChangeSet {
             timeline: vec![(1, 10, 1), (1, 20, 2), (2, 5, 3)],
-            decisions: vec![((1, 1, 0), decision(1, 1)), ((2, 3, 0), decision(3, 2))],
+            decisions: vec![
+                ((1, 1, 0), Arc::new(decision(1, 1))),
+                ((2, 3, 0), Arc::new(decision(3, 2))),
+            ],
             ..ChangeSet::default()
         },
     );
@@ -198,7 +204,7 @@ fn dropped_rows_go_before_the_same_checkpoint_adds_new_ones(b: Arc<dyn StateBack
         ChangeSet {
             drop_rows: vec![1],
             timeline: vec![(1, 20, 2)],
-            decisions: vec![((1, 2, 0), decision(2, 1))],
+            decisions: vec![((1, 2, 0), Arc::new(decision(2, 1)))],
             ..ChangeSet::default()
         },
     );
@@ -219,10 +225,10 @@ fn decisions_are_ordered_and_a_later_one_replaces(b: Arc<dyn StateBackend>) {
         &*b,
         ChangeSet {
             decisions: vec![
-                ((1, 5, 1), decision(5, 1)),
-                ((2, 4, 0), decision(4, 2)),
-                ((1, 5, 1), replaced.clone()),
-                ((1, 2, 0), decision(2, 1)),
+                ((1, 5, 1), Arc::new(decision(5, 1))),
+                ((2, 4, 0), Arc::new(decision(4, 2))),
+                ((1, 5, 1), Arc::new(replaced.clone())),
+                ((1, 2, 0), Arc::new(decision(2, 1))),
             ],
             ..ChangeSet::default()
         },
@@ -289,12 +295,15 @@ fn profiles_page_in_id_order_and_events_are_indexed_by_identifier(b: Arc<dyn Sta
     commit(
         &*b,
         ChangeSet {
-            profiles: (1..=5).rev().map(|i| (i, Some(profile(i, "g")))).collect(),
+            profiles: (1..=5)
+                .rev()
+                .map(|i| (i, Some(Arc::new(profile(i, "g")))))
+                .collect(),
             ident_events: vec![
-                (k1.clone(), 9),
-                (k1.clone(), 3),
-                (k2.clone(), 4),
-                (k1.clone(), 7),
+                (ident_hash(&k1), 9),
+                (ident_hash(&k1), 3),
+                (ident_hash(&k2), 4),
+                (ident_hash(&k1), 7),
             ],
             ..ChangeSet::default()
         },
@@ -347,7 +356,10 @@ fn the_dump_is_canonical(make: &mut dyn FnMut() -> Arc<dyn StateBackend>) {
         ChangeSet {
             processed_seq: 2,
             owners: vec![(key.clone(), Some(1))],
-            profiles: vec![(1, Some(profile(1, "g"))), (2, Some(profile(2, "h")))],
+            profiles: vec![
+                (1, Some(Arc::new(profile(1, "g")))),
+                (2, Some(Arc::new(profile(2, "h")))),
+            ],
             timeline: vec![(1, 5, 1), (2, 6, 2)],
             ..ChangeSet::default()
         },
@@ -356,7 +368,7 @@ fn the_dump_is_canonical(make: &mut dyn FnMut() -> Arc<dyn StateBackend>) {
         &*b,
         ChangeSet {
             processed_seq: 1,
-            profiles: vec![(2, Some(profile(2, "h")))],
+            profiles: vec![(2, Some(Arc::new(profile(2, "h"))))],
             timeline: vec![(2, 6, 2)],
             ..ChangeSet::default()
         },
@@ -366,7 +378,7 @@ fn the_dump_is_canonical(make: &mut dyn FnMut() -> Arc<dyn StateBackend>) {
         ChangeSet {
             processed_seq: 2,
             owners: vec![(key, Some(1))],
-            profiles: vec![(1, Some(profile(1, "g")))],
+            profiles: vec![(1, Some(Arc::new(profile(1, "g"))))],
             timeline: vec![(1, 5, 1)],
             ..ChangeSet::default()
         },

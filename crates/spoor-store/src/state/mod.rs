@@ -12,6 +12,7 @@
 mod backend;
 mod cache;
 pub mod conformance;
+mod pending;
 mod read;
 mod redb_backend;
 mod tables;
@@ -20,9 +21,11 @@ pub use backend::{ChangeSet, StateBackend, StateSnapshot};
 pub use cache::ProcessorState;
 pub use read::{StateReader, TimelineCursor};
 pub use redb_backend::RedbBackend;
-pub use tables::ident_key;
+pub use tables::{ident_hash, ident_key};
 
 use crate::error::StoreError;
+use parking_lot::RwLock;
+use pending::Pending;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -31,6 +34,8 @@ use std::sync::Arc;
 #[derive(Clone)]
 pub struct StateStore {
     backend: Arc<dyn StateBackend>,
+    /// The processor's changes since its last checkpoint, which readers see first.
+    pending: Arc<RwLock<Pending>>,
 }
 
 pub(crate) fn engine_err(e: impl std::fmt::Display) -> StoreError {
@@ -45,16 +50,29 @@ impl StateStore {
 
     /// A store over any backend.
     pub fn with_backend(backend: Arc<dyn StateBackend>) -> Self {
-        Self { backend }
+        Self {
+            backend,
+            pending: Arc::default(),
+        }
     }
 
-    /// A consistent read snapshot.
+    /// A reader of the current state: the processor's pending changes over the last
+    /// checkpoint.
     pub fn reader(&self) -> Result<StateReader, StoreError> {
-        Ok(StateReader::new(self.backend.snapshot()?))
+        StateReader::new(self.backend.clone(), Some(self.pending.clone()))
+    }
+
+    /// A reader of the last durable checkpoint only (what survives a crash); differential
+    /// tests compare these.
+    pub fn durable_reader(&self) -> Result<StateReader, StoreError> {
+        StateReader::new(self.backend.clone(), None)
     }
 
     /// The processor's write side. Only one may exist per store.
     pub fn processor_state(&self, cache_profiles: usize) -> Result<ProcessorState, StoreError> {
-        ProcessorState::new(self.backend.clone(), cache_profiles)
+        ProcessorState::new(self.backend.clone(), self.pending.clone(), cache_profiles)
     }
 }
+
+#[cfg(test)]
+mod pending_tests;

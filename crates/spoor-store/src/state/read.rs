@@ -1,16 +1,22 @@
-//! Read snapshots of the state, for the Profile API and tools: the backend's
-//! [`StateSnapshot`] with the conveniences callers want (typed ids, following merges,
-//! clusters). A snapshot sees one committed checkpoint and never blocks the processor.
+//! Reads of the state, for the Profile API and tools: the processor's pending changes over
+//! the backend's [`StateSnapshot`], with the conveniences callers want (typed ids, following
+//! merges, clusters). Readers lock the pending changes only for the duration of one call
+//! and never wait for a checkpoint.
 
-use super::backend::StateSnapshot;
-use super::tables::ident_key;
+use super::backend::{StateBackend, StateSnapshot};
+use super::pending::Pending;
+use super::tables::{ident_key, split_ident_key};
 use crate::error::StoreError;
+use parking_lot::RwLock;
 use spoor_core::identity::{
     Decision, Identifier, ProfileId, ProfileIdentity, ProfileStatus, SplitRule,
 };
 use spoor_core::profile::{Group, Profile};
+use std::cell::RefCell;
+use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Arc;
 
 /// Position in a timeline (event time, seq), newest-first paging.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -36,9 +42,14 @@ impl FromStr for TimelineCursor {
     }
 }
 
-/// A consistent snapshot of the state.
+/// A reader of the state: the processor's pending changes (when given) over a snapshot of
+/// the last checkpoint. Each call sees the state as it is then; the backend snapshot is
+/// reopened when a checkpoint has moved pending changes into the backend since it was taken.
 pub struct StateReader {
-    snap: Box<dyn StateSnapshot>,
+    backend: Arc<dyn StateBackend>,
+    pending: Option<Arc<RwLock<Pending>>>,
+    /// (pending epoch it is fresh for, snapshot).
+    snap: RefCell<(u64, Box<dyn StateSnapshot>)>,
 }
 
 fn first<T>(mut v: Vec<Option<T>>) -> Option<T> {
@@ -46,32 +57,70 @@ fn first<T>(mut v: Vec<Option<T>>) -> Option<T> {
 }
 
 impl StateReader {
-    pub(super) fn new(snap: Box<dyn StateSnapshot>) -> Self {
-        Self { snap }
+    pub(super) fn new(
+        backend: Arc<dyn StateBackend>,
+        pending: Option<Arc<RwLock<Pending>>>,
+    ) -> Result<Self, StoreError> {
+        let epoch = pending.as_ref().map_or(0, |p| p.read().epoch);
+        let snap = backend.snapshot()?;
+        Ok(Self {
+            backend,
+            pending,
+            snap: RefCell::new((epoch, snap)),
+        })
     }
 
-    /// The last log seq whose effects this snapshot contains.
+    /// Runs `f` over the pending changes (if any) and a snapshot at least as new as the
+    /// last checkpoint cleared from them — with the pending changes locked for reading,
+    /// so no checkpoint can move data between the two meanwhile.
+    fn with<R>(
+        &self,
+        f: impl FnOnce(Option<&Pending>, &dyn StateSnapshot) -> Result<R, StoreError>,
+    ) -> Result<R, StoreError> {
+        match &self.pending {
+            None => f(None, &*self.snap.borrow().1),
+            Some(p) => {
+                let g = p.read();
+                if self.snap.borrow().0 != g.epoch {
+                    *self.snap.borrow_mut() = (g.epoch, self.backend.snapshot()?);
+                }
+                f(Some(&g), &*self.snap.borrow().1)
+            }
+        }
+    }
+
+    /// The last log seq whose effects are durable (in the backend).
     pub fn processed_seq(&self) -> Result<u64, StoreError> {
-        self.snap.processed_seq()
+        self.with(|_, s| s.processed_seq())
     }
 
+    /// Live profiles as of the last checkpoint.
     pub fn live_profiles(&self) -> Result<u64, StoreError> {
-        self.snap.live_profiles()
+        self.with(|_, s| s.live_profiles())
     }
 
     /// The admin split rules (configuration, not derived state: a rebuild carries them over).
     pub fn split_rules(&self) -> Result<Vec<SplitRule>, StoreError> {
-        self.snap.split_rules()
+        self.with(|_, s| s.split_rules())
     }
 
     /// The profile that owns an identifier (already normalised).
     pub fn owner(&self, kind: &str, value: &str) -> Result<Option<ProfileId>, StoreError> {
         let key = ident_key(kind, value);
-        Ok(first(self.snap.owners(&[key.as_str()])?).map(ProfileId::from_raw))
+        self.with(|p, s| {
+            let raw = match p.and_then(|p| p.owners.get(&key)) {
+                Some(v) => *v,
+                None => first(s.owners(&[key.as_str()])?),
+            };
+            Ok(raw.map(ProfileId::from_raw))
+        })
     }
 
-    pub fn identity(&self, p: ProfileId) -> Result<Option<ProfileIdentity>, StoreError> {
-        Ok(first(self.snap.identities(&[p.raw()])?))
+    pub fn identity(&self, pid: ProfileId) -> Result<Option<ProfileIdentity>, StoreError> {
+        self.with(|p, s| match p.and_then(|p| p.identities.get(&pid.raw())) {
+            Some(v) => Ok(v.as_deref().cloned()),
+            None => Ok(first(s.identities(&[pid.raw()])?)),
+        })
     }
 
     /// Follows merges to the live profile (a merged-away id resolves to its survivor).
@@ -87,12 +136,18 @@ impl StateReader {
         Ok(None)
     }
 
-    pub fn profile(&self, p: ProfileId) -> Result<Option<Profile>, StoreError> {
-        Ok(first(self.snap.profiles(&[p.raw()])?))
+    pub fn profile(&self, pid: ProfileId) -> Result<Option<Profile>, StoreError> {
+        self.with(|p, s| match p.and_then(|p| p.profiles.get(&pid.raw())) {
+            Some(v) => Ok(v.as_deref().cloned()),
+            None => Ok(first(s.profiles(&[pid.raw()])?)),
+        })
     }
 
     pub fn group(&self, id: &str) -> Result<Option<Group>, StoreError> {
-        Ok(first(self.snap.groups(&[id])?))
+        self.with(|p, s| match p.and_then(|p| p.groups.get(id)) {
+            Some(g) => Ok(Some((**g).clone())),
+            None => Ok(first(s.groups(&[id])?)),
+        })
     }
 
     /// The profile and every profile merged into it, transitively.
@@ -120,10 +175,23 @@ impl StateReader {
         before: Option<TimelineCursor>,
         limit: usize,
     ) -> Result<Vec<TimelineCursor>, StoreError> {
-        let pids: Vec<u64> = cluster.iter().map(|p| p.raw()).collect();
-        let rows = self
-            .snap
-            .timeline(&pids, before.map(|c| (c.ts_ms, c.seq)), limit)?;
+        let before = before.map(|c| (c.ts_ms, c.seq));
+        let mut rows = self.with(|p, s| {
+            let committed: Vec<u64> = cluster
+                .iter()
+                .map(|p| p.raw())
+                .filter(|raw| p.is_none_or(|p| !p.dropped.contains(raw)))
+                .collect();
+            let mut rows = s.timeline(&committed, before, limit)?;
+            if let Some(p) = p {
+                let all: Vec<u64> = cluster.iter().map(|p| p.raw()).collect();
+                rows.extend(p.timeline_of(&all, before));
+            }
+            Ok(rows)
+        })?;
+        rows.sort_unstable_by(|a, b| b.cmp(a));
+        rows.dedup();
+        rows.truncate(limit);
         Ok(rows
             .into_iter()
             .map(|(ts_ms, seq)| TimelineCursor { ts_ms, seq })
@@ -132,8 +200,23 @@ impl StateReader {
 
     /// Every identity decision recorded for the cluster, oldest first.
     pub fn decisions(&self, cluster: &[ProfileId]) -> Result<Vec<Decision>, StoreError> {
-        let pids: Vec<u64> = cluster.iter().map(|p| p.raw()).collect();
-        self.snap.decisions(&pids)
+        self.with(|p, s| {
+            let committed: Vec<u64> = cluster
+                .iter()
+                .map(|p| p.raw())
+                .filter(|raw| p.is_none_or(|p| !p.dropped.contains(raw)))
+                .collect();
+            let mut out = s.decisions(&committed)?;
+            if let Some(p) = p {
+                let all: Vec<u64> = cluster.iter().map(|p| p.raw()).collect();
+                let mut newer = p.decisions_of(&all);
+                newer.sort_by_key(|(k, _)| *k);
+                out.extend(newer.into_iter().map(|(_, d)| (*d).clone()));
+                // Stable: committed rows keep their (seq, index) order within a seq.
+                out.sort_by_key(|d| d.seq);
+            }
+            Ok(out)
+        })
     }
 
     /// Identifiers of a type whose value starts with `prefix`, in value order after `after`.
@@ -144,11 +227,40 @@ impl StateReader {
         after: Option<&str>,
         limit: usize,
     ) -> Result<Vec<(Identifier, ProfileId)>, StoreError> {
-        Ok(self
-            .snap
-            .search_identifiers(kind, prefix, after, limit)?
+        let rows = self.with(|p, s| {
+            let want = ident_key(kind, prefix);
+            let after_key = after.map(|a| ident_key(kind, a));
+            let newer: Vec<(&String, Option<u64>)> = p
+                .map(|p| {
+                    p.owners
+                        .iter()
+                        .filter(|(k, _)| {
+                            k.starts_with(&want) && after_key.as_ref().is_none_or(|a| *k > a)
+                        })
+                        .map(|(k, v)| (k, *v))
+                        .collect()
+                })
+                .unwrap_or_default();
+            // Ask for enough committed rows that pending removals cannot shorten the page.
+            let mut merged: BTreeMap<String, u64> = s
+                .search_identifiers(kind, prefix, after, limit + newer.len())?
+                .into_iter()
+                .map(|(k, v, owner)| (ident_key(&k, &v), owner))
+                .collect();
+            for (k, v) in newer {
+                match v {
+                    Some(owner) => merged.insert(k.clone(), owner),
+                    None => merged.remove(k),
+                };
+            }
+            Ok(merged.into_iter().take(limit).collect::<Vec<_>>())
+        })?;
+        Ok(rows
             .into_iter()
-            .map(|(k, v, owner)| (Identifier::new(k, v), ProfileId::from_raw(owner)))
+            .map(|(key, owner)| {
+                let (k, v) = split_ident_key(&key);
+                (Identifier::new(k, v), ProfileId::from_raw(owner))
+            })
             .collect())
     }
 
@@ -158,7 +270,30 @@ impl StateReader {
         after: Option<ProfileId>,
         limit: usize,
     ) -> Result<Vec<Profile>, StoreError> {
-        self.snap.list_profiles(after.map(|p| p.raw()), limit)
+        let after = after.map(|p| p.raw());
+        self.with(|p, s| {
+            let newer: Vec<(u64, Option<&Arc<Profile>>)> = p
+                .map(|p| {
+                    p.profiles
+                        .iter()
+                        .filter(|(k, _)| after.is_none_or(|a| **k > a))
+                        .map(|(k, v)| (*k, v.as_ref()))
+                        .collect()
+                })
+                .unwrap_or_default();
+            let mut merged: BTreeMap<u64, Profile> = s
+                .list_profiles(after, limit + newer.len())?
+                .into_iter()
+                .map(|p| (p.id.raw(), p))
+                .collect();
+            for (k, v) in newer {
+                match v {
+                    Some(p) => merged.insert(k, (**p).clone()),
+                    None => merged.remove(&k),
+                };
+            }
+            Ok(merged.into_values().take(limit).collect())
+        })
     }
 
     /// Seqs of the events that carried an identifier (for splits).
@@ -168,12 +303,13 @@ impl StateReader {
         value: &str,
         limit: usize,
     ) -> Result<Vec<u64>, StoreError> {
-        self.snap.events_with(&ident_key(kind, value), limit)
+        self.with(|_, s| s.events_with(&ident_key(kind, value), limit))
     }
 
-    /// Every stored fact as text, canonically ordered: two states (incremental vs rebuilt)
-    /// are compared line by line.
+    /// Every durably stored fact as text, canonically ordered: two states (incremental vs
+    /// rebuilt) are compared line by line. Pending changes are not included: checkpoint
+    /// first.
     pub fn dump(&self) -> Result<Vec<String>, StoreError> {
-        self.snap.dump()
+        self.with(|_, s| s.dump())
     }
 }

@@ -49,20 +49,20 @@ impl StateBackend for RedbBackend {
             let mut t = tx.open_table(PIDENT).map_err(engine_err)?;
             for (k, v) in &c.identities {
                 match v {
-                    Some(p) => t.insert(*k, json(p)?.as_slice()).map_err(engine_err)?,
+                    Some(p) => t.insert(*k, json(&**p)?.as_slice()).map_err(engine_err)?,
                     None => t.remove(*k).map_err(engine_err)?,
                 };
             }
             let mut t = tx.open_table(PROFILES).map_err(engine_err)?;
             for (k, v) in &c.profiles {
                 match v {
-                    Some(p) => t.insert(*k, json(p)?.as_slice()).map_err(engine_err)?,
+                    Some(p) => t.insert(*k, json(&**p)?.as_slice()).map_err(engine_err)?,
                     None => t.remove(*k).map_err(engine_err)?,
                 };
             }
             let mut t = tx.open_table(GROUPS).map_err(engine_err)?;
             for (k, g) in &c.groups {
-                t.insert(k.as_str(), json(g)?.as_slice())
+                t.insert(k.as_str(), json(&**g)?.as_slice())
                     .map_err(engine_err)?;
             }
             let mut t = tx.open_table(TIMELINE).map_err(engine_err)?;
@@ -75,7 +75,7 @@ impl StateBackend for RedbBackend {
             }
             let mut t = tx.open_table(IDENT_EVENTS).map_err(engine_err)?;
             for (k, seq) in &c.ident_events {
-                t.insert((k.as_str(), *seq), ()).map_err(engine_err)?;
+                t.insert((*k, *seq), ()).map_err(engine_err)?;
             }
             let mut t = tx.open_table(DECISIONS).map_err(engine_err)?;
             for p in &c.drop_rows {
@@ -83,7 +83,7 @@ impl StateBackend for RedbBackend {
                     .map_err(engine_err)?;
             }
             for (k, d) in &c.decisions {
-                t.insert(*k, json(d)?.as_slice()).map_err(engine_err)?;
+                t.insert(*k, json(&**d)?.as_slice()).map_err(engine_err)?;
             }
             let mut t = tx.open_table(META).map_err(engine_err)?;
             t.insert(K_PROCESSED, c.processed_seq.to_le_bytes().as_slice())
@@ -272,9 +272,10 @@ impl StateSnapshot for RedbSnapshot {
 
     fn events_with(&self, key: &str, limit: usize) -> Result<Vec<u64>, StoreError> {
         let t = self.tx.open_table(IDENT_EVENTS).map_err(engine_err)?;
+        let h = ident_hash(key);
         let mut out = Vec::new();
         for row in t
-            .range((key, 0)..=(key, u64::MAX))
+            .range((h, 0)..=(h, u64::MAX))
             .map_err(engine_err)?
             .take(limit)
         {

@@ -16,8 +16,12 @@ pub const GROUPS: TableDefinition<&str, &[u8]> = TableDefinition::new("groups");
 /// (profile id at processing time, event time ms, seq) → (): the per-profile timeline.
 /// Merged profiles keep their rows; reads take the union over a profile's absorbed ids.
 pub const TIMELINE: TableDefinition<(u64, i64, u64), ()> = TableDefinition::new("timeline");
-/// (identifier key, seq) → (): which events carried an identifier (for splits).
-pub const IDENT_EVENTS: TableDefinition<(&str, u64), ()> = TableDefinition::new("ident_events");
+/// ([`ident_hash`] of the identifier key, seq) → (): which events carried an identifier
+/// (for splits). Hashed, because two or three rows are written per event and fixed-width
+/// keys sort and insert several times faster than strings; a reader re-checks each event,
+/// so a collision costs a wasted read, never a wrong answer.
+pub const IDENT_EVENTS: TableDefinition<(u64, u64), ()> =
+    TableDefinition::new("ident_event_hashes");
 /// (profile id, seq, index) → `Decision` JSON: why identifiers were linked, merged or refused.
 pub const DECISIONS: TableDefinition<(u64, u64, u32), &[u8]> = TableDefinition::new("decisions");
 /// Small values: `processed_seq`, `split_rules`, counters.
@@ -34,6 +38,18 @@ pub fn ident_key(kind: &str, value: &str) -> String {
     k.push('\u{1f}');
     k.push_str(value);
     k
+}
+
+/// A stable 64-bit hash (FNV-1a) of an identifier key. Stored on disk, so it must never
+/// change.
+pub fn ident_hash(key: &str) -> u64 {
+    key.bytes().fold(IDENT_HASH_SEED, ident_hash_step)
+}
+
+pub(super) const IDENT_HASH_SEED: u64 = 0xcbf2_9ce4_8422_2325;
+
+pub(super) fn ident_hash_step(h: u64, b: u8) -> u64 {
+    (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
 }
 
 /// Splits an identifier key back into (type, value).

@@ -1,0 +1,120 @@
+//! The read side over pending changes: what the processor applied is visible at once,
+//! durable only after a checkpoint, and readers never see a change vanish while a
+//! checkpoint moves it into the backend.
+
+use super::{StateReader, StateStore};
+use spoor_core::identity::{Identifier, IdentityStore, ProfileId, ProfileIdentity};
+use spoor_core::profile::{Profile, TraitValue};
+
+fn set_trait(p: &mut Profile, v: &str) {
+    p.traits.insert(
+        "plan".into(),
+        TraitValue {
+            value: serde_json::json!(v),
+            set_at_ms: 1,
+            seq: 1,
+            source_id: "src".into(),
+            message_id: "m".into(),
+            removed: false,
+        },
+    );
+}
+
+fn plan(r: &StateReader, pid: ProfileId) -> Option<String> {
+    r.profile(pid)
+        .unwrap()
+        .and_then(|p| p.trait_value("plan").map(|v| v.to_string()))
+}
+
+#[test]
+fn pending_changes_are_read_before_the_checkpoint_and_survive_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = StateStore::open(dir.path()).unwrap();
+    let mut st = store.processor_state(1024).unwrap();
+    let (p1, p2) = (ProfileId::from_raw(1), ProfileId::from_raw(2));
+    let ann = Identifier::new("email", "ann@example.com");
+
+    st.with_profile(p1, |p| set_trait(p, "free")).unwrap();
+    st.put_identity(p1, ProfileIdentity::new(1, 1));
+    st.set_owner(&ann, Some(p1));
+    st.add_timeline(p1, 10, 1);
+    st.set_processed(1);
+
+    // A reader opened before the change sees it too: every call reads the current state.
+    let r = store.reader().unwrap();
+    assert_eq!(plan(&r, p1).as_deref(), Some("\"free\""));
+    assert_eq!(r.owner("email", "ann@example.com").unwrap(), Some(p1));
+    assert_eq!(r.timeline(&[p1], None, 10).unwrap().len(), 1);
+    assert_eq!(r.list_profiles(None, 10).unwrap().len(), 1);
+    assert_eq!(
+        r.search_identifiers("email", "ann", None, 10)
+            .unwrap()
+            .len(),
+        1
+    );
+    // Not durable yet.
+    let d = store.durable_reader().unwrap();
+    assert_eq!(plan(&d, p1), None);
+    assert_eq!(d.processed_seq().unwrap(), 0);
+
+    st.checkpoint().unwrap();
+    assert_eq!(st.durable_seq(), 1);
+    // The same reader, across the checkpoint, still sees everything (now from the backend).
+    assert_eq!(plan(&r, p1).as_deref(), Some("\"free\""));
+    assert_eq!(r.timeline(&[p1], None, 10).unwrap().len(), 1);
+    assert_eq!(
+        plan(&store.durable_reader().unwrap(), p1).as_deref(),
+        Some("\"free\"")
+    );
+
+    // Changes over committed data, and removals, merge with it.
+    st.with_profile(p1, |p| set_trait(p, "gold")).unwrap();
+    st.with_profile(p2, |p| set_trait(p, "free")).unwrap();
+    st.add_timeline(p1, 20, 2);
+    st.set_processed(2);
+    assert_eq!(plan(&r, p1).as_deref(), Some("\"gold\""));
+    assert_eq!(r.timeline(&[p1], None, 10).unwrap().len(), 2);
+    let ids: Vec<u64> = r
+        .list_profiles(None, 10)
+        .unwrap()
+        .iter()
+        .map(|p| p.id.raw())
+        .collect();
+    assert_eq!(ids, vec![1, 2]);
+    assert!(st.take_profile(p1).unwrap().is_some());
+    st.set_owner(&ann, None);
+    assert_eq!(plan(&r, p1), None);
+    assert_eq!(r.owner("email", "ann@example.com").unwrap(), None);
+    assert!(r
+        .search_identifiers("email", "", None, 10)
+        .unwrap()
+        .is_empty());
+    assert_eq!(r.list_profiles(None, 10).unwrap().len(), 1);
+
+    // A split supersedes committed rows at once.
+    st.drop_rows(p1);
+    assert!(r.timeline(&[p1], None, 10).unwrap().is_empty());
+    st.checkpoint().unwrap();
+    assert!(r.timeline(&[p1], None, 10).unwrap().is_empty());
+    assert_eq!(plan(&r, p2).as_deref(), Some("\"free\""));
+}
+
+#[test]
+fn a_new_processor_discards_what_a_crashed_one_left_pending() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = StateStore::open(dir.path()).unwrap();
+    let mut st = store.processor_state(1024).unwrap();
+    st.with_profile(ProfileId::from_raw(7), |p| set_trait(p, "x"))
+        .unwrap();
+    st.set_processed(5);
+    drop(st);
+    // The replacement starts from the durable position and replays; nothing stale shows.
+    let st = store.processor_state(1024).unwrap();
+    assert_eq!(st.processed_seq(), 0);
+    assert!(store
+        .reader()
+        .unwrap()
+        .profile(ProfileId::from_raw(7))
+        .unwrap()
+        .is_none());
+}
