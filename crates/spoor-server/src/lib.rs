@@ -6,6 +6,7 @@ pub mod api;
 pub mod auth;
 pub mod body;
 pub mod config;
+pub mod defs;
 pub mod error;
 pub mod metrics;
 pub mod processor;
@@ -42,6 +43,8 @@ pub struct Inner {
     pub processor: processor::Processor,
     /// Identity rules, for normalising identifiers in lookups (`email:Ann@X.com`).
     pub rules: spoor_core::identity::IdentityRules,
+    /// Audience and computed-trait definitions (the API writes, the processor reads).
+    pub defs: defs::DefsHandle,
 }
 
 impl Deref for AppState {
@@ -111,7 +114,8 @@ impl AppState {
             ApiError::internal(format!("cannot create data dir {}: {e}", dir.display()))
         })?;
         let meta = Arc::new(MetaStore::open(&dir.join("meta"))?);
-        let auth = Auth::new(meta)?;
+        let auth = Auth::new(meta.clone())?;
+        let defs = defs::DefsHandle::open(meta)?;
         let first = auth.initialize(init.write_key, init.admin_token)?;
         let metrics = Arc::new(Metrics::default());
         let (writer, reader) = open_log(dir.join("log"), &cfg, &metrics, &clock, true)?;
@@ -127,6 +131,7 @@ impl AppState {
             state.clone(),
             pipeline,
             cfg.processor.clone(),
+            defs.clone(),
         )?;
         let inner = Inner {
             cfg,
@@ -141,6 +146,7 @@ impl AppState {
             state,
             processor,
             rules,
+            defs,
         };
         Ok((Self(Arc::new(inner)), first))
     }

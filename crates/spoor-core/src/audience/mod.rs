@@ -93,6 +93,7 @@
 
 mod ast;
 mod compare;
+mod defs;
 mod deps;
 mod error;
 mod eval;
@@ -115,6 +116,7 @@ pub use ast::{
     TimeRef, UtmField, Which, MAX_DURATION_MS,
 };
 pub use compare::{as_time, holds, parse_date};
+pub use defs::{Activation, AudienceDefinition, ComputedDefinition, DefinitionError, Definitions};
 pub use deps::{audience_order, check_refs, Catalog, Dependencies};
 pub use error::{OrderError, ParseError, RuleError};
 pub use eval::{evaluate, selector_matches};

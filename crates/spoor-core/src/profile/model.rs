@@ -9,6 +9,7 @@
 use super::stats::{channel_key, device_key, ChannelStat, DeviceStat, SourceStat};
 use super::traits::{apply_traits, merge_traits, trait_values, TraitMap};
 use super::view::EventView;
+use crate::audience::Activation;
 use crate::event::EventType;
 use crate::identity::ProfileId;
 use serde::{Deserialize, Serialize};
@@ -44,6 +45,10 @@ pub struct Profile {
     /// Group id → first time (event time) this person was seen in it.
     #[serde(default)]
     pub groups: BTreeMap<String, i64>,
+    /// Computed traits and audiences (kept by the processor's audience engine, which also
+    /// merges it; [`Profile::absorb`] leaves it alone).
+    #[serde(default, skip_serializing_if = "Activation::is_empty")]
+    pub activation: Activation,
 }
 
 impl Profile {
@@ -59,6 +64,7 @@ impl Profile {
             channels: BTreeMap::new(),
             devices: BTreeMap::new(),
             groups: BTreeMap::new(),
+            activation: Activation::default(),
         }
     }
 

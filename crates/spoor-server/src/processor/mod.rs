@@ -210,7 +210,9 @@ impl Processor {
         store: StateStore,
         pipeline: Pipeline,
         cfg: ProcessorConfig,
+        defs: crate::defs::DefsHandle,
     ) -> Result<Self, StoreError> {
+        let _ = &defs;
         let mut state = store.processor_state(cfg.cache_entries)?;
         let status = Arc::new(ProcessorStatus::default());
         publish(&status, &state);

@@ -1,0 +1,120 @@
+//! A workspace's definitions of audiences and computed traits, as stored and served by the
+//! admin API, and what the audience engine keeps per person (`Activation`).
+//!
+//! Definitions are configuration, not derived data: the API changes them, the processor
+//! compiles them ([`Definitions::compile`]) and backfills whatever changed from the log.
+
+use super::{AudienceSet, AudienceState, Catalog, Rule};
+use crate::computed::{ComputedDef, ComputedSet, ComputedStates};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// One audience as an admin defined it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AudienceDefinition {
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    /// The rule (its serde form is the JSON language; `Display` gives the text).
+    pub rule: Rule,
+    pub created_ms: i64,
+    pub updated_ms: i64,
+    /// Bumped on every change of the rule; a changed revision is backfilled.
+    pub revision: u64,
+}
+
+/// One computed trait as an admin defined it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ComputedDefinition {
+    pub def: ComputedDef,
+    #[serde(default)]
+    pub description: String,
+    pub created_ms: i64,
+    pub updated_ms: i64,
+    pub revision: u64,
+}
+
+/// Every definition of a workspace. `revision` changes with any of them, so the processor
+/// notices a change with one comparison.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Definitions {
+    pub revision: u64,
+    #[serde(default)]
+    pub audiences: BTreeMap<String, AudienceDefinition>,
+    #[serde(default)]
+    pub computed: BTreeMap<String, ComputedDefinition>,
+}
+
+/// Why a set of definitions cannot be used together.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DefinitionError {
+    #[error("{0}")]
+    Computed(String),
+    #[error("audience \"{name}\": {reason}")]
+    Audience { name: String, reason: String },
+    #[error("{0}")]
+    Order(String),
+}
+
+impl Definitions {
+    /// What rules may refer to: the computed traits and audiences defined here.
+    pub fn catalog(&self) -> Catalog {
+        Catalog {
+            computed: self.computed.keys().cloned().collect(),
+            audiences: self.audiences.keys().cloned().collect(),
+        }
+    }
+
+    /// Compiles everything; refuses unknown references and cycles between audiences.
+    pub fn compile(&self) -> Result<(AudienceSet, ComputedSet), DefinitionError> {
+        let computed = ComputedSet::new(self.computed.values().map(|c| c.def.clone()))
+            .map_err(|e| DefinitionError::Computed(e.to_string()))?;
+        let catalog = self.catalog();
+        for a in self.audiences.values() {
+            super::parse_checked(&a.rule.to_string(), &catalog).map_err(|e| {
+                DefinitionError::Audience {
+                    name: a.name.clone(),
+                    reason: e.to_string(),
+                }
+            })?;
+        }
+        let rules: BTreeMap<String, Rule> = self
+            .audiences
+            .iter()
+            .map(|(n, a)| (n.clone(), a.rule.clone()))
+            .collect();
+        let set = AudienceSet::new(rules).map_err(|e| DefinitionError::Order(e.to_string()))?;
+        Ok((set, computed))
+    }
+}
+
+/// What the audience engine keeps for one person: incremental states of every computed
+/// trait and audience, the audiences they are in (with the time they entered) and when
+/// time alone may next change something. Derived data, rebuilt by replay; merged by the
+/// processor with the definitions at hand (not by `Profile::absorb`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Activation {
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub computed: ComputedStates,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub audiences: BTreeMap<String, AudienceState>,
+    /// Audience name → event time (ms) of the change that made the person a member.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub members: BTreeMap<String, i64>,
+    /// Computed trait values as of the last evaluation (what the Profile API shows).
+    #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
+    pub values: serde_json::Map<String, serde_json::Value>,
+    /// When memberships or values may next change with no new event.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_timer_ms: Option<i64>,
+}
+
+impl Activation {
+    pub fn is_empty(&self) -> bool {
+        self.computed.is_empty()
+            && self.audiences.is_empty()
+            && self.members.is_empty()
+            && self.values.is_empty()
+            && self.next_timer_ms.is_none()
+    }
+}
