@@ -12,6 +12,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 const KEY: &str = "definitions";
+/// The definitions revision the derived state (activation) was last backfilled for.
+const APPLIED: &str = "definitions_applied_revision";
 
 /// How far the backfill of one audience or computed trait has come.
 #[derive(Debug, Clone, Default, Serialize, PartialEq)]
@@ -82,6 +84,16 @@ impl DefsHandle {
         let next = Arc::new(next);
         *cur = next.clone();
         Ok(next)
+    }
+
+    /// The revision the derived state reflects (0 before any backfill).
+    pub fn applied_revision(&self) -> Result<u64, StoreError> {
+        Ok(self.meta.get_json(APPLIED)?.unwrap_or(0))
+    }
+
+    /// Records that the derived state now reflects `revision` (after a backfill).
+    pub fn set_applied_revision(&self, revision: u64) -> Result<(), StoreError> {
+        self.meta.put_json(APPLIED, &revision)
     }
 
     /// Backfills in progress, by audience or computed-trait name.

@@ -115,15 +115,21 @@ impl AppState {
         })?;
         let meta = Arc::new(MetaStore::open(&dir.join("meta"))?);
         let auth = Auth::new(meta.clone())?;
-        let defs = defs::DefsHandle::open(meta)?;
         let first = auth.initialize(init.write_key, init.admin_token)?;
         let metrics = Arc::new(Metrics::default());
         let (writer, reader) = open_log(dir.join("log"), &cfg, &metrics, &clock, true)?;
         let (rejects, rejects_reader) =
             open_log(dir.join("rejected"), &cfg, &metrics, &clock, false)?;
         let state = StateStore::open(&dir.join("state"))?;
-        let pipeline = processor::Pipeline::new(&cfg.identity, &cfg.processor)
-            .map_err(ApiError::InvalidRequest)?;
+        let defs = defs::DefsHandle::open(meta.clone())?;
+        let now_clock = clock.clone();
+        let pipeline = processor::Pipeline::new(
+            &cfg.identity,
+            &cfg.processor,
+            defs.clone(),
+            Arc::new(move || now_clock.now().timestamp_millis()),
+        )
+        .map_err(ApiError::InvalidRequest)?;
         let rules = spoor_core::identity::IdentityRules::new(cfg.identity.clone())
             .map_err(|e| ApiError::InvalidRequest(e.to_string()))?;
         let processor = processor::Processor::spawn(
@@ -131,7 +137,6 @@ impl AppState {
             state.clone(),
             pipeline,
             cfg.processor.clone(),
-            defs.clone(),
         )?;
         let inner = Inner {
             cfg,

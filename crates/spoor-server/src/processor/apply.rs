@@ -1,6 +1,10 @@
 //! One event's effect on the state: identity resolution, then the profile.
 
+use super::activate::{record, Engine};
+use super::activate::{ChangeCause, MembershipStore};
 use super::Pipeline;
+use spoor_core::audience::{Activation, EventFact};
+use spoor_core::identity::ProfileId;
 use spoor_core::identity::{resolve, DecisionKind, IdentityInput, Resolution};
 use spoor_core::profile::{extract_identifiers, parse_event, EventView};
 use spoor_core::EventType;
@@ -39,7 +43,7 @@ pub fn apply_event(
     if let Some(err) = state.take_error() {
         return Err(err);
     }
-    apply_resolution(state, &view, &res, true)
+    apply_resolution(state, &p.engine, &view, &res, true)
 }
 
 /// Records an event's identity decisions and applies it to the profile it resolved to.
@@ -47,6 +51,7 @@ pub fn apply_event(
 /// and were already applied.
 pub fn apply_resolution(
     state: &mut ProcessorState,
+    engine: &Engine,
     view: &EventView,
     res: &Resolution,
     with_group: bool,
@@ -62,16 +67,39 @@ pub fn apply_resolution(
     };
     for gone in &res.merged {
         state.adjust_live_profiles(-1);
-        if let Some(other) = state.take_profile(*gone)? {
-            state.with_profile(pid, |p| p.absorb(other))?;
+        if let Some(mut other) = state.take_profile(*gone)? {
+            let act = std::mem::take(&mut other.activation);
+            // The merged-away id leaves its audiences; the survivor is evaluated below.
+            forget(state, *gone, &act);
+            state.with_profile(pid, |p| {
+                p.absorb(other);
+                engine.merge(&mut p.activation, act);
+            })?;
         }
     }
     state.with_profile(pid, |p| p.apply(view))?;
     state.add_timeline(pid, view.timestamp_ms, view.seq);
+    if !engine.idle {
+        let fact = EventFact::from_view(view);
+        let now = (engine.now)();
+        let out = state.with_profile(pid, |p| engine.on_event(p, &fact, now))?;
+        record(state, pid, out, now, view.seq, ChangeCause::Event);
+    }
     if with_group && view.kind == EventType::Group {
         if let Some(g) = view.group_id.as_deref() {
             state.with_group(g, |grp| grp.apply(view))?;
         }
     }
     Ok(())
+}
+
+/// Takes a profile that no longer exists (merged away, or re-derived by a split) out of
+/// its audiences' bitmaps and the timers; its history stays with the person's cluster.
+pub fn forget(state: &mut ProcessorState, pid: ProfileId, act: &Activation) {
+    for audience in act.members.keys() {
+        state.set_member(audience, pid, false);
+    }
+    if act.next_timer_ms.is_some() {
+        state.set_timer(pid, act.next_timer_ms, None);
+    }
 }

@@ -4,7 +4,9 @@
 //! checkpoint. A crash loses at most the uncommitted checkpoint, which is replayed from the
 //! log on restart: no event is applied twice or skipped.
 
+pub mod activate;
 mod apply;
+pub mod backfill;
 mod split;
 
 pub use apply::apply_event;
@@ -96,14 +98,25 @@ struct Command {
 pub struct Pipeline {
     pub rules: IdentityRules,
     pub identifiers: Vec<IdentifierSource>,
+    /// Computed traits and audiences.
+    pub engine: activate::Engine,
 }
 
+/// The wall clock the audience engine evaluates windows against, in ms.
+pub type NowMs = Arc<dyn Fn() -> i64 + Send + Sync>;
+
 impl Pipeline {
-    pub fn new(identity: &IdentityConfig, cfg: &ProcessorConfig) -> Result<Self, String> {
+    pub fn new(
+        identity: &IdentityConfig,
+        cfg: &ProcessorConfig,
+        defs: crate::defs::DefsHandle,
+        now: NowMs,
+    ) -> Result<Self, String> {
         Ok(Self {
             rules: IdentityRules::new(identity.clone())
                 .map_err(|e| format!("identity config: {e}"))?,
             identifiers: cfg.identifiers.clone(),
+            engine: activate::Engine::new(defs, now),
         })
     }
 }
@@ -208,11 +221,9 @@ impl Processor {
     pub fn spawn(
         reader: LogReader,
         store: StateStore,
-        pipeline: Pipeline,
+        mut pipeline: Pipeline,
         cfg: ProcessorConfig,
-        defs: crate::defs::DefsHandle,
     ) -> Result<Self, StoreError> {
-        let _ = &defs;
         let mut state = store.processor_state(cfg.cache_entries)?;
         let status = Arc::new(ProcessorStatus::default());
         publish(&status, &state);
@@ -228,7 +239,30 @@ impl Processor {
                     tracing::error!(error = %e, seq, "processor stopped");
                     st.failed.store(true, Ordering::Relaxed);
                 };
+                // Definitions changed while the server was down (or a backfill was cut
+                // short): recompute before going on.
+                let stale = pipeline
+                    .engine
+                    .defs
+                    .applied_revision()
+                    .map(|r| r != pipeline.engine.revision);
+                if !matches!(stale, Ok(false)) {
+                    if let Err(e) = backfill::run(&mut state, &store, &reader, &pipeline.engine) {
+                        return fail(e, state.processed_seq());
+                    }
+                    publish(&st, &state);
+                }
                 while !sp.load(Ordering::Relaxed) {
+                    if pipeline.engine.reload() {
+                        if let Err(e) = backfill::run(&mut state, &store, &reader, &pipeline.engine)
+                        {
+                            return fail(e, state.processed_seq());
+                        }
+                        publish(&st, &state);
+                    }
+                    if let Err(e) = activate::fire_timers(&mut state, &pipeline.engine) {
+                        return fail(e, state.processed_seq());
+                    }
                     while let Ok(cmd) = rx.try_recv() {
                         let now = chrono::Utc::now().timestamp_millis();
                         let out =
@@ -324,7 +358,18 @@ pub fn rebuild(
         std::fs::remove_dir_all(&fresh)
             .map_err(|e| format!("cannot clear {}: {e}", fresh.display()))?;
     }
-    let pipeline = Pipeline::new(&cfg.identity, &cfg.processor)?;
+    // The definitions are configuration: the rebuilt state is evaluated under them.
+    let meta = std::sync::Arc::new(
+        spoor_store::meta::MetaStore::open(&dir.join("meta"))
+            .map_err(|e| format!("cannot open the metadata store: {e}"))?,
+    );
+    let defs = crate::defs::DefsHandle::open(meta).map_err(|e| e.to_string())?;
+    let pipeline = Pipeline::new(
+        &cfg.identity,
+        &cfg.processor,
+        defs.clone(),
+        Arc::new(|| chrono::Utc::now().timestamp_millis()),
+    )?;
     let live = dir.join("state");
     // Split rules are admin decisions, not derived data: carry them into the new state.
     let split_rules = if live.join("state.redb").exists() {
@@ -361,6 +406,8 @@ pub fn rebuild(
             .checkpoint(&mut state, &status, true)
             .map_err(|e| e.to_string())?;
         progress(total, total);
+        defs.set_applied_revision(pipeline.engine.revision)
+            .map_err(|e| e.to_string())?;
     }
 
     let old = dir.join("state.old");

@@ -130,7 +130,9 @@ pub fn run_split(
         }
     }
     for pid in &old {
-        state.take_profile(*pid).map_err(|e| e.to_string())?;
+        if let Some(gone) = state.take_profile(*pid).map_err(|e| e.to_string())? {
+            super::apply::forget(state, *pid, &gone.activation);
+        }
         state.drop_rows(*pid);
     }
     state.adjust_live_profiles(-old_live);
@@ -144,7 +146,7 @@ pub fn run_split(
         };
         let view = parse_event(entry.seq, entry.timestamp_ms, &entry.payload)
             .map_err(|e| e.to_string())?;
-        apply_resolution(state, &view, res, false).map_err(|e| e.to_string())?;
+        apply_resolution(state, &p.engine, &view, res, false).map_err(|e| e.to_string())?;
         if let Some(pid) = res.profile {
             live.insert(pid, ());
         }

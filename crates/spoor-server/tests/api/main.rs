@@ -1,5 +1,6 @@
 //! The server's integration tests: one binary, a real server on 127.0.0.1:0 per test.
 
+mod activation;
 mod admin;
 mod bad_input;
 mod common;
