@@ -16,9 +16,7 @@ use spoor_core::audience::{Activation, AudienceSet, AudienceState, EventFact, Pr
 use spoor_core::computed::ComputedSet;
 use spoor_core::identity::ProfileId;
 use spoor_core::profile::Profile;
-use spoor_store::state::ProcessorState;
-// TEMPORARY until the membership store lands (spoor_store::state): same names and shapes.
-pub use interim::{ChangeCause, MembershipChange, MembershipStore};
+use spoor_store::state::{ChangeCause, MembershipChange, ProcessorState};
 use spoor_store::StoreError;
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -187,7 +185,7 @@ pub fn record(
     for (names, entered) in [(out.entered, true), (out.exited, false)] {
         for audience in names {
             state.set_member(&audience, pid, entered);
-            state.record_membership(MembershipChange {
+            let _ = state.record_membership(MembershipChange {
                 audience,
                 profile: pid,
                 entered,
@@ -202,14 +200,17 @@ pub fn record(
     }
 }
 
+/// Most timers fired in one go, so events are not held up behind a mass expiry.
+const TIMERS_PER_ROUND: usize = 10_000;
+
 /// Fires due timers: re-evaluates each person whose timer is due at the current time.
-/// Returns how many fired.
-pub fn fire_timers(state: &mut ProcessorState, engine: &Engine) -> Result<usize, StoreError> {
-    if engine.idle {
-        return Ok(0);
-    }
+/// Returns that time once every timer due by then has fired (`None` while more remain).
+pub fn fire_timers(state: &mut ProcessorState, engine: &Engine) -> Result<Option<i64>, StoreError> {
     let now = (engine.now)();
-    let due = state.due_timers(now, 10_000);
+    if engine.idle {
+        return Ok(Some(now));
+    }
+    let due = state.due_timers(now, TIMERS_PER_ROUND);
     for (at, pid) in &due {
         let live = spoor_core::identity::resolve_profile(state, *pid);
         match live {
@@ -225,45 +226,5 @@ pub fn fire_timers(state: &mut ProcessorState, engine: &Engine) -> Result<usize,
     if let Some(e) = state.take_error() {
         return Err(e);
     }
-    Ok(due.len())
-}
-
-mod interim {
-    use spoor_core::identity::ProfileId;
-    use spoor_store::state::ProcessorState;
-
-    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-    pub enum ChangeCause {
-        Event,
-        Timer,
-        Backfill,
-        Merge,
-        Deleted,
-    }
-
-    #[derive(Debug, Clone)]
-    pub struct MembershipChange {
-        pub audience: String,
-        pub profile: ProfileId,
-        pub entered: bool,
-        pub at_ms: i64,
-        pub seq: u64,
-        pub cause: ChangeCause,
-    }
-
-    pub trait MembershipStore {
-        fn set_member(&mut self, audience: &str, pid: ProfileId, member: bool);
-        fn record_membership(&mut self, c: MembershipChange);
-        fn set_timer(&mut self, pid: ProfileId, old: Option<i64>, new: Option<i64>);
-        fn due_timers(&self, now_ms: i64, limit: usize) -> Vec<(i64, ProfileId)>;
-    }
-
-    impl MembershipStore for ProcessorState {
-        fn set_member(&mut self, _: &str, _: ProfileId, _: bool) {}
-        fn record_membership(&mut self, _: MembershipChange) {}
-        fn set_timer(&mut self, _: ProfileId, _: Option<i64>, _: Option<i64>) {}
-        fn due_timers(&self, _: i64, _: usize) -> Vec<(i64, ProfileId)> {
-            Vec::new()
-        }
-    }
+    Ok((due.len() < TIMERS_PER_ROUND).then_some(now))
 }

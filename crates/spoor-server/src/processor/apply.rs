@@ -1,7 +1,6 @@
 //! One event's effect on the state: identity resolution, then the profile.
 
 use super::activate::{record, Engine};
-use super::activate::{ChangeCause, MembershipStore};
 use super::Pipeline;
 use spoor_core::audience::{Activation, EventFact};
 use spoor_core::identity::ProfileId;
@@ -9,6 +8,7 @@ use spoor_core::identity::{resolve, DecisionKind, IdentityInput, Resolution};
 use spoor_core::profile::{extract_identifiers, parse_event, EventView};
 use spoor_core::EventType;
 use spoor_store::log::LogEntry;
+use spoor_store::state::ChangeCause;
 use spoor_store::state::ProcessorState;
 use spoor_store::StoreError;
 

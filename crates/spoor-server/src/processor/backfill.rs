@@ -11,14 +11,13 @@
 //!
 //! Progress is visible through [`DefsHandle::backfills`] (the audiences API shows it).
 
-use super::activate::ChangeCause;
 use super::activate::{record, Engine};
 use crate::defs::{Backfill, DefsHandle};
 use spoor_core::audience::{Activation, AudienceState, EventFact};
 use spoor_core::identity::ProfileId;
 use spoor_core::profile::parse_event;
 use spoor_store::log::LogReader;
-use spoor_store::state::{ProcessorState, StateStore};
+use spoor_store::state::{ChangeCause, ProcessorState, StateStore};
 use spoor_store::StoreError;
 use std::collections::HashMap;
 

@@ -78,6 +78,8 @@ pub struct ProcessorStatus {
     pub durable_seq: AtomicU64,
     pub live_profiles: AtomicU64,
     pub failed: AtomicBool,
+    /// Every audience timer due at or before this time (ms) has fired.
+    pub timers_at_ms: std::sync::atomic::AtomicI64,
 }
 
 /// A running processor thread.
@@ -260,8 +262,10 @@ impl Processor {
                         }
                         publish(&st, &state);
                     }
-                    if let Err(e) = activate::fire_timers(&mut state, &pipeline.engine) {
-                        return fail(e, state.processed_seq());
+                    match activate::fire_timers(&mut state, &pipeline.engine) {
+                        Ok(Some(now)) => st.timers_at_ms.store(now, Ordering::Release),
+                        Ok(None) => {}
+                        Err(e) => return fail(e, state.processed_seq()),
                     }
                     while let Ok(cmd) = rx.try_recv() {
                         let now = chrono::Utc::now().timestamp_millis();

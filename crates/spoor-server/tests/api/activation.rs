@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 use spoor_core::audience::{parse, AudienceDefinition, ComputedDefinition, Definitions};
 use spoor_core::computed::ComputedDef;
-use spoor_core::FixedClock;
+use spoor_core::{Clock, FixedClock};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -219,4 +219,150 @@ async fn a_definition_added_later_is_backfilled_over_history() {
     })
     .await;
     assert!(activation(&srv, "user_id", "cy").0.is_empty());
+}
+
+/// Random traffic of a few people across devices (merges included), like the identity
+/// differential test's.
+fn random_events(seed: u64, n: usize) -> Vec<Value> {
+    let mut x = seed.max(1);
+    let mut next = move |m: u64| {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x % m
+    };
+    (0..n)
+        .map(|i| {
+            let ts = format!("2026-01-{:02}T{:02}:00:00Z", 10 + next(22), next(24));
+            let anon = format!("a{}", next(30));
+            let user = format!("u{}", next(12));
+            let id = format!("r{seed}-{i}");
+            match next(7) {
+                0 => json!({"type": "identify", "userId": user, "anonymousId": anon, "traits": {"n": next(6)}, "timestamp": ts, "messageId": id}),
+                1 | 2 => json!({"type": "track", "anonymousId": anon, "event": "Viewed", "properties": {"price": next(100), "cat": format!("c{}", next(3))}, "timestamp": ts, "messageId": id}),
+                3 => json!({"type": "track", "userId": user, "event": "Bought", "properties": {"price": next(100)}, "timestamp": ts, "messageId": id}),
+                4 => json!({"type": "alias", "userId": user, "previousId": anon, "timestamp": ts, "messageId": id}),
+                _ => json!({"type": "page", "anonymousId": anon, "name": "P", "context": {"campaign": {"source": format!("s{}", next(3))}}, "timestamp": ts, "messageId": id}),
+            }
+        })
+        .collect()
+}
+
+/// Every live profile: incremental memberships and values vs a brute-force evaluation over
+/// all of the person's events in the log, at the server's current time.
+fn assert_equals_brute_force(srv: &TestServer, now_ms: i64) -> usize {
+    use spoor_core::audience::{EventFact, ProfileFacts};
+    let defs = srv.app.defs.current();
+    let (set, computed) = defs.compile().unwrap();
+    let r = srv.app.state.reader().unwrap();
+    let mut checked = 0;
+    for p in r.list_profiles(None, 10_000).unwrap() {
+        let cluster = r.cluster(p.id).unwrap();
+        let mut events = Vec::new();
+        for row in r.timeline(&cluster, None, usize::MAX).unwrap() {
+            let e = srv.app.reader.read_from(row.seq, 1).unwrap().remove(0);
+            let view = spoor_core::profile::parse_event(e.seq, e.timestamp_ms, &e.payload).unwrap();
+            events.push(EventFact::from_view(&view));
+        }
+        let mut facts = ProfileFacts::from_profile(&p);
+        for name in computed.names() {
+            let def = computed.get(name).unwrap();
+            if let Some(v) = spoor_core::computed::brute_force(def, &events, now_ms) {
+                facts.computed.insert(name.to_owned(), v);
+            }
+        }
+        assert_eq!(
+            Value::Object(p.activation.values.clone()),
+            Value::Object(facts.computed.clone()),
+            "computed traits of {}",
+            p.id
+        );
+        let brute = set.evaluate_all_brute(&facts, &events, now_ms);
+        let incremental: std::collections::BTreeSet<String> =
+            p.activation.members.keys().cloned().collect();
+        assert_eq!(incremental, brute, "memberships of {} at {now_ms}", p.id);
+        checked += 1;
+    }
+    // The membership bitmaps (what size, members and overlap read) agree with the profiles.
+    for name in defs.audiences.keys() {
+        let mut from_profiles: Vec<u64> = r
+            .list_profiles(None, 10_000)
+            .unwrap()
+            .iter()
+            .filter(|p| p.activation.members.contains_key(name))
+            .map(|p| p.id.raw())
+            .collect();
+        from_profiles.sort_unstable();
+        let bitmap: Vec<u64> = r
+            .audience_members(name, None, 100_000)
+            .unwrap()
+            .iter()
+            .map(|p| p.raw())
+            .collect();
+        assert_eq!(bitmap, from_profiles, "members of {name}");
+        assert_eq!(r.audience_size(name).unwrap(), bitmap.len() as u64);
+    }
+    checked
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn incremental_memberships_equal_brute_force_over_the_log_as_time_passes() {
+    for seed in [3u64, 11, 29] {
+        let clock = Arc::new(FixedClock::new("2026-01-25T00:00:00Z".parse().unwrap()));
+        let srv =
+            TestServer::start_clocked(tempfile::tempdir().unwrap(), |_| {}, clock.clone()).await;
+        let events = random_events(seed, 400);
+        // Half the history exists before the definitions (backfilled), half arrives after.
+        send(&srv, events[..200].to_vec()).await;
+        define(&srv, |d| {
+            d.computed.extend([
+                computed(json!({"name": "views_7d", "aggregation": "count", "event": {"name": "Viewed"}, "window": "7d"})),
+                computed(json!({"name": "max_price", "aggregation": "max", "property": "price", "event": {"name": "Viewed"}})),
+                computed(json!({"name": "spent_14d", "aggregation": "sum", "property": "price", "event": {"name": "Bought"}, "window": "14d"})),
+                computed(json!({"name": "cats", "aggregation": {"distinct_list": {"limit": 10}}, "property": "cat", "event": {"name": "Viewed"}})),
+            ]);
+            d.audiences.extend([
+                audience("viewers", r#"performed "Viewed" at least 2 times within 7d"#),
+                audience("buyers", r#"performed "Bought" within 5d"#),
+                audience("pricey", "computed max_price >= 80 and computed spent_14d < 50"),
+                audience("loyal", "trait n >= 3 or utm source = \"s1\""),
+                audience("funnel", r#"performed "Viewed" then page "P" within 2d"#),
+                audience("abandoned", r#"performed "Viewed" where price > 50 and not followed by "Bought" within 1d"#),
+                audience("target", "in audience viewers and not in audience buyers"),
+                audience("first_old", r#"first performed "Viewed" before date "2026-01-15""#),
+            ]);
+        })
+        .await;
+        let now = || clock.now().timestamp_millis();
+        assert!(assert_equals_brute_force(&srv, now()) > 0);
+        for chunk in events[200..].chunks(40) {
+            send(&srv, chunk.to_vec()).await;
+        }
+        assert_equals_brute_force(&srv, now());
+        // Time passes with no events: timers fire, and the state still equals brute force.
+        for days in [1, 2, 3, 5, 8, 15] {
+            clock.set(
+                DateTime::from_timestamp_millis(
+                    "2026-01-25T00:00:00Z"
+                        .parse::<DateTime<Utc>>()
+                        .unwrap()
+                        .timestamp_millis()
+                        + days * 86_400_000,
+                )
+                .unwrap(),
+            );
+            let target = clock.now().timestamp_millis();
+            wait_until(|| {
+                srv.app
+                    .processor
+                    .status
+                    .timers_at_ms
+                    .load(std::sync::atomic::Ordering::Acquire)
+                    >= target
+            })
+            .await;
+            assert_equals_brute_force(&srv, target);
+        }
+        srv.stop().await;
+    }
 }
