@@ -6,6 +6,7 @@
 //! that take slices, so a SQL backend answers with one round trip each), and only domain
 //! types in signatures — no engine transactions, tables or rows leak out.
 
+use super::memberships::MembershipChange;
 use crate::error::StoreError;
 use spoor_core::identity::{Decision, ProfileIdentity, SplitRule};
 use spoor_core::profile::{Group, Profile};
@@ -39,6 +40,20 @@ pub struct ChangeSet {
     /// ((profile or 0, seq, index), decision). A later entry with the same key replaces an
     /// earlier one.
     pub decisions: Vec<((u64, u64, u32), Arc<Decision>)>,
+    /// Audience → its members serialized ([`super::encode_members`]); `None` deletes (a
+    /// deleted audience, or one without members: such audiences have no row).
+    pub audiences: Vec<(String, Option<Vec<u8>>)>,
+    /// Timers (at ms, profile) added and removed; a key is in at most one of the two.
+    pub timers_add: Vec<(i64, u64)>,
+    pub timers_remove: Vec<(i64, u64)>,
+    /// Membership change feed rows (change number, change).
+    pub membership_feed: Vec<(u64, Arc<MembershipChange>)>,
+    /// Per-profile membership history rows (change number, change), kept under
+    /// (change.profile, change.at_ms, number). `drop_rows` removes a profile's older rows
+    /// (not its feed rows) before these are added.
+    pub membership_history: Vec<(u64, Arc<MembershipChange>)>,
+    /// The number the next membership change gets, when it changed.
+    pub next_change_no: Option<u64>,
 }
 
 /// A store of derived state.
@@ -84,6 +99,31 @@ pub trait StateSnapshot: Send {
     /// Seqs of the events that carried an identifier key, ascending. May include events
     /// of another identifier with the same [`super::ident_hash`]; callers re-check.
     fn events_with(&self, key: &str, limit: usize) -> Result<Vec<u64>, StoreError>;
+    /// Audiences that have members, in name order.
+    fn audience_names(&self) -> Result<Vec<String>, StoreError>;
+    /// Serialized member bitmaps ([`super::decode_members`]) of audiences, in the order asked.
+    fn audience_bitmaps(&self, names: &[&str]) -> Result<Vec<Option<Vec<u8>>>, StoreError>;
+    /// Up to `limit` timers (at ms, profile) in order, strictly after `after`.
+    fn timers(
+        &self,
+        after: Option<(i64, u64)>,
+        limit: usize,
+    ) -> Result<Vec<(i64, u64)>, StoreError>;
+    /// Up to `limit` (change number, change) of the profiles' membership history, newest
+    /// first (by time, then number) across all of them.
+    fn membership_history(
+        &self,
+        pids: &[u64],
+        limit: usize,
+    ) -> Result<Vec<(u64, MembershipChange)>, StoreError>;
+    /// Up to `limit` feed rows numbered after `after`, in number order.
+    fn membership_feed(
+        &self,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, MembershipChange)>, StoreError>;
+    /// The number the next membership change gets (0 when none was ever recorded).
+    fn next_change_no(&self) -> Result<u64, StoreError>;
     /// Every stored fact as a line of text, in a canonical order (differential tests
     /// compare two states with it; backends must produce the same lines for the same state).
     fn dump(&self) -> Result<Vec<String>, StoreError>;

@@ -8,6 +8,7 @@
 //! exceeded — cheap, and the working set refills it).
 
 use super::backend::{ChangeSet, StateBackend, StateSnapshot};
+use super::memberships::MembershipState;
 use super::pending::Pending;
 use super::tables::{ident_hash_step, ident_key, IDENT_HASH_SEED};
 use crate::error::StoreError;
@@ -33,7 +34,9 @@ pub struct ProcessorState {
     rule_index: HashMap<Identifier, Vec<(SplitRuleId, SplitSide)>>,
     rules_dirty: bool,
     /// Changes since the last checkpoint, shared with readers.
-    shared: Arc<RwLock<Pending>>,
+    pub(super) shared: Arc<RwLock<Pending>>,
+    /// Timers and what changed in memberships since the last checkpoint.
+    pub(super) mem: MembershipState,
     /// ([`ident_hash`], seq) rows since the last checkpoint (only splits read them, after a
     /// checkpoint).
     ident_events: Vec<(u64, u64)>,
@@ -63,9 +66,14 @@ impl ProcessorState {
         let processed_seq = snap.processed_seq()?;
         let live_profiles = snap.live_profiles()? as i64;
         let rules = snap.split_rules()?;
+        let (mem, members) = MembershipState::load(&*snap)?;
         // A previous processor on this store may have left pending changes that never
         // became durable: they are replayed from the log, so start clean.
-        shared.write().clear();
+        {
+            let mut g = shared.write();
+            g.clear();
+            g.members = Some(members);
+        }
         let mut s = Self {
             backend,
             snap,
@@ -77,6 +85,7 @@ impl ProcessorState {
             rule_index: HashMap::new(),
             rules_dirty: false,
             shared,
+            mem,
             ident_events: Vec::new(),
             c_ident: HashMap::new(),
             c_pident: HashMap::new(),
@@ -116,6 +125,7 @@ impl ProcessorState {
         self.processed_seq != self.durable_seq
             || self.rules_dirty
             || !self.ident_events.is_empty()
+            || self.mem.has_changes()
             || !self.shared.read().is_empty()
     }
 
@@ -246,14 +256,16 @@ impl ProcessorState {
         Ok(())
     }
 
-    /// Supersedes a profile's committed timeline and decision rows (a split re-derives
-    /// them): readers skip them now, and the next checkpoint deletes them before writing
-    /// that checkpoint's rows.
+    /// Supersedes a profile's committed timeline, decision and membership history rows (a
+    /// split re-derives them; the membership change feed keeps its rows): readers skip
+    /// them now, and the next checkpoint deletes them before writing that checkpoint's
+    /// rows.
     pub fn drop_rows(&mut self, pid: ProfileId) {
         let mut g = self.shared.write();
         g.dropped.insert(pid.raw());
         g.timeline.remove(&pid.raw());
         g.decisions.remove(&pid.raw());
+        g.membership_history.remove(&pid.raw());
     }
 
     /// Commits every pending change and the processed seq in one transaction, then
@@ -265,7 +277,7 @@ impl ProcessorState {
         }
         let mut changes = {
             let g = self.shared.read();
-            ChangeSet {
+            let mut c = ChangeSet {
                 processed_seq: self.processed_seq,
                 live_profiles: self.live_profiles(),
                 split_rules: self.rules_dirty.then(|| self.rules.clone()),
@@ -292,7 +304,10 @@ impl ProcessorState {
                             .map(move |((seq, idx), d)| ((*p, *seq, *idx), d.clone()))
                     })
                     .collect(),
-            }
+                ..ChangeSet::default()
+            };
+            self.mem.fill(&g, &mut c);
+            c
         };
         if let Err(e) = self.backend.commit(&mut changes) {
             // Nothing was applied: the processor stops, and a restart replays from the

@@ -5,9 +5,11 @@
 //! It checks behaviour only the contract promises: atomic checkpoints with their position,
 //! snapshot isolation, deletes, timeline order and cursors, row drops before re-inserts,
 //! decision order and replacement, identifier prefix search, paging, the identifier→events
-//! index, split rules, and a canonical dump.
+//! index, split rules, audience memberships (bitmaps, timers, history, change feed), and a
+//! canonical dump.
 
 use super::backend::{ChangeSet, StateBackend};
+use super::memberships::{decode_members, encode_members, ChangeCause, MembershipChange};
 use super::tables::{ident_hash, ident_key};
 use spoor_core::identity::{
     Decision, DecisionKind, Identifier, ProfileId, ProfileIdentity, SplitOrigin, SplitRule,
@@ -27,6 +29,8 @@ pub fn run(make: &mut dyn FnMut() -> Arc<dyn StateBackend>) {
     identifier_search_is_by_type_and_prefix_with_cursor(make());
     profiles_page_in_id_order_and_events_are_indexed_by_identifier(make());
     split_rules_persist_and_change_only_when_given(make());
+    memberships_round_trip_and_snapshots_are_isolated(make());
+    membership_deletes_and_dropped_rows(make());
     the_dump_is_canonical(make);
 }
 
@@ -61,6 +65,25 @@ fn rule(id: u64) -> SplitRule {
     }
 }
 
+fn members(ids: &[u64]) -> Vec<u8> {
+    encode_members(&ids.iter().copied().collect())
+}
+
+fn mchange(aud: &str, pid: u64, entered: bool, at_ms: i64) -> Arc<MembershipChange> {
+    Arc::new(MembershipChange {
+        audience: aud.into(),
+        profile: ProfileId::from_raw(pid),
+        entered,
+        at_ms,
+        seq: 10 + pid,
+        cause: if entered {
+            ChangeCause::Event
+        } else {
+            ChangeCause::Timer
+        },
+    })
+}
+
 fn commit(b: &dyn StateBackend, c: ChangeSet) {
     let mut c = c;
     b.commit(&mut c).expect("commit");
@@ -79,6 +102,12 @@ fn empty_backend_reads_as_empty(b: Arc<dyn StateBackend>) {
     assert!(s.decisions(&[1]).unwrap().is_empty());
     assert!(s.list_profiles(None, 10).unwrap().is_empty());
     assert!(s.events_with("user_id\u{1f}x", 10).unwrap().is_empty());
+    assert!(s.audience_names().unwrap().is_empty());
+    assert_eq!(s.audience_bitmaps(&["a"]).unwrap(), vec![None]);
+    assert!(s.timers(None, 10).unwrap().is_empty());
+    assert!(s.membership_history(&[1], 10).unwrap().is_empty());
+    assert!(s.membership_feed(0, 10).unwrap().is_empty());
+    assert_eq!(s.next_change_no().unwrap(), 0);
 }
 
 fn a_checkpoint_round_trips_and_snapshots_are_isolated(b: Arc<dyn StateBackend>) {
@@ -347,6 +376,142 @@ fn split_rules_persist_and_change_only_when_given(b: Arc<dyn StateBackend>) {
     );
 }
 
+fn memberships_round_trip_and_snapshots_are_isolated(b: Arc<dyn StateBackend>) {
+    let before = b.snapshot().unwrap();
+    let (c1, c2, c3) = (
+        mchange("buyers", 1, true, 50),
+        mchange("vip", 1, true, 40),
+        mchange("buyers", 2, true, 40),
+    );
+    let rows = vec![(1, c1.clone()), (2, c2.clone()), (3, c3.clone())];
+    commit(
+        &*b,
+        ChangeSet {
+            processed_seq: 9,
+            audiences: vec![
+                ("vip".into(), Some(members(&[1]))),
+                ("buyers".into(), Some(members(&[2, 1, u64::MAX - 1]))),
+            ],
+            timers_add: vec![(300, 2), (100, 1), (100, 0), (-5, 3)],
+            membership_feed: rows.clone(),
+            membership_history: rows,
+            next_change_no: Some(4),
+            ..ChangeSet::default()
+        },
+    );
+    let s = b.snapshot().unwrap();
+    assert_eq!(s.audience_names().unwrap(), vec!["buyers", "vip"]);
+    let bitmaps = s.audience_bitmaps(&["buyers", "nobody", "vip"]).unwrap();
+    let ids = |b: &Option<Vec<u8>>| {
+        decode_members(b.as_deref().unwrap())
+            .unwrap()
+            .iter()
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(ids(&bitmaps[0]), vec![1, 2, u64::MAX - 1]);
+    assert_eq!(bitmaps[1], None);
+    assert_eq!(ids(&bitmaps[2]), vec![1]);
+    assert_eq!(
+        s.timers(None, 10).unwrap(),
+        vec![(-5, 3), (100, 0), (100, 1), (300, 2)]
+    );
+    assert_eq!(s.timers(None, 2).unwrap(), vec![(-5, 3), (100, 0)]);
+    assert_eq!(
+        s.timers(Some((100, 0)), 10).unwrap(),
+        vec![(100, 1), (300, 2)]
+    );
+    // Newest first by time, then by change number.
+    assert_eq!(
+        s.membership_history(&[1, 2], 10).unwrap(),
+        vec![(1, (*c1).clone()), (3, (*c3).clone()), (2, (*c2).clone())]
+    );
+    assert_eq!(
+        s.membership_history(&[1, 2], 2).unwrap(),
+        vec![(1, (*c1).clone()), (3, (*c3).clone())]
+    );
+    assert_eq!(
+        s.membership_history(&[2], 10).unwrap(),
+        vec![(3, (*c3).clone())]
+    );
+    assert_eq!(
+        s.membership_feed(0, 10).unwrap(),
+        vec![(1, (*c1).clone()), (2, (*c2).clone()), (3, (*c3).clone())]
+    );
+    assert_eq!(s.membership_feed(1, 1).unwrap(), vec![(2, (*c2).clone())]);
+    assert!(s.membership_feed(3, 10).unwrap().is_empty());
+    assert!(s.membership_feed(u64::MAX, 10).unwrap().is_empty());
+    assert_eq!(s.next_change_no().unwrap(), 4);
+    // The next change number stays unless a checkpoint gives one.
+    commit(
+        &*b,
+        ChangeSet {
+            processed_seq: 10,
+            ..ChangeSet::default()
+        },
+    );
+    assert_eq!(b.snapshot().unwrap().next_change_no().unwrap(), 4);
+    // A snapshot taken before the commits sees none of it.
+    assert!(before.audience_names().unwrap().is_empty());
+    assert!(before.timers(None, 10).unwrap().is_empty());
+    assert!(before.membership_feed(0, 10).unwrap().is_empty());
+    assert!(before.membership_history(&[1], 10).unwrap().is_empty());
+}
+
+fn membership_deletes_and_dropped_rows(b: Arc<dyn StateBackend>) {
+    let rows = vec![
+        (1, mchange("a", 1, true, 10)),
+        (2, mchange("a", 2, true, 10)),
+    ];
+    commit(
+        &*b,
+        ChangeSet {
+            audiences: vec![
+                ("a".into(), Some(members(&[1, 2]))),
+                ("b".into(), Some(members(&[1]))),
+            ],
+            timers_add: vec![(10, 1), (20, 2)],
+            membership_feed: rows.clone(),
+            membership_history: rows,
+            next_change_no: Some(3),
+            ..ChangeSet::default()
+        },
+    );
+    let mid = b.snapshot().unwrap();
+    let later = mchange("a", 1, false, 20);
+    commit(
+        &*b,
+        ChangeSet {
+            audiences: vec![("a".into(), Some(members(&[2]))), ("b".into(), None)],
+            timers_add: vec![(30, 1)],
+            timers_remove: vec![(10, 1), (99, 9)],
+            drop_rows: vec![1],
+            membership_feed: vec![(3, later.clone())],
+            membership_history: vec![(3, later.clone())],
+            next_change_no: Some(4),
+            ..ChangeSet::default()
+        },
+    );
+    let s = b.snapshot().unwrap();
+    assert_eq!(s.audience_names().unwrap(), vec!["a"]);
+    assert_eq!(s.audience_bitmaps(&["b"]).unwrap(), vec![None]);
+    let a = s.audience_bitmaps(&["a"]).unwrap().pop().flatten().unwrap();
+    assert_eq!(decode_members(&a).unwrap().iter().collect::<Vec<_>>(), [2]);
+    assert_eq!(s.timers(None, 10).unwrap(), vec![(20, 2), (30, 1)]);
+    // Profile 1's older history rows went before this checkpoint's row was added; the
+    // feed keeps every row, and other profiles keep theirs.
+    assert_eq!(
+        s.membership_history(&[1], 10).unwrap(),
+        vec![(3, (*later).clone())]
+    );
+    assert_eq!(s.membership_history(&[2], 10).unwrap().len(), 1);
+    assert_eq!(s.membership_feed(0, 10).unwrap().len(), 3);
+    // The snapshot between the two commits is unchanged.
+    assert_eq!(mid.audience_names().unwrap(), vec!["a", "b"]);
+    assert_eq!(mid.timers(None, 10).unwrap(), vec![(10, 1), (20, 2)]);
+    assert_eq!(mid.membership_history(&[1], 10).unwrap().len(), 1);
+    assert_eq!(mid.membership_feed(0, 10).unwrap().len(), 2);
+}
+
 /// The same state reached by different commit sequences dumps to the same lines.
 fn the_dump_is_canonical(make: &mut dyn FnMut() -> Arc<dyn StateBackend>) {
     let (a, b) = (make(), make());
@@ -361,6 +526,11 @@ fn the_dump_is_canonical(make: &mut dyn FnMut() -> Arc<dyn StateBackend>) {
                 (2, Some(Arc::new(profile(2, "h")))),
             ],
             timeline: vec![(1, 5, 1), (2, 6, 2)],
+            audiences: vec![("a".into(), Some(members(&[2, 1])))],
+            timers_add: vec![(7, 1)],
+            membership_feed: vec![(1, mchange("a", 1, true, 5)), (2, mchange("a", 2, true, 6))],
+            membership_history: vec![(1, mchange("a", 1, true, 5)), (2, mchange("a", 2, true, 6))],
+            next_change_no: Some(3),
             ..ChangeSet::default()
         },
     );
@@ -370,6 +540,12 @@ fn the_dump_is_canonical(make: &mut dyn FnMut() -> Arc<dyn StateBackend>) {
             processed_seq: 1,
             profiles: vec![(2, Some(Arc::new(profile(2, "h"))))],
             timeline: vec![(2, 6, 2)],
+            // Built differently (another order, a removed member, a moved timer).
+            audiences: vec![("a".into(), Some(members(&[1, 3])))],
+            timers_add: vec![(3, 1)],
+            membership_feed: vec![(1, mchange("a", 1, true, 5))],
+            membership_history: vec![(1, mchange("a", 1, true, 5))],
+            next_change_no: Some(2),
             ..ChangeSet::default()
         },
     );
@@ -380,6 +556,12 @@ fn the_dump_is_canonical(make: &mut dyn FnMut() -> Arc<dyn StateBackend>) {
             owners: vec![(key, Some(1))],
             profiles: vec![(1, Some(Arc::new(profile(1, "g"))))],
             timeline: vec![(1, 5, 1)],
+            audiences: vec![("a".into(), Some(members(&[1, 2])))],
+            timers_add: vec![(7, 1)],
+            timers_remove: vec![(3, 1)],
+            membership_feed: vec![(2, mchange("a", 2, true, 6))],
+            membership_history: vec![(2, mchange("a", 2, true, 6))],
+            next_change_no: Some(3),
             ..ChangeSet::default()
         },
     );
@@ -389,6 +571,18 @@ fn the_dump_is_canonical(make: &mut dyn FnMut() -> Arc<dyn StateBackend>) {
     );
     assert_eq!(da, db);
     assert!(da.iter().any(|l| l.contains("processed_seq 2")), "{da:?}");
+    for want in [
+        "audience \"a\" 1,2",
+        "timer (7, 1)",
+        "meta next_change_no 3",
+    ] {
+        assert!(da.iter().any(|l| l == want), "{want} in {da:?}");
+    }
+    assert_eq!(
+        da.iter().filter(|l| l.starts_with("membership_")).count(),
+        4,
+        "{da:?}"
+    );
 }
 
 #[cfg(test)]

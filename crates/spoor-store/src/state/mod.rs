@@ -1,5 +1,6 @@
 //! The derived state: identity graph, profiles, groups, per-profile timelines and identity
-//! decisions, with the log position they reflect. Kept in one embedded redb file,
+//! decisions, audience memberships (bitmaps, timers, history and change feed), with the log
+//! position they reflect. Kept in one embedded redb file,
 //! `state/state.redb`.
 //!
 //! Everything here is a function of the event log (and admin split rules): it can be deleted
@@ -12,6 +13,7 @@
 mod backend;
 mod cache;
 pub mod conformance;
+mod memberships;
 mod pending;
 mod read;
 mod redb_backend;
@@ -19,6 +21,7 @@ mod tables;
 
 pub use backend::{ChangeSet, StateBackend, StateSnapshot};
 pub use cache::ProcessorState;
+pub use memberships::{decode_members, encode_members, ChangeCause, MembershipChange};
 pub use read::{StateReader, TimelineCursor};
 pub use redb_backend::RedbBackend;
 pub use tables::{ident_hash, ident_key};

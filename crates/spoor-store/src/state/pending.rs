@@ -16,6 +16,8 @@
 //! holding one while the processor changes it makes the processor copy (copy-on-write via
 //! `Arc::make_mut`) instead of waiting.
 
+use super::memberships::MembershipChange;
+use roaring::RoaringTreemap;
 use spoor_core::identity::{Decision, ProfileIdentity};
 use spoor_core::profile::{Group, Profile};
 use std::collections::{HashMap, HashSet};
@@ -42,12 +44,23 @@ pub(super) struct Pending {
     /// Profiles whose committed timeline and decision rows are superseded (a split
     /// re-derives them); readers skip those committed rows.
     pub dropped: HashSet<u64>,
+    /// Audience → members, when a processor has loaded them (`None`: readers use the
+    /// backend). Not a delta: a checkpoint does not clear it.
+    pub members: Option<HashMap<String, Arc<RoaringTreemap>>>,
+    /// New membership change feed rows (change number, change), in number order.
+    pub membership_feed: Vec<(u64, Arc<MembershipChange>)>,
+    /// The same rows per profile (a split drops a profile's rows from here, not the feed).
+    pub membership_history: HashMap<u64, Vec<(u64, Arc<MembershipChange>)>>,
 }
 
 impl Pending {
     /// Entries that a checkpoint would write (a bound on memory, not bytes).
     pub fn entries(&self) -> usize {
-        self.owners.len() + self.identities.len() + self.profiles.len() + self.groups.len()
+        self.owners.len()
+            + self.identities.len()
+            + self.profiles.len()
+            + self.groups.len()
+            + self.membership_feed.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -55,6 +68,7 @@ impl Pending {
             && self.timeline.is_empty()
             && self.decisions.is_empty()
             && self.dropped.is_empty()
+            && self.membership_history.is_empty()
     }
 
     /// Empties it after a checkpoint made its content durable.
@@ -67,6 +81,8 @@ impl Pending {
         self.timeline.clear();
         self.decisions.clear();
         self.dropped.clear();
+        self.membership_feed.clear();
+        self.membership_history.clear();
     }
 
     /// Timeline rows of `pids` strictly before `before`.

@@ -73,7 +73,7 @@ impl StateReader {
     /// Runs `f` over the pending changes (if any) and a snapshot at least as new as the
     /// last checkpoint cleared from them — with the pending changes locked for reading,
     /// so no checkpoint can move data between the two meanwhile.
-    fn with<R>(
+    pub(super) fn with<R>(
         &self,
         f: impl FnOnce(Option<&Pending>, &dyn StateSnapshot) -> Result<R, StoreError>,
     ) -> Result<R, StoreError> {
@@ -87,6 +87,11 @@ impl StateReader {
                 f(Some(&g), &*self.snap.borrow().1)
             }
         }
+    }
+
+    /// The processor's pending layer, if this reader sees it.
+    pub(super) fn pending_layer(&self) -> Option<&Arc<RwLock<Pending>>> {
+        self.pending.as_ref()
     }
 
     /// The last log seq whose effects are durable (in the backend).

@@ -3,11 +3,13 @@
 
 use super::backend::{ChangeSet, StateBackend, StateSnapshot};
 use super::engine_err;
+use super::memberships::{decode_members, MembershipChange};
 use super::tables::*;
 use crate::error::StoreError;
 use redb::{Database, ReadOnlyTable, ReadTransaction, ReadableDatabase, ReadableTable};
 use spoor_core::identity::{Decision, ProfileIdentity, SplitRule};
 use spoor_core::profile::{Group, Profile};
+use std::ops::Bound;
 use std::path::Path;
 
 /// `state.redb` in a directory.
@@ -37,6 +39,12 @@ impl StateBackend for RedbBackend {
         c.timeline.sort_unstable();
         c.ident_events.sort_unstable();
         c.decisions.sort_by_key(|(k, _)| *k); // stable: a later row with the same key wins
+        c.audiences.sort_by(|a, b| a.0.cmp(&b.0));
+        c.timers_add.sort_unstable();
+        c.timers_remove.sort_unstable();
+        c.membership_feed.sort_by_key(|(n, _)| *n);
+        c.membership_history
+            .sort_by_key(|(n, m)| (m.profile.raw(), m.at_ms, *n));
         let tx = self.db.begin_write().map_err(engine_err)?;
         {
             let mut t = tx.open_table(IDENT).map_err(engine_err)?;
@@ -85,7 +93,38 @@ impl StateBackend for RedbBackend {
             for (k, d) in &c.decisions {
                 t.insert(*k, json(&**d)?.as_slice()).map_err(engine_err)?;
             }
+            let mut t = tx.open_table(AUDIENCE_MEMBERS).map_err(engine_err)?;
+            for (name, bytes) in &c.audiences {
+                match bytes {
+                    Some(b) => t.insert(name.as_str(), b.as_slice()).map_err(engine_err)?,
+                    None => t.remove(name.as_str()).map_err(engine_err)?,
+                };
+            }
+            let mut t = tx.open_table(TIMERS).map_err(engine_err)?;
+            for k in &c.timers_remove {
+                t.remove(*k).map_err(engine_err)?;
+            }
+            for k in &c.timers_add {
+                t.insert(*k, ()).map_err(engine_err)?;
+            }
+            let mut t = tx.open_table(MEMBERSHIP_HISTORY).map_err(engine_err)?;
+            for p in &c.drop_rows {
+                t.retain_in((*p, i64::MIN, 0)..=(*p, i64::MAX, u64::MAX), |_, _| false)
+                    .map_err(engine_err)?;
+            }
+            for (n, m) in &c.membership_history {
+                t.insert((m.profile.raw(), m.at_ms, *n), json(&**m)?.as_slice())
+                    .map_err(engine_err)?;
+            }
+            let mut t = tx.open_table(MEMBERSHIP_FEED).map_err(engine_err)?;
+            for (n, m) in &c.membership_feed {
+                t.insert(*n, json(&**m)?.as_slice()).map_err(engine_err)?;
+            }
             let mut t = tx.open_table(META).map_err(engine_err)?;
+            if let Some(n) = c.next_change_no {
+                t.insert(K_NEXT_CHANGE, n.to_le_bytes().as_slice())
+                    .map_err(engine_err)?;
+            }
             t.insert(K_PROCESSED, c.processed_seq.to_le_bytes().as_slice())
                 .map_err(engine_err)?;
             t.insert(K_LIVE_PROFILES, c.live_profiles.to_le_bytes().as_slice())
@@ -285,6 +324,86 @@ impl StateSnapshot for RedbSnapshot {
         Ok(out)
     }
 
+    fn audience_names(&self) -> Result<Vec<String>, StoreError> {
+        let t = self.tx.open_table(AUDIENCE_MEMBERS).map_err(engine_err)?;
+        let mut out = Vec::new();
+        for row in t.iter().map_err(engine_err)? {
+            let (k, _) = row.map_err(engine_err)?;
+            out.push(k.value().to_owned());
+        }
+        Ok(out)
+    }
+
+    fn audience_bitmaps(&self, names: &[&str]) -> Result<Vec<Option<Vec<u8>>>, StoreError> {
+        let t = self.tx.open_table(AUDIENCE_MEMBERS).map_err(engine_err)?;
+        names
+            .iter()
+            .map(|n| Ok(t.get(*n).map_err(engine_err)?.map(|v| v.value().to_vec())))
+            .collect()
+    }
+
+    fn timers(
+        &self,
+        after: Option<(i64, u64)>,
+        limit: usize,
+    ) -> Result<Vec<(i64, u64)>, StoreError> {
+        let t = self.tx.open_table(TIMERS).map_err(engine_err)?;
+        let range = match after {
+            Some(a) => t.range((Bound::Excluded(a), Bound::Unbounded)),
+            None => t.range::<(i64, u64)>(..),
+        }
+        .map_err(engine_err)?;
+        let mut out = Vec::new();
+        for row in range.take(limit) {
+            let (k, _) = row.map_err(engine_err)?;
+            out.push(k.value());
+        }
+        Ok(out)
+    }
+
+    fn membership_history(
+        &self,
+        pids: &[u64],
+        limit: usize,
+    ) -> Result<Vec<(u64, MembershipChange)>, StoreError> {
+        let t = self.tx.open_table(MEMBERSHIP_HISTORY).map_err(engine_err)?;
+        let mut all = Vec::new();
+        for p in pids {
+            let range = t
+                .range((*p, i64::MIN, 0)..=(*p, i64::MAX, u64::MAX))
+                .map_err(engine_err)?;
+            for row in range.rev().take(limit) {
+                let (k, v) = row.map_err(engine_err)?;
+                let (_, at, n) = k.value();
+                all.push(((at, n), from_json::<MembershipChange>(v.value())?));
+            }
+        }
+        all.sort_by(|a, b| b.0.cmp(&a.0));
+        all.truncate(limit);
+        Ok(all.into_iter().map(|((_, n), c)| (n, c)).collect())
+    }
+
+    fn membership_feed(
+        &self,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, MembershipChange)>, StoreError> {
+        let Some(start) = after.checked_add(1) else {
+            return Ok(Vec::new());
+        };
+        let t = self.tx.open_table(MEMBERSHIP_FEED).map_err(engine_err)?;
+        let mut out = Vec::new();
+        for row in t.range(start..).map_err(engine_err)?.take(limit) {
+            let (k, v) = row.map_err(engine_err)?;
+            out.push((k.value(), from_json(v.value())?));
+        }
+        Ok(out)
+    }
+
+    fn next_change_no(&self) -> Result<u64, StoreError> {
+        self.meta_u64(K_NEXT_CHANGE)
+    }
+
     fn dump(&self) -> Result<Vec<String>, StoreError> {
         let mut out = Vec::new();
         for row in self.ident.iter().map_err(engine_err)? {
@@ -334,6 +453,37 @@ impl StateSnapshot for RedbSnapshot {
                 String::from_utf8_lossy(v.value())
             ));
         }
+        // Members as id lists: the serialized form depends on how a bitmap was built.
+        for name in self.audience_names()? {
+            if let Some(b) = self.audience_bitmaps(&[name.as_str()])?.pop().flatten() {
+                let ids: Vec<String> = decode_members(&b)?.iter().map(|p| p.to_string()).collect();
+                out.push(format!("audience {name:?} {}", ids.join(",")));
+            }
+        }
+        let t = self.tx.open_table(TIMERS).map_err(engine_err)?;
+        for row in t.iter().map_err(engine_err)? {
+            let (k, _) = row.map_err(engine_err)?;
+            out.push(format!("timer {:?}", k.value()));
+        }
+        let t = self.tx.open_table(MEMBERSHIP_HISTORY).map_err(engine_err)?;
+        for row in t.iter().map_err(engine_err)? {
+            let (k, v) = row.map_err(engine_err)?;
+            out.push(format!(
+                "membership_history {:?} {}",
+                k.value(),
+                String::from_utf8_lossy(v.value())
+            ));
+        }
+        let t = self.tx.open_table(MEMBERSHIP_FEED).map_err(engine_err)?;
+        for row in t.iter().map_err(engine_err)? {
+            let (k, v) = row.map_err(engine_err)?;
+            out.push(format!(
+                "membership_feed {} {}",
+                k.value(),
+                String::from_utf8_lossy(v.value())
+            ));
+        }
+        out.push(format!("meta next_change_no {}", self.next_change_no()?));
         out.push(format!("meta processed_seq {}", self.processed_seq()?));
         out.push(format!("meta live_profiles {}", self.live_profiles()?));
         out.push(format!(

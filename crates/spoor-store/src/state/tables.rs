@@ -24,12 +24,23 @@ pub const IDENT_EVENTS: TableDefinition<(u64, u64), ()> =
     TableDefinition::new("ident_event_hashes");
 /// (profile id, seq, index) → `Decision` JSON: why identifiers were linked, merged or refused.
 pub const DECISIONS: TableDefinition<(u64, u64, u32), &[u8]> = TableDefinition::new("decisions");
+/// Audience name → its members, a serialized roaring bitmap of profile raw ids
+/// ([`super::encode_members`]). Audiences without members have no row.
+pub const AUDIENCE_MEMBERS: TableDefinition<&str, &[u8]> = TableDefinition::new("audience_members");
+/// (at ms, profile id) → (): when time alone may change a profile's memberships.
+pub const TIMERS: TableDefinition<(i64, u64), ()> = TableDefinition::new("timers");
+/// (profile id at the time, at ms, change number) → `MembershipChange` JSON.
+pub const MEMBERSHIP_HISTORY: TableDefinition<(u64, i64, u64), &[u8]> =
+    TableDefinition::new("membership_history");
+/// Change number → `MembershipChange` JSON: every entry and exit, in order.
+pub const MEMBERSHIP_FEED: TableDefinition<u64, &[u8]> = TableDefinition::new("membership_feed");
 /// Small values: `processed_seq`, `split_rules`, counters.
 pub const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 
 pub const K_PROCESSED: &str = "processed_seq";
 pub const K_SPLIT_RULES: &str = "split_rules";
 pub const K_LIVE_PROFILES: &str = "live_profiles";
+pub const K_NEXT_CHANGE: &str = "next_change_no";
 
 /// The key of an identifier: its type and value separated by U+001F (never in a type name).
 pub fn ident_key(kind: &str, value: &str) -> String {
@@ -68,6 +79,10 @@ pub fn create_all(db: &Database) -> Result<(), StoreError> {
         tx.open_table(IDENT_EVENTS).map_err(engine_err)?;
         tx.open_table(DECISIONS).map_err(engine_err)?;
         tx.open_table(META).map_err(engine_err)?;
+        tx.open_table(AUDIENCE_MEMBERS).map_err(engine_err)?;
+        tx.open_table(TIMERS).map_err(engine_err)?;
+        tx.open_table(MEMBERSHIP_HISTORY).map_err(engine_err)?;
+        tx.open_table(MEMBERSHIP_FEED).map_err(engine_err)?;
     }
     tx.commit().map_err(engine_err)
 }

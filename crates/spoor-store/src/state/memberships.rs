@@ -1,0 +1,587 @@
+//! Audience memberships: who is in each audience (a compressed bitmap per audience), when
+//! time alone may change someone's memberships (timers), and every entry and exit (per
+//! profile history, and a global change feed numbered in order for destinations and
+//! journeys).
+//!
+//! - **Bitmaps** (`audience → RoaringTreemap` of [`ProfileId::raw`]) live in memory, in the
+//!   [pending](super::pending) layer shared with readers, so a reader sees a change at once;
+//!   they are not cleared by a checkpoint (they are the whole membership, not a delta). A
+//!   checkpoint writes only the audiences changed since the previous one, serialized
+//!   ([`encode_members`], the portable roaring format), atomically with everything else. An
+//!   audience without members has no stored row. Readers hold an `Arc` of a bitmap while
+//!   they count, so the processor copies one on write instead of waiting for them.
+//! - **Timers** `(at_ms, profile)` are the processor's alone: a `BTreeSet` in memory (16
+//!   bytes a key), loaded at start, with the changes since the last checkpoint coalesced
+//!   into inserts and deletes.
+//! - **History and feed rows** since the last checkpoint are pending rows, visible to
+//!   readers like pending timeline rows. Change numbers start at 1 and never repeat (the
+//!   next one is stored with each checkpoint that used some).
+
+use super::backend::{ChangeSet, StateSnapshot};
+use super::cache::ProcessorState;
+use super::pending::Pending;
+use super::read::StateReader;
+use crate::error::StoreError;
+use roaring::RoaringTreemap;
+use serde::{Deserialize, Serialize};
+use spoor_core::identity::ProfileId;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+
+/// Why a membership changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChangeCause {
+    /// An event of the person.
+    Event,
+    /// Time alone (a window passed).
+    Timer,
+    /// A new or changed audience was evaluated over history.
+    Backfill,
+    /// The person's profile was merged into another.
+    Merge,
+    /// The audience (or the profile) was deleted.
+    Deleted,
+}
+
+/// One entry into or exit from an audience.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MembershipChange {
+    pub audience: String,
+    pub profile: ProfileId,
+    /// `true`: entered; `false`: left.
+    pub entered: bool,
+    /// When it happened (event time of the cause, or the timer's time), ms.
+    pub at_ms: i64,
+    /// The log seq of the causing event, 0 if none (timers, deletions).
+    pub seq: u64,
+    pub cause: ChangeCause,
+}
+
+/// Members of an audience as bytes (the portable roaring serialization), for storage.
+pub fn encode_members(m: &RoaringTreemap) -> Vec<u8> {
+    let mut out = Vec::with_capacity(m.serialized_size());
+    // Writing into a Vec cannot fail.
+    let _ = m.serialize_into(&mut out);
+    out
+}
+
+/// The inverse of [`encode_members`].
+pub fn decode_members(b: &[u8]) -> Result<RoaringTreemap, StoreError> {
+    RoaringTreemap::deserialize_from(b)
+        .map_err(|e| StoreError::Meta(format!("unreadable audience bitmap: {e}")))
+}
+
+/// What only the processor keeps about memberships.
+#[derive(Default)]
+pub(super) struct MembershipState {
+    /// Every timer (at ms, profile raw id).
+    timers: BTreeSet<(i64, u64)>,
+    /// Timer keys changed since the last checkpoint → present afterwards.
+    timer_delta: BTreeMap<(i64, u64), bool>,
+    /// Audiences whose bitmap changed (or went) since the last checkpoint.
+    dirty: BTreeSet<String>,
+    /// The number the next recorded change gets.
+    next_change_no: u64,
+    /// Whether a change was recorded since the last checkpoint.
+    numbered: bool,
+}
+
+const TIMER_PAGE: usize = 100_000;
+
+impl MembershipState {
+    /// Loads bitmaps, timers and the next change number from a checkpoint.
+    pub(super) fn load(
+        snap: &dyn StateSnapshot,
+    ) -> Result<(Self, HashMap<String, Arc<RoaringTreemap>>), StoreError> {
+        let names = snap.audience_names()?;
+        let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+        let mut members = HashMap::with_capacity(names.len());
+        for (name, bytes) in names.iter().zip(snap.audience_bitmaps(&refs)?) {
+            if let Some(b) = bytes {
+                members.insert(name.clone(), Arc::new(decode_members(&b)?));
+            }
+        }
+        let mut timers = BTreeSet::new();
+        let mut after = None;
+        loop {
+            let page = snap.timers(after, TIMER_PAGE)?;
+            after = page.last().copied();
+            let full = page.len() == TIMER_PAGE;
+            timers.extend(page);
+            if !full {
+                break;
+            }
+        }
+        let s = Self {
+            timers,
+            timer_delta: BTreeMap::new(),
+            dirty: BTreeSet::new(),
+            next_change_no: snap.next_change_no()?.max(1),
+            numbered: false,
+        };
+        Ok((s, members))
+    }
+
+    pub(super) fn has_changes(&self) -> bool {
+        !self.timer_delta.is_empty() || !self.dirty.is_empty() || self.numbered
+    }
+
+    /// Moves what changed since the last checkpoint into `c` (bitmaps of changed audiences
+    /// serialized from `g`, timer inserts/deletes, pending history and feed rows).
+    pub(super) fn fill(&mut self, g: &Pending, c: &mut ChangeSet) {
+        for name in std::mem::take(&mut self.dirty) {
+            let bytes = g
+                .members
+                .as_ref()
+                .and_then(|m| m.get(&name))
+                .filter(|b| !b.is_empty())
+                .map(|b| encode_members(b));
+            c.audiences.push((name, bytes));
+        }
+        for (k, present) in std::mem::take(&mut self.timer_delta) {
+            if present {
+                c.timers_add.push(k);
+            } else {
+                c.timers_remove.push(k);
+            }
+        }
+        c.membership_feed = g.membership_feed.clone();
+        c.membership_history = g
+            .membership_history
+            .values()
+            .flat_map(|rows| rows.iter().cloned())
+            .collect();
+        if std::mem::take(&mut self.numbered) {
+            c.next_change_no = Some(self.next_change_no);
+        }
+    }
+}
+
+/// The write side, used by the processor's audience engine.
+impl ProcessorState {
+    /// Makes `pid` a member of `audience` or not (the bitmap only; see
+    /// [`Self::record_membership`] for the history). Readers see it at once.
+    pub fn set_member(&mut self, audience: &str, pid: ProfileId, member: bool) {
+        let raw = pid.raw();
+        let changed = {
+            let mut g = self.shared.write();
+            let m = g.members.get_or_insert_with(HashMap::new);
+            match m.get_mut(audience) {
+                Some(b) if b.contains(raw) != member => {
+                    let b = Arc::make_mut(b);
+                    if member {
+                        b.insert(raw);
+                    } else {
+                        b.remove(raw);
+                    }
+                    true
+                }
+                Some(_) => false,
+                None if member => {
+                    let mut b = RoaringTreemap::new();
+                    b.insert(raw);
+                    m.insert(audience.to_owned(), Arc::new(b));
+                    true
+                }
+                None => false,
+            }
+        };
+        if changed && !self.mem.dirty.contains(audience) {
+            self.mem.dirty.insert(audience.to_owned());
+        }
+    }
+
+    /// Records an entry or exit: a row of the profile's history and of the global change
+    /// feed, under the next change number (returned). Readers see it at once.
+    pub fn record_membership(&mut self, c: MembershipChange) -> u64 {
+        let no = self.mem.next_change_no;
+        self.mem.next_change_no += 1;
+        self.mem.numbered = true;
+        let pid = c.profile.raw();
+        let c = Arc::new(c);
+        let mut g = self.shared.write();
+        g.membership_feed.push((no, c.clone()));
+        g.membership_history.entry(pid).or_default().push((no, c));
+        no
+    }
+
+    /// Forgets a deleted audience's members (its history stays).
+    pub fn drop_audience(&mut self, audience: &str) {
+        let gone = self
+            .shared
+            .write()
+            .members
+            .as_mut()
+            .and_then(|m| m.remove(audience))
+            .is_some();
+        if gone {
+            self.mem.dirty.insert(audience.to_owned());
+        }
+    }
+
+    /// Moves a profile's timer from `old` to `new` (either may be `None`).
+    pub fn set_timer(&mut self, pid: ProfileId, old: Option<i64>, new: Option<i64>) {
+        if old == new {
+            return;
+        }
+        let raw = pid.raw();
+        if let Some(at) = old {
+            self.mem.timers.remove(&(at, raw));
+            self.mem.timer_delta.insert((at, raw), false);
+        }
+        if let Some(at) = new {
+            self.mem.timers.insert((at, raw));
+            self.mem.timer_delta.insert((at, raw), true);
+        }
+    }
+
+    /// Up to `limit` timers due at `now_ms` (at ≤ now), earliest first. They stay until
+    /// [`Self::set_timer`] moves or removes them.
+    pub fn due_timers(&self, now_ms: i64, limit: usize) -> Vec<(i64, ProfileId)> {
+        self.mem
+            .timers
+            .range(..=(now_ms, u64::MAX))
+            .take(limit)
+            .map(|(at, p)| (*at, ProfileId::from_raw(*p)))
+            .collect()
+    }
+
+    /// The earliest timer.
+    pub fn next_timer(&self) -> Option<i64> {
+        self.mem.timers.first().map(|(at, _)| *at)
+    }
+
+    /// Number of timers.
+    pub fn timer_count(&self) -> usize {
+        self.mem.timers.len()
+    }
+
+    /// Whether `pid` is a member of `audience` now.
+    pub fn is_member(&self, audience: &str, pid: ProfileId) -> bool {
+        self.shared
+            .read()
+            .members
+            .as_ref()
+            .and_then(|m| m.get(audience))
+            .is_some_and(|b| b.contains(pid.raw()))
+    }
+}
+
+/// Reads of memberships: the processor's in-memory bitmaps when a processor runs on this
+/// store, else the last checkpoint.
+impl StateReader {
+    /// The bitmaps of `names` (empty for an audience without members), consistent with
+    /// each other.
+    fn bitmaps(&self, names: &[&str]) -> Result<Vec<Arc<RoaringTreemap>>, StoreError> {
+        if let Some(p) = self.pending_layer() {
+            let g = p.read();
+            if let Some(m) = &g.members {
+                return Ok(names
+                    .iter()
+                    .map(|n| m.get(*n).cloned().unwrap_or_default())
+                    .collect());
+            }
+        }
+        self.with(|_, s| {
+            s.audience_bitmaps(names)?
+                .into_iter()
+                .map(|b| {
+                    Ok(Arc::new(match b {
+                        Some(b) => decode_members(&b)?,
+                        None => RoaringTreemap::new(),
+                    }))
+                })
+                .collect()
+        })
+    }
+
+    /// Number of members of an audience (0 if it has none or does not exist).
+    pub fn audience_size(&self, name: &str) -> Result<u64, StoreError> {
+        Ok(self.bitmaps(&[name])?[0].len())
+    }
+
+    /// Up to `limit` members in id order, strictly after `after`.
+    pub fn audience_members(
+        &self,
+        name: &str,
+        after: Option<ProfileId>,
+        limit: usize,
+    ) -> Result<Vec<ProfileId>, StoreError> {
+        let b = self.bitmaps(&[name])?.swap_remove(0);
+        let mut it = b.iter();
+        if let Some(a) = after {
+            match a.raw().checked_add(1) {
+                Some(n) => it.advance_to(n),
+                None => return Ok(Vec::new()),
+            }
+        }
+        Ok(it.take(limit).map(ProfileId::from_raw).collect())
+    }
+
+    /// (members of `a`, members of `b`, members of both), counted on the bitmaps.
+    pub fn audience_overlap(&self, a: &str, b: &str) -> Result<(u64, u64, u64), StoreError> {
+        let v = self.bitmaps(&[a, b])?;
+        Ok((v[0].len(), v[1].len(), v[0].intersection_len(&v[1])))
+    }
+
+    /// Audiences that have members.
+    pub fn audience_names(&self) -> Result<Vec<String>, StoreError> {
+        if let Some(p) = self.pending_layer() {
+            let g = p.read();
+            if let Some(m) = &g.members {
+                let mut v: Vec<String> = m
+                    .iter()
+                    .filter(|(_, b)| !b.is_empty())
+                    .map(|(k, _)| k.clone())
+                    .collect();
+                v.sort_unstable();
+                return Ok(v);
+            }
+        }
+        self.with(|_, s| s.audience_names())
+    }
+
+    /// Up to `limit` entries and exits of the cluster's profiles, newest first (by time,
+    /// then change number).
+    pub fn membership_history(
+        &self,
+        cluster: &[ProfileId],
+        limit: usize,
+    ) -> Result<Vec<MembershipChange>, StoreError> {
+        let mut rows = self.with(|p, s| {
+            let committed: Vec<u64> = cluster
+                .iter()
+                .map(|p| p.raw())
+                .filter(|raw| p.is_none_or(|p| !p.dropped.contains(raw)))
+                .collect();
+            let mut rows = s.membership_history(&committed, limit)?;
+            if let Some(p) = p {
+                for pid in cluster {
+                    if let Some(new) = p.membership_history.get(&pid.raw()) {
+                        rows.extend(new.iter().map(|(n, c)| (*n, (**c).clone())));
+                    }
+                }
+            }
+            Ok(rows)
+        })?;
+        rows.sort_by(|a, b| (b.1.at_ms, b.0).cmp(&(a.1.at_ms, a.0)));
+        rows.dedup_by_key(|r| r.0);
+        rows.truncate(limit);
+        Ok(rows.into_iter().map(|(_, c)| c).collect())
+    }
+
+    /// Up to `limit` changes of the feed with a number greater than `after`, in order.
+    pub fn membership_changes(
+        &self,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, MembershipChange)>, StoreError> {
+        self.with(|p, s| {
+            let mut rows = s.membership_feed(after, limit)?;
+            if let Some(p) = p.filter(|_| rows.len() < limit) {
+                let last = rows.last().map_or(after, |r| r.0);
+                let room = limit - rows.len();
+                rows.extend(
+                    p.membership_feed
+                        .iter()
+                        .filter(|(n, _)| *n > last)
+                        .take(room)
+                        .map(|(n, c)| (*n, (**c).clone())),
+                );
+            }
+            Ok(rows)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::StateStore;
+
+    fn change(aud: &str, pid: u64, entered: bool, at_ms: i64) -> MembershipChange {
+        MembershipChange {
+            audience: aud.into(),
+            profile: ProfileId::from_raw(pid),
+            entered,
+            at_ms,
+            seq: pid,
+            cause: ChangeCause::Event,
+        }
+    }
+
+    fn ids(v: Vec<ProfileId>) -> Vec<u64> {
+        v.into_iter().map(|p| p.raw()).collect()
+    }
+
+    #[test]
+    fn readers_see_memberships_before_and_after_a_checkpoint_and_a_restart_loads_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateStore::open(dir.path()).unwrap();
+        let mut st = store.processor_state(1024).unwrap();
+        let r = store.reader().unwrap();
+        let (p1, p2, p3) = (
+            ProfileId::from_raw(1),
+            ProfileId::from_raw(2),
+            ProfileId::from_raw(3),
+        );
+
+        st.set_member("buyers", p1, true);
+        st.set_member("buyers", p2, true);
+        st.set_member("vip", p2, true);
+        assert_eq!(st.record_membership(change("buyers", 1, true, 10)), 1);
+        assert_eq!(st.record_membership(change("buyers", 2, true, 20)), 2);
+        assert_eq!(st.record_membership(change("vip", 2, true, 20)), 3);
+        st.set_timer(p1, None, Some(500));
+        st.set_timer(p2, None, Some(100));
+        st.set_timer(p3, None, Some(300));
+        st.set_timer(p3, Some(300), Some(900));
+        st.set_processed(5);
+        assert!(st.has_pending());
+
+        // Visible at once.
+        assert_eq!(r.audience_size("buyers").unwrap(), 2);
+        assert_eq!(r.audience_overlap("buyers", "vip").unwrap(), (2, 1, 1));
+        assert_eq!(r.audience_names().unwrap(), vec!["buyers", "vip"]);
+        assert!(st.is_member("vip", p2) && !st.is_member("vip", p1));
+        let h = r.membership_history(&[p2], 10).unwrap();
+        assert_eq!(h.len(), 2);
+        assert_eq!(h[0].at_ms, 20);
+        assert_eq!(r.membership_changes(0, 10).unwrap().len(), 3);
+        assert_eq!(r.membership_changes(2, 10).unwrap()[0].0, 3);
+        assert_eq!(
+            st.due_timers(500, 10),
+            vec![(100, p2), (500, p1)],
+            "earliest first, the moved timer is gone from 300"
+        );
+        assert_eq!(st.next_timer(), Some(100));
+        // Not durable yet.
+        let d = store.durable_reader().unwrap();
+        assert_eq!(d.audience_size("buyers").unwrap(), 0);
+        assert!(d.membership_changes(0, 10).unwrap().is_empty());
+
+        st.checkpoint().unwrap();
+        assert!(!st.has_pending());
+        // The same after the checkpoint, through the same reader and a durable one.
+        for rd in [&r, &store.durable_reader().unwrap()] {
+            assert_eq!(rd.audience_size("buyers").unwrap(), 2);
+            assert_eq!(rd.audience_overlap("buyers", "vip").unwrap(), (2, 1, 1));
+            assert_eq!(
+                ids(rd.audience_members("buyers", None, 10).unwrap()),
+                [1, 2]
+            );
+            assert_eq!(rd.membership_history(&[p1, p2], 10).unwrap().len(), 3);
+            let feed = rd.membership_changes(0, 10).unwrap();
+            assert_eq!(feed.iter().map(|r| r.0).collect::<Vec<_>>(), [1, 2, 3]);
+        }
+
+        // After the checkpoint: more changes, pending and committed rows together.
+        st.set_member("buyers", p1, false);
+        st.record_membership(change("buyers", 1, false, 30));
+        assert_eq!(r.audience_size("buyers").unwrap(), 1);
+        let h = r.membership_history(&[p1], 10).unwrap();
+        assert_eq!((h[0].entered, h[1].entered), (false, true), "newest first");
+        assert_eq!(r.membership_changes(2, 1).unwrap()[0].0, 3);
+        assert_eq!(r.membership_changes(3, 10).unwrap()[0].0, 4);
+        st.drop_audience("vip");
+        assert_eq!(r.audience_size("vip").unwrap(), 0);
+        st.set_timer(p2, Some(100), None);
+        st.checkpoint().unwrap();
+        drop(st);
+
+        // A restart (a new store on the same directory) loads bitmaps, timers and numbers.
+        drop((r, d, store));
+        let store = StateStore::open(dir.path()).unwrap();
+        let mut st = store.processor_state(1024).unwrap();
+        let r = store.reader().unwrap();
+        assert_eq!(ids(r.audience_members("buyers", None, 10).unwrap()), [2]);
+        assert_eq!(r.audience_size("vip").unwrap(), 0);
+        assert_eq!(r.audience_names().unwrap(), vec!["buyers"]);
+        assert!(st.is_member("buyers", p2));
+        assert_eq!(st.due_timers(i64::MAX, 10), vec![(500, p1), (900, p3)]);
+        assert_eq!(st.timer_count(), 2);
+        assert_eq!(st.record_membership(change("buyers", 3, true, 40)), 5);
+        assert_eq!(r.membership_history(&[p1, p2, p3], 10).unwrap().len(), 5);
+    }
+
+    #[test]
+    fn members_page_in_id_order_and_overlap_counts_two_million_member_audiences() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateStore::open(dir.path()).unwrap();
+        let mut st = store.processor_state(1024).unwrap();
+        const N: u64 = 1_000_000;
+        // a: even ids, b: multiples of 3 (from a large base, so two treemap buckets too).
+        let base = (1u64 << 32) - 600_000;
+        for i in 0..N {
+            st.set_member("a", ProfileId::from_raw(base + 2 * i), true);
+            st.set_member("b", ProfileId::from_raw(base + 3 * i), true);
+        }
+        // Setting a member twice or removing a non-member changes nothing.
+        st.set_member("a", ProfileId::from_raw(base), true);
+        st.set_member("a", ProfileId::from_raw(base + 1), false);
+        // Multiples of 6 below 2N are in both: ceil(2N / 6).
+        let both = (2 * N).div_ceil(6);
+        let r = store.reader().unwrap();
+        assert_eq!(r.audience_overlap("a", "b").unwrap(), (N, N, both));
+        assert_eq!(r.audience_overlap("a", "nobody").unwrap(), (N, 0, 0));
+        assert_eq!(r.audience_size("b").unwrap(), N);
+
+        let page = r.audience_members("b", None, 3).unwrap();
+        assert_eq!(ids(page.clone()), [base, base + 3, base + 6]);
+        let next = r.audience_members("b", page.last().copied(), 2).unwrap();
+        assert_eq!(ids(next), [base + 9, base + 12]);
+        // A cursor that is not a member continues after it.
+        let mid = r
+            .audience_members("b", Some(ProfileId::from_raw(base + 10)), 1)
+            .unwrap();
+        assert_eq!(ids(mid), [base + 12]);
+        let tail = r
+            .audience_members("b", Some(ProfileId::from_raw(base + 3 * (N - 2))), 10)
+            .unwrap();
+        assert_eq!(ids(tail), [base + 3 * (N - 1)]);
+        assert!(r
+            .audience_members("b", Some(ProfileId::from_raw(u64::MAX)), 10)
+            .unwrap()
+            .is_empty());
+
+        st.checkpoint().unwrap();
+        let d = store.durable_reader().unwrap();
+        assert_eq!(d.audience_overlap("a", "b").unwrap(), (N, N, both));
+        // Emptied audiences are not stored.
+        for i in 0..N {
+            st.set_member("b", ProfileId::from_raw(base + 3 * i), false);
+        }
+        st.checkpoint().unwrap();
+        let d = store.durable_reader().unwrap();
+        assert_eq!(d.audience_names().unwrap(), vec!["a"]);
+        assert_eq!(r.audience_overlap("a", "b").unwrap(), (N, 0, 0));
+    }
+
+    #[test]
+    fn a_dropped_profile_loses_its_history_rows_but_the_feed_keeps_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateStore::open(dir.path()).unwrap();
+        let mut st = store.processor_state(1024).unwrap();
+        let p = ProfileId::from_raw(7);
+        st.record_membership(change("a", 7, true, 1));
+        st.checkpoint().unwrap();
+        st.record_membership(change("a", 7, false, 2));
+        st.drop_rows(p);
+        st.record_membership(change("a", 7, true, 3));
+        let r = store.reader().unwrap();
+        let h = r.membership_history(&[p], 10).unwrap();
+        assert_eq!(h.iter().map(|c| c.at_ms).collect::<Vec<_>>(), [3]);
+        assert_eq!(r.membership_changes(0, 10).unwrap().len(), 3);
+        st.checkpoint().unwrap();
+        let d = store.durable_reader().unwrap();
+        let h = d.membership_history(&[p], 10).unwrap();
+        assert_eq!(h.iter().map(|c| c.at_ms).collect::<Vec<_>>(), [3]);
+        assert_eq!(d.membership_changes(0, 10).unwrap().len(), 3);
+        assert!(d
+            .dump()
+            .unwrap()
+            .iter()
+            .any(|l| l.starts_with("meta next_change_no 4")));
+    }
+}
