@@ -27,6 +27,11 @@ pub enum ApiError {
     /// The name or key is already taken.
     #[error("{0}")]
     Conflict(String),
+    /// An audience rule that does not parse, refers to something unknown, or closes a cycle
+    /// between audiences. With a position when there is one (answered as `line`, `column`,
+    /// `offset`, `expected`, `found`, so a UI can point at it).
+    #[error("{0}")]
+    InvalidRule(String, Option<Box<spoor_core::audience::ParseError>>),
     /// Spoor is saturated; the client should retry after the given seconds.
     #[error("spoor is busy; retry after {0} s")]
     Busy(u64),
@@ -44,6 +49,7 @@ impl ApiError {
             Self::Forbidden(_) => "forbidden",
             Self::NotFound(_) => "not_found",
             Self::Conflict(_) => "conflict",
+            Self::InvalidRule(..) => "invalid_rule",
             Self::Busy(_) => "busy",
             Self::Internal(_) => "internal",
         }
@@ -52,7 +58,9 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
             // Segment answers 400 for oversized requests too; clients key retries on it.
-            Self::InvalidRequest(_) | Self::TooLarge(_) => StatusCode::BAD_REQUEST,
+            Self::InvalidRequest(_) | Self::TooLarge(_) | Self::InvalidRule(..) => {
+                StatusCode::BAD_REQUEST
+            }
             Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
@@ -85,11 +93,15 @@ impl IntoResponse for ApiError {
             }
             other => other.to_string(),
         };
-        let mut resp = (
-            self.status(),
-            Json(json!({"code": self.code(), "message": message})),
-        )
-            .into_response();
+        let mut body = json!({"code": self.code(), "message": message});
+        if let Self::InvalidRule(_, Some(at)) = &self {
+            body["line"] = json!(at.line);
+            body["column"] = json!(at.column);
+            body["offset"] = json!(at.offset);
+            body["expected"] = json!(at.expected);
+            body["found"] = json!(at.found);
+        }
+        let mut resp = (self.status(), Json(body)).into_response();
         if let Self::Busy(secs) = self {
             resp.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(secs));

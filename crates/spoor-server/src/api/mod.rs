@@ -1,5 +1,7 @@
 //! Routes, one file per API resource.
 
+pub mod audiences;
+pub mod computed;
 pub mod events;
 pub mod health;
 pub mod ingest;
@@ -26,6 +28,8 @@ pub fn router(app: AppState) -> Router {
         .merge(sources::routes())
         .merge(tokens::routes())
         .merge(profiles::routes())
+        .merge(audiences::routes())
+        .merge(computed::routes())
         .merge(health::routes())
         .layer(middleware::from_fn_with_state(app.clone(), count_requests))
         .with_state(app)

@@ -2,6 +2,7 @@
 
 mod activation;
 mod admin;
+mod audiences;
 mod bad_input;
 mod common;
 mod fixtures;

@@ -1,0 +1,524 @@
+//! `/v1/audiences`: define audiences (create, list, show, replace, delete), validate a rule
+//! (text ⇄ JSON conversion) and preview one by brute force before saving it.
+//!
+//! A rule is given as text (`"rule"`) or in its JSON form (`"rule_json"`), never both. It is
+//! checked against the computed traits and audiences that exist; a rule that does not parse
+//! or names something unknown answers 400 `invalid_rule` with the position (`line`, `column`,
+//! `offset`, `expected`, `found`). Every change goes through [`crate::defs::DefsHandle::update`],
+//! which refuses cycles between audiences and persists the definitions; the processor then
+//! backfills the changed audience (progress in `backfill`).
+//!
+//! Memberships (members, size, overlap) are served by `api/memberships.rs`.
+
+use crate::auth::{Caller, Need};
+use crate::defs::{Backfill, DefsError};
+use crate::error::ApiError;
+use crate::AppState;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use spoor_core::audience::{
+    evaluate, AudienceDefinition, Catalog, DefinitionError, Dependencies, EventFact, ParseError,
+    ProfileFacts, Rule, RuleError,
+};
+use spoor_core::identity::ProfileId;
+use spoor_core::profile::parse_event;
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+/// The largest definition body accepted (a rule is a few hundred bytes; this is generous).
+pub(crate) const MAX_BODY: usize = 64 * 1024;
+/// Bodies are never read past this (the check above then answers with a JSON error).
+const READ_LIMIT: usize = 1024 * 1024;
+/// Names that are routes under `/v1/audiences/`, so no audience may take them.
+const RESERVED: [&str; 3] = ["validate", "preview", "overlap"];
+
+const PREVIEW_SAMPLE_DEFAULT: usize = 10;
+const PREVIEW_SAMPLE_MAX: usize = 100;
+const PREVIEW_SCAN_DEFAULT: usize = 20_000;
+const PREVIEW_SCAN_MAX: usize = 200_000;
+/// A preview stops after this long and says so (`"truncated": true`).
+const PREVIEW_BUDGET: Duration = Duration::from_secs(2);
+/// Events read per person in a preview (the newest ones, if a person has more).
+const PREVIEW_EVENTS_PER_PROFILE: usize = 100_000;
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/v1/audiences", get(list).post(create))
+        .route("/v1/audiences/validate", post(validate))
+        .route("/v1/audiences/preview", post(preview))
+        .route(
+            "/v1/audiences/{name}",
+            get(show).put(replace).delete(remove),
+        )
+        .layer(DefaultBodyLimit::max(READ_LIMIT))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AudienceIn {
+    pub name: String,
+    pub description: Option<String>,
+    /// The rule as text.
+    pub rule: Option<String>,
+    /// The rule in its JSON form.
+    pub rule_json: Option<Value>,
+}
+
+/// `PUT /v1/audiences/{name}`: the name is the path's; a missing description keeps the old.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AudienceUpdateIn {
+    pub description: Option<String>,
+    pub rule: Option<String>,
+    pub rule_json: Option<Value>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleIn {
+    pub rule: Option<String>,
+    pub rule_json: Option<Value>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PreviewIn {
+    pub rule: Option<String>,
+    pub rule_json: Option<Value>,
+    /// Members to show (default 10, at most 100).
+    pub sample: Option<usize>,
+    /// Profiles to evaluate at most (default 20 000, at most 200 000).
+    pub scan: Option<usize>,
+}
+
+// ------------------------------------------------------------------------------------------
+// Helpers shared with `computed.rs`.
+
+/// Parses a JSON body, bounded to [`MAX_BODY`], answering errors in the API's format.
+pub(crate) fn parse_body<T: DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
+    if body.len() > MAX_BODY {
+        return Err(ApiError::TooLarge(format!(
+            "the body is {} bytes; at most {MAX_BODY} are accepted",
+            body.len()
+        )));
+    }
+    serde_json::from_slice(body).map_err(|e| ApiError::InvalidRequest(format!("invalid body: {e}")))
+}
+
+/// Names of audiences and computed traits: 1–64 of `A-Z a-z 0-9 _ -`.
+pub(crate) fn check_name(name: &str, what: &str) -> Result<(), ApiError> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::InvalidRequest(format!(
+            "{what} name {name:?} is not valid: use 1 to 64 letters, digits, `_` or `-`"
+        )))
+    }
+}
+
+pub(crate) fn time_json(ms: i64) -> Value {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map(|d| json!(d.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)))
+        .unwrap_or(Value::Null)
+}
+
+pub(crate) fn backfill_json(b: Option<&Backfill>) -> Value {
+    b.map_or(Value::Null, |b| json!({"done": b.done, "total": b.total}))
+}
+
+pub(crate) fn now_ms(app: &AppState) -> i64 {
+    app.clock.now().timestamp_millis()
+}
+
+/// Applies a change to the definitions. `refuse` is set by the change itself when it is
+/// refused for a reason with its own status (404, 409); other refusals are mapped here
+/// without exposing internals.
+pub(crate) fn apply(
+    app: &AppState,
+    f: impl FnOnce(&mut spoor_core::audience::Definitions) -> Result<(), ApiError>,
+) -> Result<std::sync::Arc<spoor_core::audience::Definitions>, ApiError> {
+    let mut refused: Option<ApiError> = None;
+    let slot = &mut refused;
+    let out = app.defs.update(|d| {
+        f(d).map_err(|e| {
+            let msg = e.to_string();
+            *slot = Some(e);
+            msg
+        })
+    });
+    out.map_err(|e| match e {
+        DefsError::Rejected(msg) => refused.take().unwrap_or(ApiError::InvalidRequest(msg)),
+        DefsError::Invalid(DefinitionError::Audience { name, reason }) => {
+            ApiError::InvalidRule(format!("audience \"{name}\": {reason}"), None)
+        }
+        DefsError::Invalid(DefinitionError::Order(m)) => ApiError::InvalidRule(m, None),
+        DefsError::Invalid(DefinitionError::Computed(m)) => ApiError::InvalidRequest(m),
+        DefsError::Store(e) => ApiError::from(e),
+    })
+}
+
+fn rule_error(e: ParseError) -> ApiError {
+    ApiError::InvalidRule(format!("invalid rule: {e}"), Some(Box::new(e)))
+}
+
+/// The rule of a request: exactly one of text or JSON, checked against `catalog`.
+fn read_rule(
+    text: Option<&str>,
+    json: Option<&Value>,
+    catalog: &Catalog,
+) -> Result<Rule, ApiError> {
+    match (text, json) {
+        (Some(t), None) => spoor_core::audience::parse_checked(t, catalog).map_err(rule_error),
+        (None, Some(j)) => {
+            spoor_core::audience::from_json(&j.to_string(), Some(catalog)).map_err(|e| match e {
+                RuleError::Json(m) => ApiError::InvalidRule(m, None),
+                RuleError::Invalid(pe) => ApiError::InvalidRule(
+                    format!("invalid rule (position in its canonical text): {pe}"),
+                    Some(Box::new(pe)),
+                ),
+            })
+        }
+        _ => Err(ApiError::InvalidRequest(
+            "give exactly one of \"rule\" (the text form) or \"rule_json\" (the JSON form)".into(),
+        )),
+    }
+}
+
+fn rule_json(rule: &Rule) -> Value {
+    serde_json::to_value(rule).unwrap_or(Value::Null)
+}
+
+/// The JSON shape of an audience definition.
+pub fn audience_out(a: &AudienceDefinition, backfills: &BTreeMap<String, Backfill>) -> Value {
+    json!({
+        "name": a.name,
+        "description": a.description,
+        "rule": a.rule.to_string(),
+        "rule_json": rule_json(&a.rule),
+        "revision": a.revision,
+        "created_at": time_json(a.created_ms),
+        "updated_at": time_json(a.updated_ms),
+        "backfill": backfill_json(backfills.get(&a.name)),
+    })
+}
+
+fn not_found(name: &str) -> ApiError {
+    ApiError::NotFound(format!("no audience {name:?}"))
+}
+
+/// Audiences whose rule reads `name`'s membership.
+fn referrers(defs: &spoor_core::audience::Definitions, name: &str) -> Vec<String> {
+    defs.audiences
+        .values()
+        .filter(|a| a.name != name && Dependencies::of(&a.rule).audiences.contains(name))
+        .map(|a| a.name.clone())
+        .collect()
+}
+
+// ------------------------------------------------------------------------------------------
+// Handlers.
+
+async fn list(State(app): State<AppState>, caller: Caller) -> Result<Json<Value>, ApiError> {
+    caller.require(Need::ReadProfiles)?;
+    let defs = app.defs.current();
+    let backfills = app.defs.backfills();
+    let out: Vec<Value> = defs
+        .audiences
+        .values()
+        .map(|a| audience_out(a, &backfills))
+        .collect();
+    Ok(Json(json!({ "audiences": out })))
+}
+
+async fn show(
+    State(app): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    caller.require(Need::ReadProfiles)?;
+    let defs = app.defs.current();
+    let a = defs.audiences.get(&name).ok_or_else(|| not_found(&name))?;
+    Ok(Json(audience_out(a, &app.defs.backfills())))
+}
+
+async fn create(
+    State(app): State<AppState>,
+    caller: Caller,
+    body: Bytes,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    caller.require(Need::Admin)?;
+    let body: AudienceIn = parse_body(&body)?;
+    check_name(&body.name, "audience")?;
+    if RESERVED.contains(&body.name.as_str()) {
+        return Err(ApiError::InvalidRequest(format!(
+            "{:?} is reserved (it is a route under /v1/audiences/)",
+            body.name
+        )));
+    }
+    let name = body.name.clone();
+    if app.defs.current().audiences.contains_key(&name) {
+        return Err(ApiError::Conflict(format!(
+            "audience {name:?} already exists"
+        )));
+    }
+    // The new audience is in the catalog, so a rule naming itself is refused as a cycle.
+    let mut catalog = app.defs.current().catalog();
+    catalog.audiences.insert(name.clone());
+    let rule = read_rule(body.rule.as_deref(), body.rule_json.as_ref(), &catalog)?;
+    let now = now_ms(&app);
+    let defs = apply(&app, |d| {
+        if d.audiences.contains_key(&name) {
+            return Err(ApiError::Conflict(format!(
+                "audience {name:?} already exists"
+            )));
+        }
+        d.audiences.insert(
+            name.clone(),
+            AudienceDefinition {
+                name: name.clone(),
+                description: body.description.unwrap_or_default(),
+                rule,
+                created_ms: now,
+                updated_ms: now,
+                revision: 1,
+            },
+        );
+        Ok(())
+    })?;
+    let a = defs.audiences.get(&name).ok_or_else(|| not_found(&name))?;
+    tracing::info!(audience = %name, by = %caller.token_id, "audience created");
+    Ok((
+        StatusCode::CREATED,
+        Json(audience_out(a, &app.defs.backfills())),
+    ))
+}
+
+/// Replaces the rule (and the description, when given). The revision is bumped when the
+/// rule changes, which makes the processor backfill the audience.
+async fn replace(
+    State(app): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    caller.require(Need::Admin)?;
+    let body: AudienceUpdateIn = parse_body(&body)?;
+    let current = app.defs.current();
+    if !current.audiences.contains_key(&name) {
+        return Err(not_found(&name));
+    }
+    let rule = read_rule(
+        body.rule.as_deref(),
+        body.rule_json.as_ref(),
+        &current.catalog(),
+    )?;
+    let now = now_ms(&app);
+    let defs = apply(&app, |d| {
+        let a = d.audiences.get_mut(&name).ok_or_else(|| not_found(&name))?;
+        if a.rule != rule {
+            a.rule = rule;
+            a.revision += 1;
+        }
+        if let Some(desc) = body.description {
+            a.description = desc;
+        }
+        a.updated_ms = now;
+        Ok(())
+    })?;
+    let a = defs.audiences.get(&name).ok_or_else(|| not_found(&name))?;
+    tracing::info!(audience = %name, revision = a.revision, by = %caller.token_id, "audience updated");
+    Ok(Json(audience_out(a, &app.defs.backfills())))
+}
+
+/// Deletes an audience, unless another audience's rule refers to it (409, naming them).
+async fn remove(
+    State(app): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    caller.require(Need::Admin)?;
+    let mut gone = None;
+    apply(&app, |d| {
+        if !d.audiences.contains_key(&name) {
+            return Err(not_found(&name));
+        }
+        let users = referrers(d, &name);
+        if !users.is_empty() {
+            return Err(ApiError::Conflict(format!(
+                "audience {name:?} is used by audience{} {}; change or delete {} first",
+                if users.len() > 1 { "s" } else { "" },
+                users
+                    .iter()
+                    .map(|u| format!("{u:?}"))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                if users.len() > 1 { "them" } else { "it" },
+            )));
+        }
+        gone = d.audiences.remove(&name);
+        Ok(())
+    })?;
+    let a = gone.ok_or_else(|| not_found(&name))?;
+    tracing::info!(audience = %name, by = %caller.token_id, "audience deleted");
+    Ok(Json(
+        json!({"deleted": true, "audience": audience_out(&a, &BTreeMap::new())}),
+    ))
+}
+
+/// Checks a rule and converts it: the canonical text, the JSON form and what it reads.
+async fn validate(
+    State(app): State<AppState>,
+    caller: Caller,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    caller.require(Need::ReadProfiles)?;
+    let body: RuleIn = parse_body(&body)?;
+    let rule = read_rule(
+        body.rule.as_deref(),
+        body.rule_json.as_ref(),
+        &app.defs.current().catalog(),
+    )?;
+    Ok(Json(json!({
+        "valid": true,
+        "text": rule.to_string(),
+        "rule_json": rule_json(&rule),
+        "dependencies": Dependencies::of(&rule),
+    })))
+}
+
+/// Evaluates a rule over live profiles, by brute force, now: how many match and who.
+async fn preview(
+    State(app): State<AppState>,
+    caller: Caller,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    caller.require(Need::ReadProfiles)?;
+    let body: PreviewIn = parse_body(&body)?;
+    let rule = read_rule(
+        body.rule.as_deref(),
+        body.rule_json.as_ref(),
+        &app.defs.current().catalog(),
+    )?;
+    let sample = body
+        .sample
+        .unwrap_or(PREVIEW_SAMPLE_DEFAULT)
+        .min(PREVIEW_SAMPLE_MAX);
+    let scan = body
+        .scan
+        .unwrap_or(PREVIEW_SCAN_DEFAULT)
+        .clamp(1, PREVIEW_SCAN_MAX);
+    let out = tokio::task::spawn_blocking(move || run_preview(&app, &rule, sample, scan))
+        .await
+        .map_err(ApiError::internal)??;
+    Ok(Json(out))
+}
+
+/// A person's events (all identifiers merged), as facts, for brute-force evaluation.
+fn events_of(
+    app: &AppState,
+    r: &spoor_store::state::StateReader,
+    pid: ProfileId,
+) -> Result<Vec<EventFact>, ApiError> {
+    let cluster = r.cluster(pid)?;
+    let rows = r.timeline(&cluster, None, PREVIEW_EVENTS_PER_PROFILE)?;
+    let mut out = Vec::with_capacity(rows.len());
+    for c in rows {
+        let Some(e) = app
+            .reader
+            .read_from(c.seq, 1)?
+            .into_iter()
+            .next()
+            .filter(|e| e.seq == c.seq)
+        else {
+            continue;
+        };
+        if let Ok(view) = parse_event(e.seq, e.timestamp_ms, &e.payload) {
+            out.push(EventFact::from_view(&view));
+        }
+    }
+    Ok(out)
+}
+
+fn run_preview(app: &AppState, rule: &Rule, sample: usize, scan: usize) -> Result<Value, ApiError> {
+    let started = Instant::now();
+    let now = now_ms(app);
+    let deps = Dependencies::of(rule);
+    let r = app.state.reader()?;
+    let total = r.live_profiles()?;
+    let (mut scanned, mut matched) = (0usize, 0usize);
+    let mut members = Vec::new();
+    let mut after = None;
+    let mut complete = false;
+    let mut truncated = false;
+    'scan: loop {
+        let chunk = r.list_profiles(after, 500)?;
+        if chunk.is_empty() {
+            complete = true;
+            break;
+        }
+        for p in chunk {
+            if scanned >= scan {
+                break 'scan;
+            }
+            if started.elapsed() > PREVIEW_BUDGET {
+                truncated = true;
+                break 'scan;
+            }
+            after = Some(p.id);
+            scanned += 1;
+            let mut facts = ProfileFacts::from_profile(&p);
+            facts.computed = p.activation.values.clone();
+            facts.audiences = p.activation.members.keys().cloned().collect();
+            if !deps.group_traits.is_empty() {
+                for gid in p.groups.keys() {
+                    if let Some(g) = r.group(gid)? {
+                        facts.groups.push(g.trait_values());
+                    }
+                }
+            }
+            let events = if deps.events.is_empty() {
+                Vec::new()
+            } else {
+                events_of(app, &r, p.id)?
+            };
+            if evaluate(rule, &facts, &events, now) {
+                matched += 1;
+                if members.len() < sample {
+                    members.push(json!({"id": p.id.to_string(), "traits": p.trait_values()}));
+                }
+            }
+        }
+    }
+    // `live_profiles` is as of the last checkpoint; a complete scan knows better.
+    let total = if complete {
+        scanned as u64
+    } else {
+        total.max(scanned as u64)
+    };
+    let estimated = if complete || scanned == 0 {
+        matched as u64
+    } else {
+        ((matched as f64) * (total as f64) / (scanned as f64)).round() as u64
+    };
+    Ok(json!({
+        "matched": matched,
+        "scanned": scanned,
+        "total_profiles": total,
+        "estimated_size": estimated,
+        "exact": complete,
+        "truncated": truncated,
+        "sample": members,
+        "took_ms": started.elapsed().as_millis() as u64,
+    }))
+}
