@@ -5,6 +5,7 @@ pub mod computed;
 pub mod events;
 pub mod health;
 pub mod ingest;
+pub mod memberships;
 pub mod profiles;
 pub mod settings;
 pub mod sources;
@@ -29,6 +30,7 @@ pub fn router(app: AppState) -> Router {
         .merge(tokens::routes())
         .merge(profiles::routes())
         .merge(audiences::routes())
+        .merge(memberships::routes())
         .merge(computed::routes())
         .merge(health::routes())
         .layer(middleware::from_fn_with_state(app.clone(), count_requests))

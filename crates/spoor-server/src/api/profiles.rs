@@ -24,6 +24,7 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/profiles/{pref}", get(show))
         .route("/v1/profiles/{pref}/events", get(events))
         .route("/v1/profiles/{pref}/identity", get(identity))
+        .route("/v1/profiles/{pref}/audiences", get(audiences))
         .route("/v1/profiles/{pref}/split", axum::routing::post(split))
         .route("/v1/admin/processor", get(processor_status))
 }
@@ -89,8 +90,8 @@ pub fn profile_json(r: &StateReader, pid: ProfileId, p: &Profile) -> Result<Valu
         "id": pid.to_string(),
         "traits": p.trait_values(),
         "identities": identities,
-        "audiences": [],
-        "computed_traits": {},
+        "audiences": audience_list(p),
+        "computed_traits": p.activation.values,
         "first_seen": ms(p.first_seen_ms),
         "last_seen": ms(p.last_seen_ms),
         "event_count": p.event_count,
@@ -102,6 +103,57 @@ pub fn profile_json(r: &StateReader, pid: ProfileId, p: &Profile) -> Result<Valu
         "merged_ids": merged,
         "trait_provenance": provenance,
     }))
+}
+
+/// The audiences a profile is in, with when it entered each.
+fn audience_list(p: &Profile) -> Vec<Value> {
+    p.activation
+        .members
+        .iter()
+        .map(|(name, since)| json!({"name": name, "since": ms(*since)}))
+        .collect()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HistoryQuery {
+    limit: Option<usize>,
+}
+
+/// The audiences a person is in now, and their entries and exits, newest first.
+async fn audiences(
+    State(app): State<AppState>,
+    caller: Caller,
+    Path(pref): Path<String>,
+    Query(q): Query<HistoryQuery>,
+) -> Result<Json<Value>, ApiError> {
+    caller.require(Need::ReadProfiles)?;
+    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
+    let r = snapshot(&app)?;
+    let pid = resolve_ref(&app, &r, &pref)?;
+    let p = r
+        .profile(pid)?
+        .ok_or_else(|| ApiError::NotFound(format!("no profile {pref:?}")))?;
+    let cluster = r.cluster(pid)?;
+    let history: Vec<Value> = r
+        .membership_history(&cluster, limit)?
+        .into_iter()
+        .map(|c| {
+            json!({
+                "audience": c.audience,
+                "change": if c.entered { "entered" } else { "exited" },
+                "at": ms(c.at_ms),
+                "seq": c.seq,
+                "cause": c.cause,
+                "profile_id": c.profile.to_string(),
+            })
+        })
+        .collect();
+    Ok(Json(json!({
+        "id": pid.to_string(),
+        "audiences": audience_list(&p),
+        "history": history,
+    })))
 }
 
 async fn show(

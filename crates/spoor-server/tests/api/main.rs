@@ -7,4 +7,5 @@ mod bad_input;
 mod common;
 mod fixtures;
 mod ingest;
+mod memberships;
 mod profiles;
