@@ -36,6 +36,12 @@ enum Command {
     /// Look at profiles: one person's card, identity and events (talks to a running server).
     #[command(subcommand)]
     Profiles(commands::state::ProfilesCmd),
+    /// Define audiences, check and preview rules, read members, size and overlap.
+    #[command(subcommand)]
+    Audiences(commands::audiences::AudiencesCmd),
+    /// Define computed traits (values derived from a person's events).
+    #[command(subcommand)]
+    Traits(commands::audiences::TraitsCmd),
     /// Re-derive profiles and the identity graph from the event log (server stopped).
     Rebuild(commands::state::RebuildArgs),
     /// Bulk-import Segment events (NDJSON) or records (CSV) through the import API.
@@ -58,6 +64,8 @@ fn main() -> ExitCode {
         Command::Events(c) => commands::admin::events(c),
         Command::Import(a) => commands::import::run(a),
         Command::Profiles(c) => commands::state::profiles(c),
+        Command::Audiences(c) => commands::audiences::audiences(c),
+        Command::Traits(c) => commands::audiences::traits(c),
         Command::Rebuild(a) => commands::state::rebuild(a),
         Command::Bench(c) => commands::bench::run(c),
     };

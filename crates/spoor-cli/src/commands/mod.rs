@@ -1,6 +1,7 @@
 //! One module per subcommand.
 
 pub mod admin;
+pub mod audiences;
 pub mod bench;
 pub mod import;
 pub mod serve;

@@ -195,6 +195,23 @@ fn read_rule(
     }
 }
 
+/// A new audience naming itself is a cycle, not an unknown name: say so, at the position.
+fn self_reference(e: ApiError, name: &str) -> ApiError {
+    match e {
+        ApiError::InvalidRule(_, Some(mut pe))
+            if pe.found == format!("unknown audience \"{name}\"") =>
+        {
+            pe.expected = format!("an audience other than \"{name}\"");
+            pe.found = format!("\"{name}\" itself (an audience cannot contain itself)");
+            ApiError::InvalidRule(
+                format!("audiences refer to each other in a cycle: {name} → {name}; {pe}"),
+                Some(pe),
+            )
+        }
+        other => other,
+    }
+}
+
 fn rule_json(rule: &Rule) -> Value {
     serde_json::to_value(rule).unwrap_or(Value::Null)
 }
@@ -272,10 +289,12 @@ async fn create(
             "audience {name:?} already exists"
         )));
     }
-    // The new audience is in the catalog, so a rule naming itself is refused as a cycle.
-    let mut catalog = app.defs.current().catalog();
-    catalog.audiences.insert(name.clone());
-    let rule = read_rule(body.rule.as_deref(), body.rule_json.as_ref(), &catalog)?;
+    let rule = read_rule(
+        body.rule.as_deref(),
+        body.rule_json.as_ref(),
+        &app.defs.current().catalog(),
+    )
+    .map_err(|e| self_reference(e, &name))?;
     let now = now_ms(&app);
     let defs = apply(&app, |d| {
         if d.audiences.contains_key(&name) {

@@ -318,6 +318,12 @@ async fn unknown_references_and_cycles_are_refused() {
     .await;
     assert_eq!((s, v["code"].as_str()), (400, Some("invalid_rule")), "{v}");
     assert!(v["message"].as_str().unwrap().contains("cycle"), "{v}");
+    assert_eq!(
+        (v["line"].as_u64(), v["column"].as_u64()),
+        (Some(1), Some(17)),
+        "{v}"
+    );
+    assert_eq!(v["expected"], "an audience other than \"a\"", "{v}");
 
     // a → b is fine; then b → a closes a cycle and is refused, b unchanged.
     create(&srv, json!({"name": "b", "rule": "trait plan = \"pro\""})).await;
