@@ -365,7 +365,7 @@ impl StateReader {
             }
             Ok(rows)
         })?;
-        rows.sort_by(|a, b| (b.1.at_ms, b.0).cmp(&(a.1.at_ms, a.0)));
+        rows.sort_by_key(|r| std::cmp::Reverse((r.1.at_ms, r.0)));
         rows.dedup_by_key(|r| r.0);
         rows.truncate(limit);
         Ok(rows.into_iter().map(|(_, c)| c).collect())

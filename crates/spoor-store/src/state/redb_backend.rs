@@ -378,7 +378,7 @@ impl StateSnapshot for RedbSnapshot {
                 all.push(((at, n), from_json::<MembershipChange>(v.value())?));
             }
         }
-        all.sort_by(|a, b| b.0.cmp(&a.0));
+        all.sort_by_key(|r| std::cmp::Reverse(r.0));
         all.truncate(limit);
         Ok(all.into_iter().map(|((_, n), c)| (n, c)).collect())
     }
