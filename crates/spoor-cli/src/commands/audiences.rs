@@ -513,7 +513,11 @@ pub fn audiences(cmd: AudiencesCmd) -> anyhow::Result<()> {
                 }
                 let mut rows = vec![cols.iter().map(|c| c.to_uppercase()).collect::<Vec<_>>()];
                 for m in &members {
-                    rows.push(cols.iter().map(|k| s(&m[k.as_str()])).collect());
+                    rows.push(
+                        cols.iter()
+                            .map(|k| short(&s(&m[k.as_str()]), 100))
+                            .collect(),
+                    );
                 }
                 print_table(&rows);
                 if let Some(next) = r["next_cursor"].as_str() {
