@@ -737,3 +737,75 @@ async fn computed_trait_crud_and_validation() {
     let (_, v) = admin(&srv, M::GET, "/v1/computed-traits", None).await;
     assert_eq!(v["computed_traits"].as_array().unwrap().len(), 1);
 }
+
+/// Preview reads what the processor keeps: computed trait values, current memberships of
+/// nested audiences, and the traits of the person's groups.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn preview_reads_computed_values_memberships_and_groups() {
+    let srv = TestServer::start().await;
+    let (s, v) = admin(
+        &srv,
+        M::POST,
+        "/v1/computed-traits",
+        Some(json!({"name": "orders", "aggregation": "count",
+                    "event": {"kind": "track", "name": "Order Completed"}})),
+    )
+    .await;
+    assert_eq!(s, 201, "{v}");
+    create(
+        &srv,
+        json!({"name": "buyers", "rule": "computed orders >= 1"}),
+    )
+    .await;
+    let mut events = vec![
+        json!({"type": "group", "userId": "u1", "groupId": "acme", "traits": {"tier": "gold"},
+               "messageId": "g1", "timestamp": "2026-01-01T09:00:00Z"}),
+        json!({"type": "identify", "userId": "u3", "traits": {"plan": "free"},
+               "messageId": "i3", "timestamp": "2026-01-01T09:00:00Z"}),
+    ];
+    for (i, user) in ["u1", "u1", "u2"].iter().enumerate() {
+        events.push(
+            json!({"type": "track", "userId": user, "event": "Order Completed",
+                           "messageId": format!("o{i}"), "timestamp": "2026-01-02T10:00:00Z"}),
+        );
+    }
+    send(&srv, events).await;
+    // The processor evaluates computed traits and audiences as it applies events.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    for (user, orders) in [("u1", 2), ("u2", 1)] {
+        loop {
+            let (_, p) = srv.admin_get(&format!("/v1/profiles/user_id:{user}")).await;
+            if p["computed_traits"]["orders"] == orders && p["audiences"][0]["name"] == "buyers" {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "not evaluated: {p}");
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+    let preview = |rule: &'static str| {
+        let srv = &srv;
+        async move {
+            let (s, v) = admin(
+                srv,
+                M::POST,
+                "/v1/audiences/preview",
+                Some(json!({"rule": rule})),
+            )
+            .await;
+            assert_eq!(s, 200, "{rule}: {v}");
+            (v["matched"].as_u64().unwrap(), v)
+        }
+    };
+    assert_eq!(preview("computed orders >= 2").await.0, 1);
+    assert_eq!(preview("computed orders >= 1").await.0, 2);
+    let (n, v) = preview("not in audience buyers").await;
+    assert_eq!(n, 1, "only u3: {v}");
+    assert_eq!(v["sample"][0]["traits"]["plan"], "free", "{v}");
+    assert_eq!(preview("group trait tier = \"gold\"").await.0, 1);
+    assert_eq!(
+        preview("in audience buyers and group trait tier = \"gold\"")
+            .await
+            .0,
+        1
+    );
+}
