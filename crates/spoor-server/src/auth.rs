@@ -34,12 +34,13 @@ pub enum Scope {
 }
 
 impl Scope {
-    pub const ALL: [Scope; 5] = [
+    pub const ALL: [Scope; 6] = [
         Self::Admin,
         Self::Read,
         Self::Events,
         Self::Sources,
         Self::Tokens,
+        Self::Profiles,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -446,6 +447,15 @@ impl FromRequestParts<crate::AppState> for Caller {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_scope_parses_back() {
+        for s in Scope::ALL {
+            assert_eq!(Scope::parse(s.as_str()), Some(s));
+        }
+        assert_eq!(Scope::parse("profiles"), Some(Scope::Profiles));
+        assert_eq!(Scope::parse("nope"), None);
+    }
 
     #[test]
     fn an_interrupted_first_start_is_completed_by_the_next() {

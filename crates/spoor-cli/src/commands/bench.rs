@@ -14,6 +14,9 @@ pub enum BenchCmd {
     /// End to end: HTTP ingest + identity + profile update over 1M people, with Profile API
     /// lookups at a fixed rate meanwhile, plus the processor alone (rebuild) as the reference.
     E2e(crate::bench::e2e::E2eArgs),
+    /// Computed traits and audiences: processing cost, backfill, window-expiry lateness,
+    /// size and overlap on the membership bitmaps, each against a brute-force reference.
+    Audiences(crate::bench::audiences::AudienceBenchArgs),
 }
 
 pub fn run(cmd: BenchCmd) -> anyhow::Result<()> {
@@ -21,5 +24,6 @@ pub fn run(cmd: BenchCmd) -> anyhow::Result<()> {
         BenchCmd::Ingest(a) => ingest::run(a),
         BenchCmd::IdentityQuality(a) => identity_quality::run(a),
         BenchCmd::E2e(a) => crate::bench::e2e::run(a),
+        BenchCmd::Audiences(a) => crate::bench::audiences::run(a),
     }
 }

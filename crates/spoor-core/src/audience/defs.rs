@@ -107,6 +107,21 @@ pub struct Activation {
     /// When memberships or values may next change with no new event.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_timer_ms: Option<i64>,
+    /// Per audience, when its membership may next change with no new event (audiences not
+    /// re-evaluated by an event keep theirs; the timer is the minimum of these).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub next: BTreeMap<String, i64>,
+    /// The same for the computed traits together.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub computed_next: Option<i64>,
+    /// The definitions revision of the last full evaluation (0: never): an event of a
+    /// person not fully evaluated under the current definitions evaluates everything.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub revision: u64,
+}
+
+fn is_zero(v: &u64) -> bool {
+    *v == 0
 }
 
 impl Activation {
@@ -116,5 +131,8 @@ impl Activation {
             && self.members.is_empty()
             && self.values.is_empty()
             && self.next_timer_ms.is_none()
+            && self.next.is_empty()
+            && self.computed_next.is_none()
+            && self.revision == 0
     }
 }

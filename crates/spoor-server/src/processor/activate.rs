@@ -12,13 +12,16 @@
 //! recomputed from the log ([`super::backfill`]) before processing goes on.
 
 use crate::defs::DefsHandle;
-use spoor_core::audience::{Activation, AudienceSet, AudienceState, EventFact, ProfileFacts};
+use spoor_core::audience::{
+    Activation, AudienceSet, AudienceState, CompiledRule, Dependencies, EventFact, ProfileFacts,
+};
 use spoor_core::computed::ComputedSet;
 use spoor_core::identity::ProfileId;
 use spoor_core::profile::Profile;
 use spoor_store::state::{ChangeCause, MembershipChange, ProcessorState};
 use spoor_store::StoreError;
 use std::collections::BTreeSet;
+use std::collections::HashMap;
 use std::sync::Arc;
 
 /// The compiled definitions the processor evaluates.
@@ -32,6 +35,29 @@ pub struct Engine {
     pub idle: bool,
     /// The wall clock in ms (injected, so tests run at fixed times).
     pub now: Arc<dyn Fn() -> i64 + Send + Sync>,
+    /// The audiences in nesting order, with what each depends on as indexes into this
+    /// list (evaluation walks it without name lookups).
+    slots: Vec<Slot>,
+    /// Event name → slots whose event selectors name it; `any_name`: slots with a selector
+    /// that names no event (type-only or any event). Only these can match an event.
+    by_event: HashMap<String, Vec<usize>>,
+    any_name: Vec<usize>,
+}
+
+struct Slot {
+    name: String,
+    rule: CompiledRule,
+    /// Indexes of the audiences this one reads (all earlier in the order).
+    reads: Vec<usize>,
+}
+
+/// What an event changed besides its event conditions.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Touched {
+    pub traits: bool,
+    pub channels: bool,
+    pub devices: bool,
+    pub groups: bool,
 }
 
 /// Membership changes of one evaluation, and the person's timer before and after.
@@ -54,9 +80,59 @@ impl Engine {
             computed: ComputedSet::default(),
             idle: true,
             now,
+            slots: Vec::new(),
+            by_event: HashMap::new(),
+            any_name: Vec::new(),
         };
         e.reload();
         e
+    }
+
+    fn index(&mut self) {
+        let order = self.audiences.order().to_vec();
+        let pos: HashMap<&str, usize> = order
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (n.as_str(), i))
+            .collect();
+        self.slots = order
+            .iter()
+            .filter_map(|n| {
+                let rule = self.audiences.get(n)?.clone();
+                let reads = rule
+                    .deps
+                    .audiences
+                    .iter()
+                    .filter_map(|a| pos.get(a.as_str()).copied())
+                    .collect();
+                Some(Slot {
+                    name: n.clone(),
+                    rule,
+                    reads,
+                })
+            })
+            .collect();
+        self.by_event.clear();
+        self.any_name.clear();
+        for (i, slot) in self.slots.iter().enumerate() {
+            let mut any = false;
+            let mut names = BTreeSet::new();
+            for sel in &slot.rule.deps.events {
+                match &sel.name {
+                    Some(n) => {
+                        names.insert(n.clone());
+                    }
+                    None => any = true,
+                }
+            }
+            if any {
+                self.any_name.push(i);
+            } else {
+                for n in names {
+                    self.by_event.entry(n).or_default().push(i);
+                }
+            }
+        }
     }
 
     /// Recompiles if the definitions changed; returns whether they did.
@@ -70,43 +146,101 @@ impl Engine {
                 self.audiences = a;
                 self.computed = c;
                 self.idle = d.audiences.is_empty() && d.computed.is_empty();
+                self.index();
             }
             Err(e) => {
                 tracing::error!(error = %e, revision = d.revision, "definitions do not compile; audiences are not evaluated");
                 self.audiences = empty_set();
                 self.computed = ComputedSet::default();
                 self.idle = true;
+                self.index();
             }
         }
         self.revision = d.revision;
         true
     }
 
-    /// Applies one event of the person and re-evaluates them at `now_ms`.
-    pub fn on_event(&self, p: &mut Profile, ev: &EventFact, now_ms: i64) -> Outcome {
+    /// Applies one event of the person and re-evaluates, at `now_ms`, what the event can
+    /// have changed: audiences whose event conditions it matches, whose traits, channels,
+    /// devices or computed traits it touched, and audiences nested on any that changed.
+    /// The others cannot have changed (time alone is covered by their timers).
+    /// `full` re-evaluates everything (after a merge).
+    pub fn on_event(
+        &self,
+        p: &mut Profile,
+        ev: &EventFact,
+        touched: Touched,
+        now_ms: i64,
+        full: bool,
+    ) -> Outcome {
         let mut act = std::mem::take(&mut p.activation);
-        self.computed.apply(&mut act.computed, ev);
-        for name in self.audiences.order() {
-            if let Some(rule) = self.audiences.get(name) {
-                if rule.deps.event_matters(ev) {
-                    act.audiences
-                        .entry(name.clone())
-                        .or_insert_with(|| AudienceState::new(rule))
-                        .apply(rule, ev);
-                }
+        let full = full || act.revision != self.revision;
+        let computed = self.computed.apply(&mut act.computed, ev);
+        if full {
+            self.refresh_computed(&mut act, now_ms);
+        }
+        for name in &computed {
+            if let (Some(def), Some(s)) = (self.computed.get(name), act.computed.get_mut(name)) {
+                s.prune(def, now_ms);
+                match s.value(def, now_ms) {
+                    Some(v) => act.values.insert(name.clone(), v),
+                    None => act.values.remove(name),
+                };
             }
         }
-        let out = self.evaluate(p, &mut act, now_ms);
+        if !computed.is_empty() {
+            act.computed_next = self.computed.next_change(&act.computed, now_ms);
+        }
+        // Only slots whose selectors name this event (or no event) can match it.
+        let mut matched = vec![false; self.slots.len()];
+        let named = ev.name.as_deref().and_then(|n| self.by_event.get(n));
+        for &i in named.into_iter().flatten().chain(&self.any_name) {
+            let slot = &self.slots[i];
+            if slot.rule.deps.event_matters(ev) {
+                match act.audiences.get_mut(&slot.name) {
+                    Some(st) => st.apply(&slot.rule, ev),
+                    None => {
+                        let mut st = AudienceState::new(&slot.rule);
+                        st.apply(&slot.rule, ev);
+                        act.audiences.insert(slot.name.clone(), st);
+                    }
+                }
+                matched[i] = true;
+            }
+        }
+        let out = self.reevaluate(p, &mut act, now_ms, |i, deps, changed| {
+            full || matched[i]
+                || touched.traits && !deps.traits.is_empty()
+                || touched.channels && deps.channels
+                || touched.devices && deps.devices
+                || touched.groups && !deps.group_traits.is_empty()
+                || !computed.is_empty() && deps.computed.iter().any(|c| computed.contains(c))
+                || self.slots[i].reads.iter().any(|r| changed[*r])
+        });
         p.activation = act;
         out
     }
 
-    /// Re-evaluates the person at `now_ms` with no new event (a timer fired).
+    /// Re-evaluates everything at `now_ms` with no new event (a timer fired, a backfill, a
+    /// merge).
     pub fn on_time(&self, p: &mut Profile, now_ms: i64) -> Outcome {
         let mut act = std::mem::take(&mut p.activation);
-        let out = self.evaluate(p, &mut act, now_ms);
+        self.refresh_computed(&mut act, now_ms);
+        let out = self.reevaluate(p, &mut act, now_ms, |_, _, _| true);
         p.activation = act;
         out
+    }
+
+    /// Every computed value and the computed traits' next change, from their states.
+    fn refresh_computed(&self, act: &mut Activation, now_ms: i64) {
+        act.revision = self.revision;
+        // States of definitions that no longer exist are dropped here, lazily.
+        act.audiences.retain(|n, _| self.audiences.get(n).is_some());
+        act.next.retain(|n, _| self.audiences.get(n).is_some());
+        act.computed.retain(|n, _| self.computed.get(n).is_some());
+        self.computed.prune(&mut act.computed, now_ms);
+        act.values = self.computed.values(&act.computed, now_ms);
+        act.computed_next = self.computed.next_change(&act.computed, now_ms);
     }
 
     /// Folds a merged-away person's states into the survivor's (identity merge). The
@@ -126,37 +260,77 @@ impl Engine {
         }
     }
 
-    fn evaluate(&self, p: &Profile, act: &mut Activation, now_ms: i64) -> Outcome {
-        // States of definitions that no longer exist are dropped here, lazily.
-        act.audiences.retain(|n, _| self.audiences.get(n).is_some());
-        act.computed.retain(|n, _| self.computed.get(n).is_some());
-        self.computed.prune(&mut act.computed, now_ms);
-        let values = self.computed.values(&act.computed, now_ms);
-        let mut facts = ProfileFacts::from_profile(p);
-        facts.computed = values.clone();
-        let now_in = self.audiences.evaluate_all(&act.audiences, &facts, now_ms);
-        let was: BTreeSet<String> = act.members.keys().cloned().collect();
+    /// Evaluates, in nesting order, the audiences `dirty` selects (given the audiences
+    /// whose membership changed so far), updating memberships, per-audience next changes
+    /// and the person's timer.
+    fn reevaluate(
+        &self,
+        p: &Profile,
+        act: &mut Activation,
+        now_ms: i64,
+        dirty: impl Fn(usize, &Dependencies, &[bool]) -> bool,
+    ) -> Outcome {
         let mut out = Outcome {
             old_timer: act.next_timer_ms,
             ..Outcome::default()
         };
-        for name in now_in.difference(&was) {
-            act.members.insert(name.clone(), now_ms);
-            out.entered.push(name.clone());
+        // Members that no longer exist as audiences leave.
+        let gone: Vec<String> = act
+            .members
+            .keys()
+            .filter(|n| self.audiences.get(n).is_none())
+            .cloned()
+            .collect();
+        for n in gone {
+            act.members.remove(&n);
+            out.exited.push(n);
         }
-        for name in was.difference(&now_in) {
-            act.members.remove(name);
-            out.exited.push(name.clone());
+        let mut changed = vec![false; self.slots.len()];
+        let mut facts: Option<ProfileFacts> = None;
+        for (i, slot) in self.slots.iter().enumerate() {
+            let (name, rule) = (&slot.name, &slot.rule);
+            if !dirty(i, &rule.deps, &changed) {
+                continue;
+            }
+            let f = facts.get_or_insert_with(|| {
+                let mut f = ProfileFacts::from_profile(p);
+                f.computed = act.values.clone();
+                f.audiences = act.members.keys().cloned().collect();
+                f
+            });
+            let fresh;
+            let state = match act.audiences.get(name) {
+                Some(s) => s,
+                None => {
+                    fresh = AudienceState::new(rule);
+                    &fresh
+                }
+            };
+            let member = state.evaluate(rule, f, now_ms);
+            match (state.next_change(rule, f, now_ms), act.next.get_mut(name)) {
+                (Some(t), Some(slot_t)) => *slot_t = t,
+                (Some(t), None) => {
+                    act.next.insert(name.clone(), t);
+                }
+                (None, Some(_)) => {
+                    act.next.remove(name);
+                }
+                (None, None) => {}
+            }
+            if member != f.audiences.contains(name) {
+                changed[i] = true;
+                if member {
+                    f.audiences.insert(name.clone());
+                    act.members.insert(name.clone(), now_ms);
+                    out.entered.push(name.clone());
+                } else {
+                    f.audiences.remove(name);
+                    act.members.remove(name);
+                    out.exited.push(name.clone());
+                }
+            }
         }
-        let next = [
-            self.audiences
-                .next_change_all(&act.audiences, &facts, now_ms),
-            self.computed.next_change(&act.computed, now_ms),
-        ]
-        .into_iter()
-        .flatten()
-        .min();
-        act.values = values;
+        let next = act.next.values().copied().chain(act.computed_next).min();
         act.next_timer_ms = next;
         out.new_timer = next;
         out
@@ -203,9 +377,37 @@ pub fn record(
 /// Most timers fired in one go, so events are not held up behind a mass expiry.
 const TIMERS_PER_ROUND: usize = 10_000;
 
+/// How late timers fire: the last [`Lateness::KEEP`] samples, in ms after they were due
+/// (`spoor bench audiences` reports percentiles; operators see how far behind time is).
+#[derive(Debug, Default)]
+pub struct Lateness(parking_lot::Mutex<std::collections::VecDeque<i64>>);
+
+impl Lateness {
+    pub const KEEP: usize = 100_000;
+
+    fn add(&self, ms: i64) {
+        let mut q = self.0.lock();
+        if q.len() == Self::KEEP {
+            q.pop_front();
+        }
+        q.push_back(ms);
+    }
+
+    /// The samples, sorted.
+    pub fn sorted(&self) -> Vec<i64> {
+        let mut v: Vec<i64> = self.0.lock().iter().copied().collect();
+        v.sort_unstable();
+        v
+    }
+}
+
 /// Fires due timers: re-evaluates each person whose timer is due at the current time.
 /// Returns that time once every timer due by then has fired (`None` while more remain).
-pub fn fire_timers(state: &mut ProcessorState, engine: &Engine) -> Result<Option<i64>, StoreError> {
+pub fn fire_timers(
+    state: &mut ProcessorState,
+    engine: &Engine,
+    lateness: &Lateness,
+) -> Result<Option<i64>, StoreError> {
     let now = (engine.now)();
     if engine.idle {
         return Ok(Some(now));
@@ -216,6 +418,7 @@ pub fn fire_timers(state: &mut ProcessorState, engine: &Engine) -> Result<Option
         match live {
             Some(live) if live == *pid => {
                 let out = state.with_profile(live, |p| engine.on_time(p, now))?;
+                lateness.add((engine.now)() - *at);
                 // The change happened when the timer was due, not when it was noticed.
                 record(state, live, out, *at, 0, ChangeCause::Timer);
             }

@@ -1,6 +1,6 @@
 //! One event's effect on the state: identity resolution, then the profile.
 
-use super::activate::{record, Engine};
+use super::activate::{record, Engine, Touched};
 use super::Pipeline;
 use spoor_core::audience::{Activation, EventFact};
 use spoor_core::identity::ProfileId;
@@ -82,7 +82,15 @@ pub fn apply_resolution(
     if !engine.idle {
         let fact = EventFact::from_view(view);
         let now = (engine.now)();
-        let out = state.with_profile(pid, |p| engine.on_event(p, &fact, now))?;
+        let touched = Touched {
+            traits: view.traits.is_some(),
+            channels: view.utm.is_some(),
+            devices: view.user_agent.is_some(),
+            groups: view.kind == EventType::Group,
+        };
+        // After a merge two people's states became one: everything is re-evaluated.
+        let full = !res.merged.is_empty();
+        let out = state.with_profile(pid, |p| engine.on_event(p, &fact, touched, now, full))?;
         record(state, pid, out, now, view.seq, ChangeCause::Event);
     }
     if with_group && view.kind == EventType::Group {

@@ -80,6 +80,8 @@ pub struct ProcessorStatus {
     pub failed: AtomicBool,
     /// Every audience timer due at or before this time (ms) has fired.
     pub timers_at_ms: std::sync::atomic::AtomicI64,
+    /// How late timers fired (ms after they were due), the most recent ones.
+    pub timer_lateness: activate::Lateness,
 }
 
 /// A running processor thread.
@@ -262,7 +264,7 @@ impl Processor {
                         }
                         publish(&st, &state);
                     }
-                    match activate::fire_timers(&mut state, &pipeline.engine) {
+                    match activate::fire_timers(&mut state, &pipeline.engine, &st.timer_lateness) {
                         Ok(Some(now)) => st.timers_at_ms.store(now, Ordering::Release),
                         Ok(None) => {}
                         Err(e) => return fail(e, state.processed_seq()),

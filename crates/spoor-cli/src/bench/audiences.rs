@@ -1,0 +1,526 @@
+//! `spoor bench audiences`: what computed traits and audiences cost, against references.
+//!
+//! 1. Processing: the processor alone (`spoor rebuild`) over the same shop log, without
+//!    definitions and with N audiences + M computed traits defined.
+//! 2. Backfill: recomputing every definition over the whole log (what a new or changed
+//!    audience costs), against the brute-force reference (every person's events read
+//!    back from the log and every rule evaluated from scratch).
+//! 3. Window expiry: a live server, people entering a short-window audience; how late they
+//!    leave after their window ends (timer lateness percentiles).
+//! 4. Size and overlap of two large audiences on the membership bitmaps, against a
+//!    brute-force intersection of member lists.
+
+use super::shop::{Rng, Shop};
+use anyhow::Context;
+use clap::Args;
+use serde_json::{json, Value};
+use spoor_core::audience::{parse, AudienceDefinition, ComputedDefinition, EventFact};
+use spoor_core::computed::ComputedDef;
+use spoor_core::ids::SourceId;
+use spoor_core::ingest::{normalize, BatchIn, IngestContext, Limits};
+use spoor_server::config::{Config, Overrides};
+use spoor_server::defs::DefsHandle;
+use spoor_store::log::{EventLog, LogOptions, LogWriter, RecordIn, WriterOptions};
+use std::collections::HashSet;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+#[derive(Args, Debug, Clone)]
+pub struct AudienceBenchArgs {
+    /// Shop events in the log.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub events: usize,
+    /// Distinct people.
+    #[arg(long, default_value_t = 100_000)]
+    pub people: u64,
+    /// Audiences defined.
+    #[arg(long, default_value_t = 50)]
+    pub audiences: usize,
+    /// Computed traits defined.
+    #[arg(long, default_value_t = 20)]
+    pub traits: usize,
+    /// Members of each of the two audiences whose size and overlap are measured.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub bitmap_members: u64,
+    /// People entering the short-window audience in the expiry phase.
+    #[arg(long, default_value_t = 20_000)]
+    pub expiring: u64,
+    /// Skip phases by number (e.g. `--skip 3`).
+    #[arg(long)]
+    pub skip: Vec<u8>,
+}
+
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+const CATS: &[&str] = &[
+    "shoes",
+    "jackets",
+    "bags",
+    "watches",
+    "sunglasses",
+    "shirts",
+    "dresses",
+    "sportswear",
+];
+const EVENTS: &[&str] = &["Product Viewed", "Product Added", "Order Completed"];
+
+/// `n` computed traits over the shop vocabulary (counts, sums, maxima, lists, windows).
+fn traits(n: usize) -> Vec<ComputedDef> {
+    let windows = [None, Some("7d"), Some("30d"), Some("1d")];
+    (0..n)
+        .map(|i| {
+            let ev = EVENTS[i % EVENTS.len()];
+            let window = windows[i % windows.len()];
+            let (agg, prop): (Value, Option<&str>) = match i % 5 {
+                0 => (json!("count"), None),
+                1 => (
+                    json!("sum"),
+                    Some(if ev == "Order Completed" {
+                        "revenue"
+                    } else {
+                        "price"
+                    }),
+                ),
+                2 => (
+                    json!("max"),
+                    Some(if ev == "Order Completed" {
+                        "revenue"
+                    } else {
+                        "price"
+                    }),
+                ),
+                3 => (json!({"distinct_list": {"limit": 10}}), Some("category")),
+                _ => (json!({"most_frequent": {"top": 3}}), Some("category")),
+            };
+            let mut d = json!({"name": format!("t{i}"), "aggregation": agg, "event": {"name": ev}});
+            if let Some(p) = prop {
+                d["property"] = json!(p);
+            }
+            if let Some(w) = window {
+                d["window"] = json!(w);
+            }
+            ComputedDef::from_json(&d.to_string()).expect("bench trait is valid")
+        })
+        .collect()
+}
+
+/// `n` audience rules a shop would define: interest by category, recency, frequency,
+/// abandoned carts, funnels, computed-trait thresholds, exclusions, nesting.
+fn rules(n: usize, traits: usize) -> Vec<String> {
+    (0..n)
+        .map(|i| {
+            let cat = CATS[i % CATS.len()];
+            let t = if traits > 0 { format!("t{}", (i * 5) % traits) } else { String::new() };
+            match i % 8 {
+                0 => format!(r#"performed "Product Viewed" where category = "{cat}" at least 3 times within 30d"#),
+                1 => format!(r#"performed "Order Completed" within {}d"#, 1 + i % 14),
+                2 => r#"performed "Product Added" and not followed by "Order Completed" within 2h"#.into(),
+                3 => format!(r#"performed "Product Viewed" where category = "{cat}" then "Product Added" within 1d"#),
+                4 if traits > 0 => format!("computed {t} exists and trait plan = \"member\""),
+                5 => r#"utm source = "google" and not performed "Order Completed" within 30d"#.into(),
+                6 if i > 1 => format!("in audience a{} and not in audience a{}", i - 6, i - 5),
+                _ => format!(r#"device type = "mobile" and performed "Product Viewed" at least {} times within 7d"#, 1 + i % 5),
+            }
+        })
+        .collect()
+}
+
+/// Writes `events` shop events over `people` people, spread over the last 40 days, into
+/// a new log in `dir/log`.
+fn write_log(dir: &Path, events: usize, people: u64) -> anyhow::Result<()> {
+    let log = EventLog::open(LogOptions {
+        dir: dir.join("log"),
+        segment_bytes: 256 << 20,
+    })?;
+    let (writer, reader) = LogWriter::spawn(
+        log,
+        WriterOptions {
+            queue_batches: 64,
+            dedupe_window: Duration::from_secs(86_400),
+            dedupe_max_keys: 20_000_000,
+            max_group_bytes: 16 << 20,
+            on_fsync: None,
+        },
+        Arc::new(now_ms),
+    )?;
+    let source = SourceId::parse("src_bench").context("source id")?;
+    let limits = Limits::default();
+    let gen = || "gen".to_string();
+    let mut shop = Shop::new(7, people);
+    let batch = 500;
+    let span = 40 * 86_400_000i64;
+    let now = now_ms();
+    let n_batches = events.div_ceil(batch);
+    for i in 0..n_batches {
+        let at = now - span + span * i as i64 / n_batches.max(1) as i64;
+        let body = shop.batch_body(batch.min(events - i * batch), at);
+        let b: BatchIn = serde_json::from_slice(&body)?;
+        let ctx = IngestContext {
+            source_id: &source,
+            received_at: chrono::DateTime::from_timestamp_millis(at).unwrap_or_default(),
+            peer_ip: None,
+            path_type: None,
+            batch_sent_at: b.sent_at.get(),
+            batch_context: b.context,
+            batch_integrations: b.integrations,
+            limits: &limits,
+            new_message_id: &gen,
+        };
+        let mut recs = Vec::new();
+        for raw in b.batch.as_deref().unwrap_or_default() {
+            if let Ok(n) = normalize(raw, &ctx) {
+                recs.push(RecordIn {
+                    timestamp_ms: n.timestamp_ms,
+                    received_ms: n.received_ms,
+                    dedupe_key: n.dedupe_key,
+                    payload: n.bytes,
+                });
+            }
+        }
+        writer.append_blocking(recs)?;
+    }
+    anyhow::ensure!(
+        reader.last_seq() as usize == events,
+        "log holds {}",
+        reader.last_seq()
+    );
+    Ok(())
+}
+
+fn define(cfg: &Config, audiences: usize, n_traits: usize) -> anyhow::Result<()> {
+    let meta = Arc::new(spoor_store::meta::MetaStore::open(
+        &cfg.storage.data_dir.join("meta"),
+    )?);
+    let defs = DefsHandle::open(meta)?;
+    let ts = traits(n_traits);
+    let rs = rules(audiences, n_traits);
+    defs.update(|d| {
+        d.audiences.clear();
+        d.computed.clear();
+        for t in ts {
+            d.computed.insert(
+                t.name.clone(),
+                ComputedDefinition {
+                    def: t,
+                    description: String::new(),
+                    created_ms: 0,
+                    updated_ms: 0,
+                    revision: 1,
+                },
+            );
+        }
+        for (i, r) in rs.iter().enumerate() {
+            let rule = parse(r).map_err(|e| format!("{r}: {e}"))?;
+            let name = format!("a{i}");
+            d.audiences.insert(
+                name.clone(),
+                AudienceDefinition {
+                    name,
+                    description: String::new(),
+                    rule,
+                    created_ms: 0,
+                    updated_ms: 0,
+                    revision: 1,
+                },
+            );
+        }
+        Ok(())
+    })
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok(())
+}
+
+fn rebuild(cfg: &Config) -> anyhow::Result<f64> {
+    let started = Instant::now();
+    let n = spoor_server::processor::rebuild(cfg, |_, _| {}).map_err(|e| anyhow::anyhow!(e))?;
+    Ok(n as f64 / started.elapsed().as_secs_f64())
+}
+
+fn pct(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    sorted[(((sorted.len() - 1) as f64) * p).round() as usize]
+}
+
+pub fn run(args: AudienceBenchArgs) -> anyhow::Result<()> {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new("warn"))
+        .with_writer(std::io::stderr)
+        .try_init();
+    let tmp = tempfile::tempdir()?;
+    let dir = tmp.path().join("data");
+    let cfg = Config::load(
+        None,
+        &Overrides {
+            listen: None,
+            data_dir: Some(dir.clone()),
+        },
+    )?;
+    println!(
+        "spoor bench audiences: {} shop events over {} people (40 days), {} audiences, {} computed traits",
+        args.events, args.people, args.audiences, args.traits
+    );
+
+    if !args.skip.contains(&1) || !args.skip.contains(&2) {
+        let started = Instant::now();
+        write_log(&dir, args.events, args.people)?;
+        println!("  log written in {:.1} s", started.elapsed().as_secs_f64());
+    }
+    if !args.skip.contains(&1) {
+        println!();
+        println!("1. Processing (processor alone, `spoor rebuild`: identity + profiles [+ audiences], checkpoints included)");
+        let base = rebuild(&cfg)?;
+        println!("  without definitions     {base:.0} events/s");
+        define(&cfg, args.audiences, args.traits)?;
+        let with = rebuild(&cfg)?;
+        println!(
+            "  with {} audiences + {} traits   {with:.0} events/s = {:.0}% of the speed without (target >= 75%)",
+            args.audiences,
+            args.traits,
+            100.0 * with / base
+        );
+    }
+    if !args.skip.contains(&2) {
+        println!();
+        println!("2. Backfill: every audience and computed trait recomputed over the whole log");
+        define(&cfg, args.audiences, args.traits)?;
+        backfill(&cfg, args.events)?;
+    }
+    if !args.skip.contains(&3) {
+        println!();
+        expiry(&tmp.path().join("expiry"), args.expiring)?;
+    }
+    if !args.skip.contains(&4) {
+        println!();
+        bitmaps(&tmp.path().join("bitmaps"), args.bitmap_members)?;
+    }
+    Ok(())
+}
+
+fn backfill(cfg: &Config, events: usize) -> anyhow::Result<()> {
+    use spoor_server::processor::{activate::Engine, backfill};
+    let dir = &cfg.storage.data_dir;
+    let log = EventLog::open(LogOptions {
+        dir: dir.join("log"),
+        segment_bytes: cfg.storage.segment_bytes,
+    })?;
+    let reader = log.reader();
+    let store = spoor_store::state::StateStore::open(&dir.join("state"))?;
+    let mut state = store.processor_state(cfg.processor.cache_entries)?;
+    let meta = Arc::new(spoor_store::meta::MetaStore::open(&dir.join("meta"))?);
+    let engine = Engine::new(DefsHandle::open(meta)?, Arc::new(now_ms));
+    let started = Instant::now();
+    backfill::run(&mut state, &store, &reader, &engine)?;
+    let took = started.elapsed().as_secs_f64();
+    println!(
+        "  incremental engine      {took:.1} s = {:.0} events/s ({events} events; 10 M would take {:.0} s, target <= 20 s)",
+        events as f64 / took,
+        10_000_000.0 / (events as f64 / took)
+    );
+    // The reference: every person's events read back and every rule evaluated from scratch.
+    let started = Instant::now();
+    let (set, computed) = engine
+        .defs
+        .current()
+        .compile()
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let r = store.reader()?;
+    let now = now_ms();
+    let mut after = None;
+    let mut members = 0usize;
+    loop {
+        let page = r.list_profiles(after, 1_000)?;
+        let Some(last) = page.last() else { break };
+        after = Some(last.id);
+        for p in &page {
+            let cluster = r.cluster(p.id)?;
+            let mut evs = Vec::new();
+            for row in r.timeline(&cluster, None, usize::MAX)? {
+                if let Some(e) = reader.read_from(row.seq, 1)?.into_iter().next() {
+                    if let Ok(v) =
+                        spoor_core::profile::parse_event(e.seq, e.timestamp_ms, &e.payload)
+                    {
+                        evs.push(EventFact::from_view(&v));
+                    }
+                }
+            }
+            let mut facts = spoor_core::audience::ProfileFacts::from_profile(p);
+            for name in computed.names() {
+                if let Some(def) = computed.get(name) {
+                    if let Some(v) = spoor_core::computed::brute_force(def, &evs, now) {
+                        facts.computed.insert(name.to_owned(), v);
+                    }
+                }
+            }
+            members += set.evaluate_all_brute(&facts, &evs, now).len();
+        }
+    }
+    let took = started.elapsed().as_secs_f64();
+    println!(
+        "  brute-force reference   {took:.1} s = {:.0} events/s ({members} memberships)",
+        events as f64 / took
+    );
+    Ok(())
+}
+
+/// A live server: `n` people enter `performed "Ping" within 2s`; their exits come from
+/// timers. Reports how late the timers fired.
+fn expiry(dir: &Path, n: u64) -> anyhow::Result<()> {
+    println!("3. Window expiry: {n} people enter `performed \"Ping\" within 2s` over ~2 s; they leave by timer");
+    let cfg = Config::load(
+        None,
+        &Overrides {
+            listen: None,
+            data_dir: Some(dir.to_path_buf()),
+        },
+    )?;
+    let (app, _) =
+        spoor_server::AppState::open(cfg, Arc::new(spoor_core::SystemClock), Default::default())
+            .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    app.defs
+        .update(|d| {
+            let rule = parse(r#"performed "Ping" within 2s"#).map_err(|e| e.to_string())?;
+            d.audiences.insert(
+                "ping".into(),
+                AudienceDefinition {
+                    name: "ping".into(),
+                    description: String::new(),
+                    rule,
+                    created_ms: 0,
+                    updated_ms: 0,
+                    revision: 1,
+                },
+            );
+            Ok(())
+        })
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let source = SourceId::parse("src_bench").context("source id")?;
+    let limits = Limits::default();
+    let gen = || "gen".to_string();
+    let mut rng = Rng::new(3);
+    let started = Instant::now();
+    let per = 500u64;
+    for chunk in 0..n.div_ceil(per) {
+        let now = now_ms();
+        let batch: Vec<Value> = (chunk * per..((chunk + 1) * per).min(n))
+            .map(|i| json!({"type": "track", "userId": format!("p{i}-{}", rng.below(1000)), "event": "Ping",
+                            "timestamp": chrono::DateTime::from_timestamp_millis(now).unwrap_or_default().to_rfc3339()}))
+            .collect();
+        let body = serde_json::to_vec(&json!({ "batch": batch }))?;
+        let b: BatchIn = serde_json::from_slice(&body)?;
+        let ctx = IngestContext {
+            source_id: &source,
+            received_at: chrono::Utc::now(),
+            peer_ip: None,
+            path_type: None,
+            batch_sent_at: b.sent_at.get(),
+            batch_context: b.context,
+            batch_integrations: b.integrations,
+            limits: &limits,
+            new_message_id: &gen,
+        };
+        let recs: Vec<RecordIn> = b
+            .batch
+            .as_deref()
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|raw| normalize(raw, &ctx).ok())
+            .map(|n| RecordIn {
+                timestamp_ms: n.timestamp_ms,
+                received_ms: n.received_ms,
+                dedupe_key: n.dedupe_key,
+                payload: n.bytes,
+            })
+            .collect();
+        app.writer.append_blocking(recs)?;
+        std::thread::sleep(Duration::from_millis(2_000 / n.div_ceil(per).max(1)));
+    }
+    // Everyone must have left by ~2 s after the last event; wait for the samples.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while (app.processor.status.timer_lateness.sorted().len() as u64) < n
+        && Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let late: Vec<f64> = app
+        .processor
+        .status
+        .timer_lateness
+        .sorted()
+        .iter()
+        .map(|&m| m as f64)
+        .collect();
+    println!(
+        "  exits by timer          {} of {n} in {:.1} s; lateness p50 {:.0} ms  p99 {:.0} ms  max {:.0} ms (target p99 <= 1000 ms)",
+        late.len(),
+        started.elapsed().as_secs_f64(),
+        pct(&late, 0.5),
+        pct(&late, 0.99),
+        late.last().copied().unwrap_or(0.0)
+    );
+    let r = app.state.reader()?;
+    println!("  members left            {}", r.audience_size("ping")?);
+    app.processor.stop();
+    Ok(())
+}
+
+/// Two audiences of `n` members each (half shared) on the bitmaps: size and overlap.
+fn bitmaps(dir: &Path, n: u64) -> anyhow::Result<()> {
+    use spoor_core::identity::ProfileId;
+    println!("4. Size and overlap of two audiences of {n} members each (half of them in both)");
+    let store = spoor_store::state::StateStore::open(dir)?;
+    let mut state = store.processor_state(1 << 20)?;
+    for i in 0..n {
+        state.set_member("a", ProfileId::from_raw(1 + i * 2), true);
+        state.set_member("b", ProfileId::from_raw(1 + n + i * 2), true);
+    }
+    state.checkpoint()?;
+    let r = store.reader()?;
+    let mut size = Vec::new();
+    let mut overlap = Vec::new();
+    let mut both = 0;
+    for _ in 0..21 {
+        let t = Instant::now();
+        let s = r.audience_size("a")? + r.audience_size("b")?;
+        size.push(t.elapsed().as_secs_f64() * 1e3);
+        let t = Instant::now();
+        both = r.audience_overlap("a", "b")?.2;
+        overlap.push(t.elapsed().as_secs_f64() * 1e3);
+        std::hint::black_box(s);
+    }
+    size.sort_by(f64::total_cmp);
+    overlap.sort_by(f64::total_cmp);
+    println!(
+        "  size of both            median {:.2} ms  max {:.2} ms (target <= 10 ms)",
+        pct(&size, 0.5),
+        size.last().copied().unwrap_or(0.0)
+    );
+    println!(
+        "  overlap ({both} in both) median {:.2} ms  max {:.2} ms (target <= 10 ms)",
+        pct(&overlap, 0.5),
+        overlap.last().copied().unwrap_or(0.0)
+    );
+    // Reference: the member lists intersected with a hash set.
+    let a: Vec<u64> = r
+        .audience_members("a", None, usize::MAX)?
+        .iter()
+        .map(|p| p.raw())
+        .collect();
+    let b: Vec<u64> = r
+        .audience_members("b", None, usize::MAX)?
+        .iter()
+        .map(|p| p.raw())
+        .collect();
+    let t = Instant::now();
+    let set: HashSet<u64> = a.iter().copied().collect();
+    let brute = b.iter().filter(|x| set.contains(x)).count();
+    println!(
+        "  brute-force reference   {:.1} ms (hash-set intersection of the member lists, {brute} in both)",
+        t.elapsed().as_secs_f64() * 1e3
+    );
+    Ok(())
+}
