@@ -256,16 +256,22 @@ fn kill_9_keeps_memberships_and_timers_and_records_each_change_once() {
         // for the last kill, so the memberships and timers the final checks rely on come
         // from the store, not from a replay), or just as an earlier round's timers come
         // due (within 3 s from now), so some have fired and are not yet checkpointed.
+        // The same draws every round, whatever the timing, so a seed replays the schedule.
+        let (offset, near_due, other) = (
+            Duration::from_millis(rng.range(0, 400)),
+            rng.chance(50),
+            rng.range(0, 2) as usize,
+        );
         let due = sent_at
             .iter()
-            .map(|t| *t + WINDOW + Duration::from_millis(rng.range(0, 400)))
+            .map(|t| *t + WINDOW + offset)
             .find(|t| *t > Instant::now() && *t < Instant::now() + Duration::from_secs(3));
         let kind = if last {
             2
-        } else if due.is_some() && rng.chance(50) {
+        } else if due.is_some() && near_due {
             3
         } else {
-            rng.range(0, 2) as usize
+            other
         };
         kinds[kind] += 1;
         match kind {
