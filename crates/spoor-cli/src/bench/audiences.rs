@@ -239,6 +239,20 @@ fn rebuild(cfg: &Config) -> anyhow::Result<f64> {
     Ok(n as f64 / started.elapsed().as_secs_f64())
 }
 
+/// Average stored size of a profile (JSON), and of its audience/trait states, over a sample.
+fn profile_sizes(cfg: &Config) -> anyhow::Result<(usize, usize)> {
+    let store = spoor_store::state::StateStore::open(&cfg.storage.data_dir.join("state"))?;
+    let sample = store.durable_reader()?.list_profiles(None, 1_000)?;
+    let n = sample.len().max(1);
+    let mut total = 0;
+    let mut act = 0;
+    for p in &sample {
+        total += serde_json::to_vec(p)?.len();
+        act += serde_json::to_vec(&p.activation)?.len();
+    }
+    Ok((total / n, act / n))
+}
+
 fn pct(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
@@ -274,11 +288,13 @@ pub fn run(args: AudienceBenchArgs) -> anyhow::Result<()> {
         println!();
         println!("1. Processing (processor alone, `spoor rebuild`: identity + profiles [+ audiences], checkpoints included)");
         let base = rebuild(&cfg)?;
-        println!("  without definitions     {base:.0} events/s");
+        let (size, _) = profile_sizes(&cfg)?;
+        println!("  without definitions     {base:.0} events/s (profiles {size} B stored)");
         define(&cfg, args.audiences, args.traits)?;
         let with = rebuild(&cfg)?;
+        let (size, act) = profile_sizes(&cfg)?;
         println!(
-            "  with {} audiences + {} traits   {with:.0} events/s = {:.0}% of the speed without (target >= 75%)",
+            "  with {} audiences + {} traits   {with:.0} events/s = {:.0}% of the speed without (target >= 75%); profiles {size} B stored, {act} B of it audience/trait state",
             args.audiences,
             args.traits,
             100.0 * with / base

@@ -283,7 +283,7 @@ impl StateReader {
                     .collect());
             }
         }
-        self.with(|_, s| {
+        self.fresh(|s| {
             s.audience_bitmaps(names)?
                 .into_iter()
                 .map(|b| {
@@ -339,7 +339,7 @@ impl StateReader {
                 return Ok(v);
             }
         }
-        self.with(|_, s| s.audience_names())
+        self.fresh(|s| s.audience_names())
     }
 
     /// Up to `limit` entries and exits of the cluster's profiles, newest first (by time,
@@ -349,22 +349,27 @@ impl StateReader {
         cluster: &[ProfileId],
         limit: usize,
     ) -> Result<Vec<MembershipChange>, StoreError> {
-        let mut rows = self.with(|p, s| {
-            let committed: Vec<u64> = cluster
-                .iter()
-                .map(|p| p.raw())
-                .filter(|raw| p.is_none_or(|p| !p.dropped.contains(raw)))
-                .collect();
-            let mut rows = s.membership_history(&committed, limit)?;
-            if let Some(p) = p {
+        let mut rows = self.split(
+            |p| {
+                let mut committed = Vec::with_capacity(cluster.len());
+                let mut newer = Vec::new();
                 for pid in cluster {
-                    if let Some(new) = p.membership_history.get(&pid.raw()) {
-                        rows.extend(new.iter().map(|(n, c)| (*n, (**c).clone())));
+                    let raw = pid.raw();
+                    if p.is_none_or(|p| !p.dropped.contains(&raw)) {
+                        committed.push(raw);
+                    }
+                    if let Some(new) = p.and_then(|p| p.membership_history.get(&raw)) {
+                        newer.extend(new.iter().map(|(n, c)| (*n, c.clone())));
                     }
                 }
-            }
-            Ok(rows)
-        })?;
+                (committed, newer)
+            },
+            |(committed, newer), s| {
+                let mut rows = s.membership_history(&committed, limit)?;
+                rows.extend(newer.into_iter().map(|(n, c)| (n, Arc::unwrap_or_clone(c))));
+                Ok(rows)
+            },
+        )?;
         rows.sort_by_key(|r| std::cmp::Reverse((r.1.at_ms, r.0)));
         rows.dedup_by_key(|r| r.0);
         rows.truncate(limit);

@@ -89,6 +89,68 @@ impl StateReader {
         }
     }
 
+    /// A point lookup: `hit` looks in the pending changes under the lock; on a miss the
+    /// lock is released before `miss` reads the backend snapshot (reopened if a checkpoint
+    /// was cleared since it was taken). Holding the lock through a backend read and decode
+    /// would starve the processor, which takes the write lock for every change it makes.
+    /// Safe because a checkpoint commits before it clears the pending changes: what was
+    /// not pending at epoch E is in any snapshot opened after E was observed (or a newer
+    /// value is, which is a state that existed after the lookup began).
+    fn point<H, R>(
+        &self,
+        hit: impl FnOnce(&Pending) -> Option<H>,
+        found: impl FnOnce(H) -> R,
+        miss: impl FnOnce(&dyn StateSnapshot) -> Result<R, StoreError>,
+    ) -> Result<R, StoreError> {
+        let Some(p) = &self.pending else {
+            return miss(&*self.snap.borrow().1);
+        };
+        let epoch = {
+            let g = p.read();
+            match hit(&g) {
+                Some(h) => {
+                    drop(g);
+                    return Ok(found(h));
+                }
+                None => g.epoch,
+            }
+        };
+        if self.snap.borrow().0 < epoch {
+            *self.snap.borrow_mut() = (epoch, self.backend.snapshot()?);
+        }
+        miss(&*self.snap.borrow().1)
+    }
+
+    /// Like [`Self::point`] for reads that merge both layers: `look` copies what it needs
+    /// from the pending changes under the lock, `read` then merges it with the snapshot
+    /// without the lock. The snapshot may already hold some of the copied rows (a
+    /// checkpoint committed them meanwhile), so `read` must tolerate duplicates.
+    pub(super) fn split<H, R>(
+        &self,
+        look: impl FnOnce(Option<&Pending>) -> H,
+        read: impl FnOnce(H, &dyn StateSnapshot) -> Result<R, StoreError>,
+    ) -> Result<R, StoreError> {
+        let Some(p) = &self.pending else {
+            return read(look(None), &*self.snap.borrow().1);
+        };
+        let (h, epoch) = {
+            let g = p.read();
+            (look(Some(&g)), g.epoch)
+        };
+        if self.snap.borrow().0 < epoch {
+            *self.snap.borrow_mut() = (epoch, self.backend.snapshot()?);
+        }
+        read(h, &*self.snap.borrow().1)
+    }
+
+    /// Reads only the backend, through a snapshot at least as new as the last checkpoint.
+    pub(super) fn fresh<R>(
+        &self,
+        read: impl FnOnce(&dyn StateSnapshot) -> Result<R, StoreError>,
+    ) -> Result<R, StoreError> {
+        self.split(|_| (), |(), s| read(s))
+    }
+
     /// The processor's pending layer, if this reader sees it.
     pub(super) fn pending_layer(&self) -> Option<&Arc<RwLock<Pending>>> {
         self.pending.as_ref()
@@ -96,36 +158,36 @@ impl StateReader {
 
     /// The last log seq whose effects are durable (in the backend).
     pub fn processed_seq(&self) -> Result<u64, StoreError> {
-        self.with(|_, s| s.processed_seq())
+        self.fresh(|s| s.processed_seq())
     }
 
     /// Live profiles as of the last checkpoint.
     pub fn live_profiles(&self) -> Result<u64, StoreError> {
-        self.with(|_, s| s.live_profiles())
+        self.fresh(|s| s.live_profiles())
     }
 
     /// The admin split rules (configuration, not derived state: a rebuild carries them over).
     pub fn split_rules(&self) -> Result<Vec<SplitRule>, StoreError> {
-        self.with(|_, s| s.split_rules())
+        self.fresh(|s| s.split_rules())
     }
 
     /// The profile that owns an identifier (already normalised).
     pub fn owner(&self, kind: &str, value: &str) -> Result<Option<ProfileId>, StoreError> {
         let key = ident_key(kind, value);
-        self.with(|p, s| {
-            let raw = match p.and_then(|p| p.owners.get(&key)) {
-                Some(v) => *v,
-                None => first(s.owners(&[key.as_str()])?),
-            };
-            Ok(raw.map(ProfileId::from_raw))
-        })
+        let raw = self.point(
+            |p| p.owners.get(&key).copied(),
+            |v| v,
+            |s| Ok(first(s.owners(&[key.as_str()])?)),
+        )?;
+        Ok(raw.map(ProfileId::from_raw))
     }
 
     pub fn identity(&self, pid: ProfileId) -> Result<Option<ProfileIdentity>, StoreError> {
-        self.with(|p, s| match p.and_then(|p| p.identities.get(&pid.raw())) {
-            Some(v) => Ok(v.as_deref().cloned()),
-            None => Ok(first(s.identities(&[pid.raw()])?)),
-        })
+        self.point(
+            |p| p.identities.get(&pid.raw()).cloned(),
+            |v| v.map(Arc::unwrap_or_clone),
+            |s| Ok(first(s.identities(&[pid.raw()])?)),
+        )
     }
 
     /// Follows merges to the live profile (a merged-away id resolves to its survivor).
@@ -142,17 +204,19 @@ impl StateReader {
     }
 
     pub fn profile(&self, pid: ProfileId) -> Result<Option<Profile>, StoreError> {
-        self.with(|p, s| match p.and_then(|p| p.profiles.get(&pid.raw())) {
-            Some(v) => Ok(v.as_deref().cloned()),
-            None => Ok(first(s.profiles(&[pid.raw()])?)),
-        })
+        self.point(
+            |p| p.profiles.get(&pid.raw()).cloned(),
+            |v| v.map(Arc::unwrap_or_clone),
+            |s| Ok(first(s.profiles(&[pid.raw()])?)),
+        )
     }
 
     pub fn group(&self, id: &str) -> Result<Option<Group>, StoreError> {
-        self.with(|p, s| match p.and_then(|p| p.groups.get(id)) {
-            Some(g) => Ok(Some((**g).clone())),
-            None => Ok(first(s.groups(&[id])?)),
-        })
+        self.point(
+            |p| p.groups.get(id).cloned(),
+            |g| Some(Arc::unwrap_or_clone(g)),
+            |s| Ok(first(s.groups(&[id])?)),
+        )
     }
 
     /// The profile and every profile merged into it, transitively.
@@ -181,19 +245,24 @@ impl StateReader {
         limit: usize,
     ) -> Result<Vec<TimelineCursor>, StoreError> {
         let before = before.map(|c| (c.ts_ms, c.seq));
-        let mut rows = self.with(|p, s| {
-            let committed: Vec<u64> = cluster
-                .iter()
-                .map(|p| p.raw())
-                .filter(|raw| p.is_none_or(|p| !p.dropped.contains(raw)))
-                .collect();
-            let mut rows = s.timeline(&committed, before, limit)?;
-            if let Some(p) = p {
-                let all: Vec<u64> = cluster.iter().map(|p| p.raw()).collect();
-                rows.extend(p.timeline_of(&all, before));
-            }
-            Ok(rows)
-        })?;
+        let all: Vec<u64> = cluster.iter().map(|p| p.raw()).collect();
+        let mut rows = self.split(
+            |p| match p {
+                None => (all.clone(), Vec::new()),
+                Some(p) => (
+                    all.iter()
+                        .copied()
+                        .filter(|raw| !p.dropped.contains(raw))
+                        .collect(),
+                    p.timeline_of(&all, before),
+                ),
+            },
+            |(committed, newer), s| {
+                let mut rows = s.timeline(&committed, before, limit)?;
+                rows.extend(newer);
+                Ok(rows)
+            },
+        )?;
         rows.sort_unstable_by(|a, b| b.cmp(a));
         rows.dedup();
         rows.truncate(limit);
@@ -308,13 +377,13 @@ impl StateReader {
         value: &str,
         limit: usize,
     ) -> Result<Vec<u64>, StoreError> {
-        self.with(|_, s| s.events_with(&ident_key(kind, value), limit))
+        self.fresh(|s| s.events_with(&ident_key(kind, value), limit))
     }
 
     /// Every durably stored fact as text, canonically ordered: two states (incremental vs
     /// rebuilt) are compared line by line. Pending changes are not included: checkpoint
     /// first.
     pub fn dump(&self) -> Result<Vec<String>, StoreError> {
-        self.with(|_, s| s.dump())
+        self.fresh(|s| s.dump())
     }
 }
