@@ -125,11 +125,14 @@ impl Pipeline {
     }
 }
 
-/// When the next checkpoint is due (see [`ProcessorConfig`]).
+/// When the next checkpoint is due (see [`ProcessorConfig`]). Checkpoints commit in the
+/// background while processing goes on; one at a time.
 pub struct CheckpointClock {
     cfg: ProcessorConfig,
     last: Instant,
     events: usize,
+    /// (begun at, entries) of the checkpoint in flight, for the log line.
+    in_flight: Option<(Instant, usize)>,
 }
 
 impl CheckpointClock {
@@ -138,6 +141,7 @@ impl CheckpointClock {
             cfg: cfg.clone(),
             last: Instant::now(),
             events: 0,
+            in_flight: None,
         }
     }
 
@@ -149,28 +153,53 @@ impl CheckpointClock {
                 && state.has_pending())
     }
 
-    /// Checkpoints if due (or if `force` and anything is pending).
+    /// Completes a background checkpoint that has committed (or waits for it) and begins
+    /// the next one if due (or, with `force`, if anything is pending — and then waits for
+    /// it, so everything applied is durable on return). While one commits, the next is
+    /// begun (waiting for the first) only if the pending changes pass twice their bound.
+    /// Returns whether the durable seq moved.
     pub fn checkpoint(
         &mut self,
         state: &mut ProcessorState,
         status: &ProcessorStatus,
         force: bool,
     ) -> Result<bool, StoreError> {
-        if !(self.due(state) || force && state.has_pending()) {
+        let mut moved = self.finish(state, false)?;
+        let begin = if force {
+            state.has_pending()
+        } else {
+            self.due(state)
+                && (!state.checkpoint_in_flight()
+                    || state.pending_entries() >= self.cfg.checkpoint_pending.saturating_mul(2))
+        };
+        if begin {
+            moved |= self.finish(state, true)?;
+            self.in_flight = Some((Instant::now(), state.pending_entries()));
+            state.begin_checkpoint()?;
+            self.last = Instant::now();
+            self.events = 0;
+        }
+        if force {
+            moved |= self.finish(state, true)?;
+        }
+        if moved {
+            publish(status, state);
+        }
+        Ok(moved)
+    }
+
+    fn finish(&mut self, state: &mut ProcessorState, wait: bool) -> Result<bool, StoreError> {
+        if !state.finish_checkpoint(wait)? {
             return Ok(false);
         }
-        let started = Instant::now();
-        let entries = state.pending_entries();
-        state.checkpoint()?;
-        let ms = started.elapsed().as_millis() as u64;
-        if ms >= 1_000 {
-            tracing::info!(seq = state.durable_seq(), entries, ms, "slow checkpoint");
-        } else {
-            tracing::debug!(seq = state.durable_seq(), entries, ms, "checkpoint");
+        if let Some((began, entries)) = self.in_flight.take() {
+            let ms = began.elapsed().as_millis() as u64;
+            if ms >= 10_000 {
+                tracing::info!(seq = state.durable_seq(), entries, ms, "slow checkpoint");
+            } else {
+                tracing::debug!(seq = state.durable_seq(), entries, ms, "checkpoint");
+            }
         }
-        publish(status, state);
-        self.last = Instant::now();
-        self.events = 0;
         Ok(true)
     }
 }

@@ -45,6 +45,26 @@ pub struct ProcessorState {
     c_profiles: HashMap<u64, Option<Arc<Profile>>>,
     c_groups: HashMap<String, Arc<Group>>,
     error: Option<StoreError>,
+    /// The checkpoint being committed in the background.
+    in_flight: Option<InFlight>,
+}
+
+impl Drop for ProcessorState {
+    /// A checkpoint in flight completes (or fails) before the state goes: a processor
+    /// opened next must not read a backend that is still being written.
+    fn drop(&mut self) {
+        if let Some(f) = self.in_flight.take() {
+            let _ = f.handle.join();
+        }
+    }
+}
+
+/// A checkpoint committing on its own thread; it hands the change set back (its values
+/// become clean cache).
+struct InFlight {
+    handle: std::thread::JoinHandle<(ChangeSet, Result<(), StoreError>)>,
+    /// The processed seq it makes durable.
+    seq: u64,
 }
 
 /// Drops about half of a map (whichever entries the hash order puts first).
@@ -92,6 +112,7 @@ impl ProcessorState {
             c_profiles: HashMap::new(),
             c_groups: HashMap::new(),
             error: None,
+            in_flight: None,
         };
         for r in rules {
             s.index_rule(&r);
@@ -126,7 +147,7 @@ impl ProcessorState {
             || self.rules_dirty
             || !self.ident_events.is_empty()
             || self.mem.has_changes()
-            || !self.shared.read().is_empty()
+            || !self.shared.read().cur.is_empty()
     }
 
     /// Number of live profiles (committed + pending).
@@ -157,6 +178,15 @@ impl ProcessorState {
     /// The current copy of a profile outside the pending changes: the clean cache (moved
     /// out, no copy) or the last checkpoint.
     fn base_profile(&mut self, raw: u64) -> Result<Option<Arc<Profile>>, StoreError> {
+        let frozen = self
+            .shared
+            .read()
+            .frozen
+            .as_ref()
+            .and_then(|f| f.profiles.get(&raw).cloned());
+        if let Some(p) = frozen {
+            return Ok(p);
+        }
         match self.c_profiles.remove(&raw) {
             Some(p) => Ok(p),
             None => Ok(self.snap.profiles(&[raw])?.pop().flatten().map(Arc::new)),
@@ -173,7 +203,7 @@ impl ProcessorState {
         let raw = pid.raw();
         {
             let mut g = self.shared.write();
-            if let Some(slot) = g.profiles.get_mut(&raw) {
+            if let Some(slot) = g.cur.profiles.get_mut(&raw) {
                 let p = slot.get_or_insert_with(|| Arc::new(Profile::new(pid)));
                 return Ok(f(Arc::make_mut(p)));
             }
@@ -183,14 +213,14 @@ impl ProcessorState {
             .base_profile(raw)?
             .unwrap_or_else(|| Arc::new(Profile::new(pid)));
         let r = f(Arc::make_mut(&mut p));
-        self.shared.write().profiles.insert(raw, Some(p));
+        self.shared.write().cur.profiles.insert(raw, Some(p));
         Ok(r)
     }
 
     /// Removes a profile (merged away) and returns what it held.
     pub fn take_profile(&mut self, pid: ProfileId) -> Result<Option<Profile>, StoreError> {
         let raw = pid.raw();
-        let pending = self.shared.write().profiles.insert(raw, None);
+        let pending = self.shared.write().cur.profiles.insert(raw, None);
         let p = match pending {
             Some(p) => p,
             None => self.base_profile(raw)?,
@@ -206,11 +236,17 @@ impl ProcessorState {
     ) -> Result<R, StoreError> {
         {
             let mut g = self.shared.write();
-            if let Some(grp) = g.groups.get_mut(id) {
+            if let Some(grp) = g.cur.groups.get_mut(id) {
                 return Ok(f(Arc::make_mut(grp)));
             }
         }
-        let mut grp = match self.c_groups.remove(id) {
+        let frozen = self
+            .shared
+            .read()
+            .frozen
+            .as_ref()
+            .and_then(|f| f.groups.get(id).cloned());
+        let mut grp = match frozen.or_else(|| self.c_groups.remove(id)) {
             Some(g) => g,
             None => match self.snap.groups(&[id])?.pop().flatten() {
                 Some(g) => Arc::new(g),
@@ -218,13 +254,14 @@ impl ProcessorState {
             },
         };
         let r = f(Arc::make_mut(&mut grp));
-        self.shared.write().groups.insert(id.to_owned(), grp);
+        self.shared.write().cur.groups.insert(id.to_owned(), grp);
         Ok(r)
     }
 
     pub fn add_timeline(&mut self, pid: ProfileId, ts_ms: i64, seq: u64) {
         self.shared
             .write()
+            .cur
             .timeline
             .entry(pid.raw())
             .or_default()
@@ -249,6 +286,7 @@ impl ProcessorState {
     ) -> Result<(), StoreError> {
         self.shared
             .write()
+            .cur
             .decisions
             .entry(pid.map_or(0, |p| p.raw()))
             .or_default()
@@ -262,41 +300,56 @@ impl ProcessorState {
     /// rows.
     pub fn drop_rows(&mut self, pid: ProfileId) {
         let mut g = self.shared.write();
-        g.dropped.insert(pid.raw());
-        g.timeline.remove(&pid.raw());
-        g.decisions.remove(&pid.raw());
-        g.membership_history.remove(&pid.raw());
+        let l = &mut g.cur;
+        l.dropped.insert(pid.raw());
+        l.timeline.remove(&pid.raw());
+        l.decisions.remove(&pid.raw());
+        l.membership_history.remove(&pid.raw());
     }
 
-    /// Commits every pending change and the processed seq in one transaction, then
-    /// empties the pending changes (they are now in the backend) and keeps their values
-    /// as clean cache.
+    /// Commits every pending change and the processed seq in one transaction and waits
+    /// for it (a checkpoint already in flight is finished first).
     pub fn checkpoint(&mut self) -> Result<(), StoreError> {
+        self.begin_checkpoint()?;
+        self.finish_checkpoint(true).map(|_| ())
+    }
+
+    /// Whether a checkpoint is being committed in the background.
+    pub fn checkpoint_in_flight(&self) -> bool {
+        self.in_flight.is_some()
+    }
+
+    /// Starts a checkpoint: freezes the pending changes (readers and the processor go on
+    /// reading them) and commits them, with the processed seq, on a background thread,
+    /// while the processor fills a fresh layer. Finishes one already in flight first.
+    pub fn begin_checkpoint(&mut self) -> Result<(), StoreError> {
+        self.finish_checkpoint(true)?;
         if let Some(e) = self.error.take() {
             return Err(e);
         }
         let mut changes = {
-            let g = self.shared.read();
+            let mut g = self.shared.write();
+            let l = g.freeze();
             let mut c = ChangeSet {
                 processed_seq: self.processed_seq,
                 live_profiles: self.live_profiles(),
                 split_rules: self.rules_dirty.then(|| self.rules.clone()),
-                owners: g.owners.iter().map(|(k, v)| (k.clone(), *v)).collect(),
-                identities: g.identities.iter().map(|(k, v)| (*k, v.clone())).collect(),
-                profiles: g.profiles.iter().map(|(k, v)| (*k, v.clone())).collect(),
-                groups: g
+                owners: l.owners.iter().map(|(k, v)| (k.clone(), *v)).collect(),
+                identities: l.identities.iter().map(|(k, v)| (*k, v.clone())).collect(),
+                profiles: l.profiles.iter().map(|(k, v)| (*k, v.clone())).collect(),
+                groups: l
                     .groups
                     .iter()
                     .map(|(k, v)| (k.clone(), v.clone()))
                     .collect(),
-                drop_rows: g.dropped.iter().copied().collect(),
-                timeline: g
+                drop_rows: l.dropped.iter().copied().collect(),
+                timeline: l
                     .timeline
                     .iter()
                     .flat_map(|(p, rows)| rows.iter().map(move |(ts, seq)| (*p, *ts, *seq)))
                     .collect(),
                 ident_events: std::mem::take(&mut self.ident_events),
-                decisions: g
+                decisions: l
                     .decisions
                     .iter()
                     .flat_map(|(p, rows)| {
@@ -306,10 +359,37 @@ impl ProcessorState {
                     .collect(),
                 ..ChangeSet::default()
             };
-            self.mem.fill(&g, &mut c);
+            self.mem.fill(&g, &l, &mut c);
             c
         };
-        if let Err(e) = self.backend.commit(&mut changes) {
+        self.rules_dirty = false;
+        let backend = self.backend.clone();
+        let seq = self.processed_seq;
+        let handle = std::thread::Builder::new()
+            .name("spoor-checkpoint".into())
+            .spawn(move || {
+                let r = backend.commit(&mut changes);
+                (changes, r)
+            })
+            .map_err(|e| StoreError::Meta(format!("cannot start a checkpoint thread: {e}")))?;
+        self.in_flight = Some(InFlight { handle, seq });
+        Ok(())
+    }
+
+    /// Completes the checkpoint in flight if it has committed (or, with `wait`, once it
+    /// has): the frozen changes are dropped from the pending layer (they are in the
+    /// backend now) and kept as clean cache. Returns whether one completed.
+    pub fn finish_checkpoint(&mut self, wait: bool) -> Result<bool, StoreError> {
+        match &self.in_flight {
+            None => return Ok(false),
+            Some(f) if !wait && !f.handle.is_finished() => return Ok(false),
+            Some(_) => {}
+        }
+        let InFlight { handle, seq } = self.in_flight.take().expect("checked above");
+        let (changes, r) = handle
+            .join()
+            .map_err(|_| StoreError::Meta("the checkpoint thread panicked".into()))?;
+        if let Err(e) = r {
             // Nothing was applied: the processor stops, and a restart replays from the
             // last committed seq. The cache is dropped so nothing uncommitted is believed.
             self.c_ident.clear();
@@ -318,13 +398,13 @@ impl ProcessorState {
             self.c_groups.clear();
             return Err(e);
         }
-        self.rules_dirty = false;
-        self.durable_seq = self.processed_seq;
-        // A snapshot with the new checkpoint first, then clear: a reader that misses the
-        // pending changes from now on finds them in the backend.
+        self.durable_seq = seq;
+        // A snapshot with the new checkpoint first, then drop the frozen layer: a reader
+        // that misses the pending changes from now on finds them in the backend.
         self.snap = self.backend.snapshot()?;
-        self.shared.write().clear();
-        // What was written is now the freshest copy: keep it as clean cache.
+        self.shared.write().checkpointed();
+        // What was written is now the freshest copy outside the current layer (which is
+        // read first): keep it as clean cache.
         let incoming = changes.owners.len() + changes.identities.len() + changes.profiles.len();
         while self.c_ident.len() + self.c_pident.len() + self.c_profiles.len() > 0
             && self.c_ident.len() + self.c_pident.len() + self.c_profiles.len() + incoming
@@ -336,13 +416,13 @@ impl ProcessorState {
             halve(&mut self.c_groups);
         }
         if incoming > self.cap {
-            return Ok(());
+            return Ok(true);
         }
         self.c_ident.extend(changes.owners);
         self.c_pident.extend(changes.identities);
         self.c_profiles.extend(changes.profiles);
         self.c_groups.extend(changes.groups);
-        Ok(())
+        Ok(true)
     }
 
     fn index_rule(&mut self, r: &SplitRule) {
@@ -357,8 +437,8 @@ impl ProcessorState {
     }
 
     fn get_ident(&mut self, key: &str) -> Result<Option<u64>, StoreError> {
-        if let Some(v) = self.shared.read().owners.get(key) {
-            return Ok(*v);
+        if let Some(v) = self.shared.read().owner(key) {
+            return Ok(v);
         }
         if let Some(v) = self.c_ident.get(key) {
             return Ok(*v);
@@ -369,7 +449,7 @@ impl ProcessorState {
     }
 
     fn get_pident(&mut self, p: u64) -> Result<Option<ProfileIdentity>, StoreError> {
-        if let Some(v) = self.shared.read().identities.get(&p) {
+        if let Some(v) = self.shared.read().identity(p) {
             return Ok(v.as_deref().cloned());
         }
         if let Some(v) = self.c_pident.get(&p) {
@@ -393,6 +473,7 @@ impl IdentityStore for ProcessorState {
         self.c_ident.remove(&key);
         self.shared
             .write()
+            .cur
             .owners
             .insert(key, owner.map(|p| p.raw()));
     }
@@ -406,13 +487,14 @@ impl IdentityStore for ProcessorState {
         self.c_pident.remove(&p.raw());
         self.shared
             .write()
+            .cur
             .identities
             .insert(p.raw(), Some(Arc::new(v)));
     }
 
     fn remove_identity(&mut self, p: ProfileId) {
         self.c_pident.remove(&p.raw());
-        self.shared.write().identities.insert(p.raw(), None);
+        self.shared.write().cur.identities.insert(p.raw(), None);
     }
 
     fn split_rules(&self) -> &[SplitRule] {

@@ -19,7 +19,7 @@
 
 use super::backend::{ChangeSet, StateSnapshot};
 use super::cache::ProcessorState;
-use super::pending::Pending;
+use super::pending::{Layer, Pending};
 use super::read::StateReader;
 use crate::error::StoreError;
 use roaring::RoaringTreemap;
@@ -129,7 +129,7 @@ impl MembershipState {
 
     /// Moves what changed since the last checkpoint into `c` (bitmaps of changed audiences
     /// serialized from `g`, timer inserts/deletes, pending history and feed rows).
-    pub(super) fn fill(&mut self, g: &Pending, c: &mut ChangeSet) {
+    pub(super) fn fill(&mut self, g: &Pending, layer: &Layer, c: &mut ChangeSet) {
         for name in std::mem::take(&mut self.dirty) {
             let bytes = g
                 .members
@@ -146,8 +146,8 @@ impl MembershipState {
                 c.timers_remove.push(k);
             }
         }
-        c.membership_feed = g.membership_feed.clone();
-        c.membership_history = g
+        c.membership_feed = layer.membership_feed.clone();
+        c.membership_history = layer
             .membership_history
             .values()
             .flat_map(|rows| rows.iter().cloned())
@@ -201,8 +201,12 @@ impl ProcessorState {
         let pid = c.profile.raw();
         let c = Arc::new(c);
         let mut g = self.shared.write();
-        g.membership_feed.push((no, c.clone()));
-        g.membership_history.entry(pid).or_default().push((no, c));
+        g.cur.membership_feed.push((no, c.clone()));
+        g.cur
+            .membership_history
+            .entry(pid)
+            .or_default()
+            .push((no, c));
         no
     }
 
@@ -355,12 +359,13 @@ impl StateReader {
                 let mut newer = Vec::new();
                 for pid in cluster {
                     let raw = pid.raw();
-                    if p.is_none_or(|p| !p.dropped.contains(&raw)) {
+                    if p.is_none_or(|p| !p.dropped(raw)) {
                         committed.push(raw);
                     }
-                    if let Some(new) = p.and_then(|p| p.membership_history.get(&raw)) {
-                        newer.extend(new.iter().map(|(n, c)| (*n, c.clone())));
-                    }
+                }
+                if let Some(p) = p {
+                    let all: Vec<u64> = cluster.iter().map(|p| p.raw()).collect();
+                    newer = p.history_of(&all);
                 }
                 (committed, newer)
             },
@@ -388,11 +393,9 @@ impl StateReader {
                 let last = rows.last().map_or(after, |r| r.0);
                 let room = limit - rows.len();
                 rows.extend(
-                    p.membership_feed
-                        .iter()
-                        .filter(|(n, _)| *n > last)
-                        .take(room)
-                        .map(|(n, c)| (*n, (**c).clone())),
+                    p.feed_after(last, room)
+                        .into_iter()
+                        .map(|(n, c)| (n, Arc::unwrap_or_clone(c))),
                 );
             }
             Ok(rows)

@@ -15,6 +15,12 @@
 //! Values are `Arc`s: a checkpoint hands them to the backend without copying, and a reader
 //! holding one while the processor changes it makes the processor copy (copy-on-write via
 //! `Arc::make_mut`) instead of waiting.
+//!
+//! Two layers: `cur` takes the processor's changes; a checkpoint freezes it (`frozen`) and
+//! commits it on a background thread while the processor goes on filling a fresh `cur`. A
+//! commit of a large checkpoint takes seconds on a B-tree; processing does not stop for it.
+//! Lookups read `cur`, then `frozen`, then the backend; once the commit is durable the
+//! frozen layer is dropped and `epoch` moves on.
 
 use super::memberships::MembershipChange;
 use roaring::RoaringTreemap;
@@ -26,12 +32,9 @@ use std::sync::Arc;
 /// ((seq, index within the event), decision).
 pub(super) type DecisionRow = ((u64, u32), Arc<Decision>);
 
-/// Changes not yet in the backend. Readers consult this before the backend snapshot.
+/// One generation of changes (what one checkpoint writes).
 #[derive(Default)]
-pub(super) struct Pending {
-    /// How many checkpoints have been cleared from here. A reader whose backend snapshot is
-    /// older than this must reopen it (the cleared changes are only in newer snapshots).
-    pub epoch: u64,
+pub(super) struct Layer {
     /// Identifier key → owner (`None`: removed).
     pub owners: HashMap<String, Option<u64>>,
     pub identities: HashMap<u64, Option<Arc<ProfileIdentity>>>,
@@ -41,19 +44,16 @@ pub(super) struct Pending {
     pub timeline: HashMap<u64, Vec<(i64, u64)>>,
     /// New decisions per profile (0: none) in insertion order.
     pub decisions: HashMap<u64, Vec<DecisionRow>>,
-    /// Profiles whose committed timeline and decision rows are superseded (a split
-    /// re-derives them); readers skip those committed rows.
+    /// Profiles whose older rows (committed, and those of older layers) are superseded (a
+    /// split re-derives them); readers skip those rows.
     pub dropped: HashSet<u64>,
-    /// Audience → members, when a processor has loaded them (`None`: readers use the
-    /// backend). Not a delta: a checkpoint does not clear it.
-    pub members: Option<HashMap<String, Arc<RoaringTreemap>>>,
     /// New membership change feed rows (change number, change), in number order.
     pub membership_feed: Vec<(u64, Arc<MembershipChange>)>,
     /// The same rows per profile (a split drops a profile's rows from here, not the feed).
     pub membership_history: HashMap<u64, Vec<(u64, Arc<MembershipChange>)>>,
 }
 
-impl Pending {
+impl Layer {
     /// Entries that a checkpoint would write (a bound on memory, not bytes).
     pub fn entries(&self) -> usize {
         self.owners.len()
@@ -70,40 +70,176 @@ impl Pending {
             && self.dropped.is_empty()
             && self.membership_history.is_empty()
     }
+}
 
-    /// Empties it after a checkpoint made its content durable.
-    pub fn clear(&mut self) {
+/// Changes not yet in the backend. Readers consult this before the backend snapshot.
+#[derive(Default)]
+pub(super) struct Pending {
+    /// How many checkpoints have been cleared from here. A reader whose backend snapshot is
+    /// older than this must reopen it (the cleared changes are only in newer snapshots).
+    pub epoch: u64,
+    /// Changes since the last checkpoint began.
+    pub cur: Layer,
+    /// The changes a checkpoint is committing now.
+    pub frozen: Option<Arc<Layer>>,
+    /// Audience → members, when a processor has loaded them (`None`: readers use the
+    /// backend). Not a delta: a checkpoint does not clear it.
+    pub members: Option<HashMap<String, Arc<RoaringTreemap>>>,
+}
+
+/// Looks a key up in the newest layer that has it.
+fn find<'a, K, V, Q>(
+    cur: &'a HashMap<K, V>,
+    frozen: Option<&'a HashMap<K, V>>,
+    k: &Q,
+) -> Option<&'a V>
+where
+    K: std::borrow::Borrow<Q> + std::hash::Hash + Eq,
+    Q: std::hash::Hash + Eq + ?Sized,
+{
+    cur.get(k).or_else(|| frozen.and_then(|f| f.get(k)))
+}
+
+impl Pending {
+    /// Entries the next checkpoint would write (for the checkpoint policy).
+    pub fn entries(&self) -> usize {
+        self.cur.entries()
+    }
+
+    /// Freezes the current layer for a checkpoint; it stays readable until
+    /// [`Self::checkpointed`]. A checkpoint must not already be in flight.
+    pub fn freeze(&mut self) -> Arc<Layer> {
+        debug_assert!(self.frozen.is_none(), "one checkpoint at a time");
+        let l = Arc::new(std::mem::take(&mut self.cur));
+        self.frozen = Some(l.clone());
+        l
+    }
+
+    /// Drops the frozen layer once its checkpoint is durable.
+    pub fn checkpointed(&mut self) {
+        self.frozen = None;
         self.epoch += 1;
-        self.owners.clear();
-        self.identities.clear();
-        self.profiles.clear();
-        self.groups.clear();
-        self.timeline.clear();
-        self.decisions.clear();
-        self.dropped.clear();
-        self.membership_feed.clear();
-        self.membership_history.clear();
+    }
+
+    /// Empties both layers (a processor starting over: what was pending is replayed).
+    pub fn clear(&mut self) {
+        self.cur = Layer::default();
+        self.frozen = None;
+        self.epoch += 1;
+    }
+
+    pub fn owner(&self, key: &str) -> Option<Option<u64>> {
+        find(
+            &self.cur.owners,
+            self.frozen.as_ref().map(|f| &f.owners),
+            key,
+        )
+        .copied()
+    }
+
+    pub fn identity(&self, p: u64) -> Option<Option<Arc<ProfileIdentity>>> {
+        find(
+            &self.cur.identities,
+            self.frozen.as_ref().map(|f| &f.identities),
+            &p,
+        )
+        .cloned()
+    }
+
+    pub fn profile(&self, p: u64) -> Option<Option<Arc<Profile>>> {
+        find(
+            &self.cur.profiles,
+            self.frozen.as_ref().map(|f| &f.profiles),
+            &p,
+        )
+        .cloned()
+    }
+
+    pub fn group(&self, id: &str) -> Option<Arc<Group>> {
+        find(
+            &self.cur.groups,
+            self.frozen.as_ref().map(|f| &f.groups),
+            id,
+        )
+        .cloned()
+    }
+
+    /// Whether the backend's rows of `p` are superseded.
+    pub fn dropped(&self, p: u64) -> bool {
+        self.cur.dropped.contains(&p)
+            || self.frozen.as_ref().is_some_and(|f| f.dropped.contains(&p))
+    }
+
+    /// Pending rows of `pids` from both layers (the frozen layer's rows of a profile the
+    /// current layer dropped are superseded).
+    fn rows_of<T: Clone>(
+        &self,
+        pids: &[u64],
+        rows: impl Fn(&Layer) -> &HashMap<u64, Vec<T>>,
+        keep: impl Fn(&T) -> bool,
+    ) -> Vec<T> {
+        let mut out = Vec::new();
+        for p in pids {
+            if let Some(f) = self
+                .frozen
+                .as_deref()
+                .filter(|_| !self.cur.dropped.contains(p))
+            {
+                if let Some(r) = rows(f).get(p) {
+                    out.extend(r.iter().filter(|r| keep(r)).cloned());
+                }
+            }
+            if let Some(r) = rows(&self.cur).get(p) {
+                out.extend(r.iter().filter(|r| keep(r)).cloned());
+            }
+        }
+        out
     }
 
     /// Timeline rows of `pids` strictly before `before`.
     pub fn timeline_of(&self, pids: &[u64], before: Option<(i64, u64)>) -> Vec<(i64, u64)> {
-        let mut out = Vec::new();
-        for p in pids {
-            if let Some(rows) = self.timeline.get(p) {
-                out.extend(rows.iter().filter(|r| before.is_none_or(|b| **r < b)));
-            }
-        }
-        out
+        self.rows_of(pids, |l| &l.timeline, |r| before.is_none_or(|b| *r < b))
     }
 
     /// Decisions of `pids` as ((seq, index), decision).
     pub fn decisions_of(&self, pids: &[u64]) -> Vec<DecisionRow> {
-        let mut out = Vec::new();
-        for p in pids {
-            if let Some(rows) = self.decisions.get(p) {
-                out.extend(rows.iter().cloned());
-            }
+        self.rows_of(pids, |l| &l.decisions, |_| true)
+    }
+
+    /// Membership history rows of `pids` as (change number, change).
+    pub fn history_of(&self, pids: &[u64]) -> Vec<(u64, Arc<MembershipChange>)> {
+        self.rows_of(pids, |l| &l.membership_history, |_| true)
+    }
+
+    /// Feed rows numbered after `after`, in number order, at most `limit`.
+    pub fn feed_after(&self, after: u64, limit: usize) -> Vec<(u64, Arc<MembershipChange>)> {
+        self.frozen
+            .iter()
+            .flat_map(|f| f.membership_feed.iter())
+            .chain(self.cur.membership_feed.iter())
+            .filter(|(n, _)| *n > after)
+            .take(limit)
+            .cloned()
+            .collect()
+    }
+
+    /// Every pending owner entry, newest layer winning.
+    pub fn all_owners(&self) -> HashMap<&String, Option<u64>> {
+        let mut m: HashMap<&String, Option<u64>> = HashMap::new();
+        if let Some(f) = &self.frozen {
+            m.extend(f.owners.iter().map(|(k, v)| (k, *v)));
         }
-        out
+        m.extend(self.cur.owners.iter().map(|(k, v)| (k, *v)));
+        m
+    }
+
+    /// Every pending profile entry, newest layer winning.
+    pub fn all_profiles(&self) -> HashMap<u64, Option<&Arc<Profile>>> {
+        let mut m: HashMap<u64, Option<&Arc<Profile>>> = HashMap::new();
+        if let Some(f) = &self.frozen {
+            m.extend(f.profiles.iter().map(|(k, v)| (*k, v.as_ref())));
+        }
+        m.extend(self.cur.profiles.iter().map(|(k, v)| (*k, v.as_ref())));
+        m
     }
 }

@@ -118,3 +118,56 @@ fn a_new_processor_discards_what_a_crashed_one_left_pending() {
         .unwrap()
         .is_none());
 }
+
+#[test]
+fn a_background_checkpoint_keeps_its_changes_readable_while_new_ones_pile_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = StateStore::open(dir.path()).unwrap();
+    let mut st = store.processor_state(1024).unwrap();
+    let p1 = ProfileId::from_raw(1);
+    let ann = Identifier::new("email", "ann@example.com");
+    st.with_profile(p1, |p| {
+        set_trait(p, "free");
+        p.first_seen_ms = 5;
+    })
+    .unwrap();
+    st.set_owner(&ann, Some(p1));
+    st.add_timeline(p1, 10, 1);
+    st.set_processed(1);
+    st.begin_checkpoint().unwrap();
+    assert!(st.checkpoint_in_flight());
+
+    // The frozen layer stays readable (to readers and to the processor) until it is
+    // durable, whether or not the commit has finished meanwhile.
+    let r = store.reader().unwrap();
+    assert_eq!(plan(&r, p1).as_deref(), Some("\"free\""));
+    assert_eq!(r.owner("email", "ann@example.com").unwrap(), Some(p1));
+    st.with_profile(p1, |p| set_trait(p, "gold")).unwrap();
+    let p = r.profile(p1).unwrap().unwrap();
+    assert_eq!(p.first_seen_ms, 5, "changed from the frozen copy");
+    assert_eq!(plan(&r, p1).as_deref(), Some("\"gold\""));
+    st.add_timeline(p1, 20, 2);
+    assert_eq!(r.timeline(&[p1], None, 10).unwrap().len(), 2);
+    // A split in the new layer hides the frozen layer's rows as well as committed ones.
+    st.drop_rows(p1);
+    st.add_timeline(p1, 30, 3);
+    let rows = r.timeline(&[p1], None, 10).unwrap();
+    assert_eq!(rows.iter().map(|c| c.seq).collect::<Vec<_>>(), vec![3]);
+    st.set_processed(3);
+
+    assert!(st.finish_checkpoint(true).unwrap());
+    assert_eq!(st.durable_seq(), 1);
+    let d = store.durable_reader().unwrap();
+    assert_eq!(plan(&d, p1).as_deref(), Some("\"free\""));
+    assert_eq!(d.timeline(&[p1], None, 10).unwrap().len(), 1);
+    assert_eq!(plan(&r, p1).as_deref(), Some("\"gold\""));
+    let rows = r.timeline(&[p1], None, 10).unwrap();
+    assert_eq!(rows.iter().map(|c| c.seq).collect::<Vec<_>>(), vec![3]);
+
+    st.checkpoint().unwrap();
+    assert_eq!(st.durable_seq(), 3);
+    let d = store.durable_reader().unwrap();
+    assert_eq!(plan(&d, p1).as_deref(), Some("\"gold\""));
+    let rows = d.timeline(&[p1], None, 10).unwrap();
+    assert_eq!(rows.iter().map(|c| c.seq).collect::<Vec<_>>(), vec![3]);
+}

@@ -175,7 +175,7 @@ impl StateReader {
     pub fn owner(&self, kind: &str, value: &str) -> Result<Option<ProfileId>, StoreError> {
         let key = ident_key(kind, value);
         let raw = self.point(
-            |p| p.owners.get(&key).copied(),
+            |p| p.owner(&key),
             |v| v,
             |s| Ok(first(s.owners(&[key.as_str()])?)),
         )?;
@@ -184,7 +184,7 @@ impl StateReader {
 
     pub fn identity(&self, pid: ProfileId) -> Result<Option<ProfileIdentity>, StoreError> {
         self.point(
-            |p| p.identities.get(&pid.raw()).cloned(),
+            |p| p.identity(pid.raw()),
             |v| v.map(Arc::unwrap_or_clone),
             |s| Ok(first(s.identities(&[pid.raw()])?)),
         )
@@ -205,7 +205,7 @@ impl StateReader {
 
     pub fn profile(&self, pid: ProfileId) -> Result<Option<Profile>, StoreError> {
         self.point(
-            |p| p.profiles.get(&pid.raw()).cloned(),
+            |p| p.profile(pid.raw()),
             |v| v.map(Arc::unwrap_or_clone),
             |s| Ok(first(s.profiles(&[pid.raw()])?)),
         )
@@ -213,7 +213,7 @@ impl StateReader {
 
     pub fn group(&self, id: &str) -> Result<Option<Group>, StoreError> {
         self.point(
-            |p| p.groups.get(id).cloned(),
+            |p| p.group(id),
             |g| Some(Arc::unwrap_or_clone(g)),
             |s| Ok(first(s.groups(&[id])?)),
         )
@@ -250,10 +250,7 @@ impl StateReader {
             |p| match p {
                 None => (all.clone(), Vec::new()),
                 Some(p) => (
-                    all.iter()
-                        .copied()
-                        .filter(|raw| !p.dropped.contains(raw))
-                        .collect(),
+                    all.iter().copied().filter(|raw| !p.dropped(*raw)).collect(),
                     p.timeline_of(&all, before),
                 ),
             },
@@ -278,7 +275,7 @@ impl StateReader {
             let committed: Vec<u64> = cluster
                 .iter()
                 .map(|p| p.raw())
-                .filter(|raw| p.is_none_or(|p| !p.dropped.contains(raw)))
+                .filter(|raw| p.is_none_or(|p| !p.dropped(*raw)))
                 .collect();
             let mut out = s.decisions(&committed)?;
             if let Some(p) = p {
@@ -306,12 +303,11 @@ impl StateReader {
             let after_key = after.map(|a| ident_key(kind, a));
             let newer: Vec<(&String, Option<u64>)> = p
                 .map(|p| {
-                    p.owners
-                        .iter()
+                    p.all_owners()
+                        .into_iter()
                         .filter(|(k, _)| {
                             k.starts_with(&want) && after_key.as_ref().is_none_or(|a| *k > a)
                         })
-                        .map(|(k, v)| (k, *v))
                         .collect()
                 })
                 .unwrap_or_default();
@@ -348,10 +344,9 @@ impl StateReader {
         self.with(|p, s| {
             let newer: Vec<(u64, Option<&Arc<Profile>>)> = p
                 .map(|p| {
-                    p.profiles
-                        .iter()
-                        .filter(|(k, _)| after.is_none_or(|a| **k > a))
-                        .map(|(k, v)| (*k, v.as_ref()))
+                    p.all_profiles()
+                        .into_iter()
+                        .filter(|(k, _)| after.is_none_or(|a| *k > a))
                         .collect()
                 })
                 .unwrap_or_default();
