@@ -14,6 +14,7 @@ pub mod identity;
 pub mod ids;
 pub mod ingest;
 pub mod profile;
+pub mod share;
 
 pub use clock::{Clock, FixedClock, SystemClock};
 pub use event::{EventType, StoredEvent};
