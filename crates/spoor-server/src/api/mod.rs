@@ -3,6 +3,7 @@
 pub mod audiences;
 pub mod computed;
 pub mod events;
+pub mod exports;
 pub mod health;
 pub mod ingest;
 pub mod memberships;
@@ -31,6 +32,7 @@ pub fn router(app: AppState) -> Router {
         .merge(profiles::routes())
         .merge(audiences::routes())
         .merge(memberships::routes())
+        .merge(exports::routes())
         .merge(computed::routes())
         .merge(health::routes())
         .layer(middleware::from_fn_with_state(app.clone(), count_requests))

@@ -5,6 +5,7 @@ mod admin;
 mod audiences;
 mod bad_input;
 mod common;
+mod exports;
 mod fixtures;
 mod ingest;
 mod memberships;

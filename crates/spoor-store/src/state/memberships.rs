@@ -305,6 +305,13 @@ impl StateReader {
         Ok(self.bitmaps(&[name])?[0].len())
     }
 
+    /// The members of an audience now, as one immutable bitmap (empty if none): a file
+    /// export iterates it while the processor goes on, and sees exactly this moment — the
+    /// processor copies a bitmap on write while a reader holds it.
+    pub fn audience_snapshot(&self, name: &str) -> Result<Arc<RoaringTreemap>, StoreError> {
+        Ok(self.bitmaps(&[name])?.swap_remove(0))
+    }
+
     /// Up to `limit` members in id order, strictly after `after`.
     pub fn audience_members(
         &self,
