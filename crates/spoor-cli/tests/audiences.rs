@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{run, spoor_admin, spoor_cmd, Server, ADMIN_TOKEN};
+use common::{run, spoor_admin, spoor_cmd, Server, ADMIN_TOKEN, WRITE_KEY};
 use std::time::Duration;
 
 #[test]
@@ -211,7 +211,7 @@ fn audiences_create_list_validate_and_traits() {
     assert!(out.stderr.contains("no admin token"), "{out}");
 }
 
-/// members / size / overlap: argument parsing only (their endpoints live elsewhere).
+/// members / size / overlap / export: argument parsing only (their endpoints live elsewhere).
 #[test]
 fn membership_commands_parse_their_arguments() {
     let parse = |args: &[&str]| {
@@ -227,6 +227,16 @@ fn membership_commands_parse_their_arguments() {
         &["audiences", "members", "a", "--export"],
         &["audiences", "size", "a"],
         &["audiences", "overlap", "a", "b", "--json"],
+        &[
+            "audiences",
+            "export",
+            "a",
+            "--since",
+            "3",
+            "--traits",
+            "x,y",
+            "--plain",
+        ],
     ] {
         let out = parse(args);
         out.assert_failed();
@@ -240,8 +250,132 @@ fn membership_commands_parse_their_arguments() {
         &["audiences", "create", "a"],
         &["audiences", "validate", "--rule", "x", "--rule-file", "f"],
         &["traits", "create"],
+        &["audiences", "export", "a", "--since", "last"],
+        &["audiences", "export"],
     ] {
         let out = parse(args);
         assert_eq!(out.code, Some(2), "{args:?}: {out}");
     }
+}
+
+/// `spoor audiences export`: a full CSV file with hashed e-mails, then a delta as NDJSON from
+/// the printed cursor after someone leaves.
+#[test]
+fn audiences_export_writes_files_and_prints_the_next_cursor() {
+    const ANN: &str = "71d4f55f72fa128dfb468a1a3901507c804b74316488744d769d7f4b16696476";
+    let root = tempfile::tempdir().unwrap();
+    let server = Server::start_fresh(root.path());
+    let admin = Some(ADMIN_TOKEN);
+    spoor_admin(
+        &server,
+        admin,
+        &[
+            "audiences",
+            "create",
+            "pros",
+            "--rule",
+            "trait plan = \"pro\"",
+        ],
+    )
+    .assert_ok();
+    let ingest = |events: serde_json::Value| {
+        let (s, v) = server.post(
+            "/v1/batch",
+            &serde_json::json!({"batch": events}),
+            WRITE_KEY,
+        );
+        assert_eq!(s, 200, "{v}");
+        let (_, st) = server.admin_get("/v1/admin/processor");
+        let last = st["ingested_seq"].as_u64().unwrap();
+        let (_, st) = server.admin_get(&format!(
+            "/v1/admin/processor?wait_for={last}&timeout_ms=20000"
+        ));
+        assert_eq!(st["processed_seq"].as_u64(), Some(last), "{st}");
+    };
+    ingest(serde_json::json!([
+        {"type": "identify", "userId": "u0", "messageId": "a",
+         "traits": {"plan": "pro", "email": "Ann@Example.com", "first_name": "Ann"}},
+        {"type": "identify", "userId": "u1", "messageId": "b",
+         "traits": {"plan": "pro", "email": "bob@example.com"}},
+    ]));
+
+    let file = root.path().join("pros.csv");
+    let out = spoor_admin(
+        &server,
+        admin,
+        &[
+            "audiences",
+            "export",
+            "pros",
+            "--traits",
+            "first_name",
+            "-o",
+            file.to_str().unwrap(),
+        ],
+    );
+    out.assert_ok();
+    let csv = std::fs::read_to_string(&file).unwrap();
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(
+        lines[0], "action,id,user_id,email_sha256,phone_sha256,first_name",
+        "{csv}"
+    );
+    assert_eq!(lines.len(), 3, "{csv}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.ends_with(&format!(",u0,{ANN},,Ann"))),
+        "{csv}"
+    );
+    assert!(out.stderr.contains("exported 2 profiles"), "{out}");
+    let cursor: String = out
+        .stderr
+        .split("next cursor: ")
+        .nth(1)
+        .expect("a cursor on stderr")
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    assert!(!root.path().join("pros.csv.part").exists());
+
+    // Bob leaves; the delta from the cursor, plain, on standard output.
+    ingest(serde_json::json!([
+        {"type": "identify", "userId": "u1", "messageId": "c", "traits": {"plan": "free"}},
+    ]));
+    let out = spoor_admin(
+        &server,
+        admin,
+        &[
+            "audiences",
+            "export",
+            "pros",
+            "--since",
+            &cursor,
+            "--format",
+            "ndjson",
+            "--plain",
+        ],
+    );
+    out.assert_ok();
+    let rows: Vec<serde_json::Value> = out
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(rows.len(), 1, "{out}");
+    assert_eq!(rows[0]["action"], "remove", "{out}");
+    assert_eq!(rows[0]["email"], "bob@example.com", "{out}");
+    assert!(out.stderr.contains("next cursor: "), "{out}");
+
+    // Refusals carry the server's reason.
+    let out = spoor_admin(&server, admin, &["audiences", "export", "nope"]);
+    out.assert_failed();
+    assert!(out.stderr.contains("404"), "{out}");
+    let out = spoor_admin(
+        &server,
+        admin,
+        &["audiences", "export", "pros", "--format", "parquet"],
+    );
+    out.assert_failed();
+    assert!(out.stderr.contains("not one of csv, ndjson"), "{out}");
 }

@@ -131,6 +131,10 @@ pub enum AudiencesCmd {
         #[command(flatten)]
         conn: Conn,
     },
+    /// Write an audience as a file for an ad platform or e-mail tool (CSV or NDJSON, e-mail
+    /// and phone SHA-256 hashed), in full or the changes since a cursor; the next cursor is
+    /// printed on standard error.
+    Export(crate::commands::export::ExportArgs),
     /// How many people are in an audience now.
     Size {
         name: String,
@@ -524,6 +528,7 @@ pub fn audiences(cmd: AudiencesCmd) -> anyhow::Result<()> {
                     eprintln!("more: --cursor {next}");
                 }
             }
+            AudiencesCmd::Export(a) => crate::commands::export::run(a).await?,
             AudiencesCmd::Size { name, conn } => {
                 let c = Client::new(&conn)?;
                 let path = format!("/v1/audiences/{name}/size");

@@ -3,6 +3,7 @@
 pub mod admin;
 pub mod audiences;
 pub mod bench;
+pub mod export;
 pub mod import;
 pub mod serve;
 pub mod state;
