@@ -3,6 +3,7 @@
 
 pub mod audiences;
 pub mod e2e;
+pub mod export;
 pub mod identity_quality;
 pub mod ingest;
 pub mod shop;

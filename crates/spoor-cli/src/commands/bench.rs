@@ -17,6 +17,8 @@ pub enum BenchCmd {
     /// Computed traits and audiences: processing cost, backfill, window-expiry lateness,
     /// size and overlap on the membership bitmaps, each against a brute-force reference.
     Audiences(crate::bench::audiences::AudienceBenchArgs),
+    /// Audience file export over HTTP: rows/s of full CSV/NDJSON exports and of a delta.
+    Export(crate::bench::export::ExportBenchArgs),
 }
 
 pub fn run(cmd: BenchCmd) -> anyhow::Result<()> {
@@ -25,5 +27,6 @@ pub fn run(cmd: BenchCmd) -> anyhow::Result<()> {
         BenchCmd::IdentityQuality(a) => identity_quality::run(a),
         BenchCmd::E2e(a) => crate::bench::e2e::run(a),
         BenchCmd::Audiences(a) => crate::bench::audiences::run(a),
+        BenchCmd::Export(a) => crate::bench::export::run(a),
     }
 }
