@@ -158,6 +158,7 @@ async fn export(
         .map_err(ApiError::internal)??
     };
     let members = plan.members();
+    let content_type = HeaderValue::from_static(spec.format.content_type());
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(4);
     tokio::task::spawn_blocking(move || {
         let sent = match plan {
@@ -178,10 +179,7 @@ async fn export(
         rx.recv().await.map(|item| (item, rx))
     });
     let headers = [
-        (
-            header::CONTENT_TYPE,
-            HeaderValue::from_static(spec_type(&q)),
-        ),
+        (header::CONTENT_TYPE, content_type),
         (
             HeaderName::from_static(NEXT_CURSOR),
             HeaderValue::from(head),
@@ -189,14 +187,6 @@ async fn export(
         (HeaderName::from_static(MEMBERS), HeaderValue::from(members)),
     ];
     Ok((headers, Body::from_stream(body)).into_response())
-}
-
-fn spec_type(q: &ExportQuery) -> &'static str {
-    q.format
-        .as_deref()
-        .and_then(Format::parse)
-        .unwrap_or(Format::Csv)
-        .content_type()
 }
 
 /// Writes the rows of `items` in chunks of [`PAGE`] members. Stops quietly when the client
@@ -285,4 +275,71 @@ fn fold_changes(
         after = last;
     }
     Ok(fold.finish())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use spoor_store::state::{ChangeCause, MembershipChange, StateStore};
+
+    fn change(audience: &str, pid: u64, entered: bool) -> MembershipChange {
+        MembershipChange {
+            audience: audience.into(),
+            profile: ProfileId::from_raw(pid),
+            entered,
+            at_ms: 0,
+            seq: 0,
+            cause: ChangeCause::Event,
+        }
+    }
+
+    #[test]
+    fn the_feed_head_is_found_by_search_before_and_after_a_checkpoint() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateStore::open(dir.path()).unwrap();
+        let mut st = store.processor_state(16).unwrap();
+        let r = store.reader().unwrap();
+        assert_eq!(feed_head(&r).unwrap(), 0);
+        for n in 1..=70u64 {
+            assert_eq!(st.record_membership(change("a", n, true)), n);
+            assert_eq!(feed_head(&r).unwrap(), n);
+            if n % 16 == 0 {
+                st.checkpoint().unwrap();
+            }
+        }
+        st.checkpoint().unwrap();
+        assert_eq!(feed_head(&store.durable_reader().unwrap()).unwrap(), 70);
+    }
+
+    #[test]
+    fn a_delta_keeps_its_audience_up_to_the_head_and_a_snapshot_does_not_move() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateStore::open(dir.path()).unwrap();
+        let mut st = store.processor_state(16).unwrap();
+        let r = store.reader().unwrap();
+        for (aud, pid, entered) in [
+            ("a", 1, true),  // 1
+            ("b", 2, true),  // 2: another audience
+            ("a", 3, true),  // 3
+            ("a", 1, false), // 4: 1 came and went
+            ("a", 4, true),  // 5: after the head below
+        ] {
+            st.set_member(aud, ProfileId::from_raw(pid), entered);
+            st.record_membership(change(aud, pid, entered));
+        }
+        let p = ProfileId::from_raw;
+        assert_eq!(fold_changes(&r, "a", 0, 4).unwrap(), [(p(3), Action::Add)]);
+        assert_eq!(
+            fold_changes(&r, "a", 3, 5).unwrap(),
+            [(p(1), Action::Remove), (p(4), Action::Add)]
+        );
+        assert!(fold_changes(&r, "b", 2, 5).unwrap().is_empty());
+
+        let snap = r.audience_snapshot("a").unwrap();
+        st.set_member("a", p(9), true);
+        st.set_member("a", p(3), false);
+        assert_eq!(snap.iter().collect::<Vec<_>>(), [3, 4], "as it was");
+        assert_eq!(r.audience_size("a").unwrap(), 2);
+        assert!(r.audience_snapshot("nobody").unwrap().is_empty());
+    }
 }
