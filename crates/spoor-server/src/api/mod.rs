@@ -2,6 +2,7 @@
 
 pub mod audiences;
 pub mod computed;
+pub mod destinations;
 pub mod events;
 pub mod health;
 pub mod ingest;
@@ -32,6 +33,7 @@ pub fn router(app: AppState) -> Router {
         .merge(audiences::routes())
         .merge(memberships::routes())
         .merge(computed::routes())
+        .merge(destinations::routes())
         .merge(health::routes())
         .layer(middleware::from_fn_with_state(app.clone(), count_requests))
         .with_state(app)
