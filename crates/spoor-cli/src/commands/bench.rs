@@ -17,6 +17,9 @@ pub enum BenchCmd {
     /// Computed traits and audiences: processing cost, backfill, window-expiry lateness,
     /// size and overlap on the membership bitmaps, each against a brute-force reference.
     Audiences(crate::bench::audiences::AudienceBenchArgs),
+    /// Webhook deliveries/s (single and batched) to a local receiver, and the delay a healthy
+    /// destination sees while another one is failing.
+    Destinations(crate::bench::destinations::DestinationBenchArgs),
 }
 
 pub fn run(cmd: BenchCmd) -> anyhow::Result<()> {
@@ -25,5 +28,6 @@ pub fn run(cmd: BenchCmd) -> anyhow::Result<()> {
         BenchCmd::IdentityQuality(a) => identity_quality::run(a),
         BenchCmd::E2e(a) => crate::bench::e2e::run(a),
         BenchCmd::Audiences(a) => crate::bench::audiences::run(a),
+        BenchCmd::Destinations(a) => crate::bench::destinations::run(a),
     }
 }

@@ -3,6 +3,7 @@
 pub mod admin;
 pub mod audiences;
 pub mod bench;
+pub mod destinations;
 pub mod import;
 pub mod serve;
 pub mod state;
