@@ -81,3 +81,14 @@ fn main() -> ExitCode {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    /// Catches clashing argument names (e.g. a subcommand's `--url` beside the global
+    /// server `--url`) before a user does.
+    #[test]
+    fn command_line_definition_is_consistent() {
+        use clap::CommandFactory;
+        super::Cli::command().debug_assert();
+    }
+}

@@ -17,9 +17,9 @@ pub struct DefArgs {
     /// The definition as JSON (the API's body; `-` reads standard input).
     #[arg(long)]
     pub file: Option<PathBuf>,
-    /// Webhook URL to POST to.
+    /// Webhook URL to POST to (`--url` is the Spoor server's).
     #[arg(long)]
-    pub url: Option<String>,
+    pub webhook_url: Option<String>,
     /// Subscribe to every event.
     #[arg(long)]
     pub all_events: bool,
@@ -146,7 +146,7 @@ impl DefArgs {
         }
         base.entry("type").or_insert(json!("webhook"));
         let webhook = base.entry("webhook").or_insert(json!({}));
-        if let Some(u) = &self.url {
+        if let Some(u) = &self.webhook_url {
             webhook["url"] = json!(u);
         }
         if let Some(b) = self.batch_size {
