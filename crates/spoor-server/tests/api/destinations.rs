@@ -184,6 +184,19 @@ async fn events_are_filtered_mapped_signed_and_delivered_once() {
     let (s, list) = call(&srv, "GET", "/v1/destinations", None).await;
     assert_eq!(s, 200);
     assert!(list["destinations"][0].get("secret").is_none(), "{list}");
+    let metrics = srv
+        .http
+        .get(format!("{}/metrics", srv.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(r#"spoor_destination{destination="orders",what="delivered"} 2"#),
+        "{metrics}"
+    );
 }
 
 #[tokio::test]
