@@ -42,6 +42,9 @@ enum Command {
     /// Define computed traits (values derived from a person's events).
     #[command(subcommand)]
     Traits(commands::audiences::TraitsCmd),
+    /// Send events and audience changes to webhooks: configure, test, dead letters, log.
+    #[command(subcommand)]
+    Destinations(commands::destinations::DestinationsCmd),
     /// Re-derive profiles and the identity graph from the event log (server stopped).
     Rebuild(commands::state::RebuildArgs),
     /// Bulk-import Segment events (NDJSON) or records (CSV) through the import API.
@@ -66,6 +69,7 @@ fn main() -> ExitCode {
         Command::Profiles(c) => commands::state::profiles(c),
         Command::Audiences(c) => commands::audiences::audiences(c),
         Command::Traits(c) => commands::audiences::traits(c),
+        Command::Destinations(c) => commands::destinations::run(c),
         Command::Rebuild(a) => commands::state::rebuild(a),
         Command::Bench(c) => commands::bench::run(c),
     };
@@ -75,5 +79,16 @@ fn main() -> ExitCode {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// Catches clashing argument names (e.g. a subcommand's `--url` beside the global
+    /// server `--url`) before a user does.
+    #[test]
+    fn command_line_definition_is_consistent() {
+        use clap::CommandFactory;
+        super::Cli::command().debug_assert();
     }
 }

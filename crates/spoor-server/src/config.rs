@@ -21,7 +21,14 @@ pub struct Config {
     /// Identifier types, limits, priorities and blocked values (see `spoor config`).
     #[serde(default)]
     pub identity: spoor_core::identity::IdentityConfig,
+    pub destinations: DestinationsConfig,
     pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DestinationsConfig {
+    pub poll_ms: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -160,6 +167,9 @@ impl Config {
         }
         if self.processor.checkpoint_events == 0 {
             return bad("processor.checkpoint_events must be at least 1".into());
+        }
+        if self.destinations.poll_ms == 0 || self.destinations.poll_ms > 60_000 {
+            return bad("destinations.poll_ms must be 1-60000".into());
         }
         if self.storage.data_dir.as_os_str().is_empty() {
             return bad("storage.data_dir must not be empty".into());

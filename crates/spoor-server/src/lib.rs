@@ -7,6 +7,7 @@ pub mod auth;
 pub mod body;
 pub mod config;
 pub mod defs;
+pub mod destinations;
 pub mod error;
 pub mod metrics;
 pub mod processor;
@@ -45,6 +46,8 @@ pub struct Inner {
     pub rules: spoor_core::identity::IdentityRules,
     /// Audience and computed-trait definitions (the API writes, the processor reads).
     pub defs: defs::DefsHandle,
+    /// Destinations and their delivery workers (started by [`serve`]).
+    pub destinations: Arc<destinations::Destinations>,
 }
 
 impl Deref for AppState {
@@ -138,6 +141,7 @@ impl AppState {
             pipeline,
             cfg.processor.clone(),
         )?;
+        let destinations = Arc::new(destinations::Destinations::open(&dir.join("destinations"))?);
         let inner = Inner {
             cfg,
             auth,
@@ -152,6 +156,7 @@ impl AppState {
             processor,
             rules,
             defs,
+            destinations,
         };
         Ok((Self(Arc::new(inner)), first))
     }
@@ -163,11 +168,24 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let router = api::router(app);
-    axum::serve(
+    app.destinations
+        .start(destinations::worker::Context {
+            log: app.reader.clone(),
+            state: app.state.clone(),
+            store: app.destinations.store.clone(),
+            http: app.destinations.http.clone(),
+            poll: Duration::from_millis(app.cfg.destinations.poll_ms),
+        })
+        .await
+        .map_err(std::io::Error::other)?;
+    let router = api::router(app.clone());
+    let served = axum::serve(
         listener,
         router.into_make_service_with_connect_info::<SocketAddr>(),
     )
     .with_graceful_shutdown(shutdown)
-    .await
+    .await;
+    // Workers hold the stores open; stop them so the data directory can be reopened.
+    app.destinations.shutdown().await;
+    served
 }

@@ -24,6 +24,13 @@ pub struct ReasonLabels {
     pub reason: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DestinationLabels {
+    pub destination: String,
+    /// `delivered`, `dead_letters`, `retries`, `requests`, `events_behind`, `paused`.
+    pub what: String,
+}
+
 /// Every metric Spoor exports. Cheap to update from any thread.
 pub struct Metrics {
     registry: Registry,
@@ -40,6 +47,8 @@ pub struct Metrics {
     pub durable_seq: Gauge<u64, AtomicU64>,
     pub processor_lag: Gauge<u64, AtomicU64>,
     pub live_profiles: Gauge<u64, AtomicU64>,
+    /// Per destination, read from the delivery store when `/metrics` is scraped.
+    pub destinations: Family<DestinationLabels, Gauge<u64, AtomicU64>>,
 }
 
 impl Default for Metrics {
@@ -123,8 +132,15 @@ impl Default for Metrics {
             "Live (unmerged) profiles",
             live_profiles.clone(),
         );
+        let destinations = Family::<DestinationLabels, Gauge<u64, AtomicU64>>::default();
+        registry.register(
+            "destination",
+            "Per destination: items delivered, dead letters, retries, requests, events not yet handled, paused (1)",
+            destinations.clone(),
+        );
         Self {
             registry,
+            destinations,
             processed_seq,
             durable_seq,
             processor_lag,

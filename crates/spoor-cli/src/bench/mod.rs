@@ -2,6 +2,7 @@
 //! suite asserts behaviour, benchmarks report speed.
 
 pub mod audiences;
+pub mod destinations;
 pub mod e2e;
 pub mod export;
 pub mod identity_quality;

@@ -19,6 +19,9 @@ pub enum BenchCmd {
     Audiences(crate::bench::audiences::AudienceBenchArgs),
     /// Audience file export over HTTP: rows/s of full CSV/NDJSON exports and of a delta.
     Export(crate::bench::export::ExportBenchArgs),
+    /// Webhook deliveries/s (single and batched) to a local receiver, and the delay a healthy
+    /// destination sees while another one is failing.
+    Destinations(crate::bench::destinations::DestinationBenchArgs),
 }
 
 pub fn run(cmd: BenchCmd) -> anyhow::Result<()> {
@@ -28,5 +31,6 @@ pub fn run(cmd: BenchCmd) -> anyhow::Result<()> {
         BenchCmd::E2e(a) => crate::bench::e2e::run(a),
         BenchCmd::Audiences(a) => crate::bench::audiences::run(a),
         BenchCmd::Export(a) => crate::bench::export::run(a),
+        BenchCmd::Destinations(a) => crate::bench::destinations::run(a),
     }
 }

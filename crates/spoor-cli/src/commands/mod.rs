@@ -4,6 +4,7 @@ pub mod admin;
 pub mod audiences;
 pub mod bench;
 pub mod export;
+pub mod destinations;
 pub mod import;
 pub mod serve;
 pub mod state;

@@ -49,6 +49,31 @@ async fn metrics(State(app): State<AppState>) -> impl IntoResponse {
     app.metrics
         .live_profiles
         .set(st.live_profiles.load(std::sync::atomic::Ordering::Relaxed));
+    let store = &app.destinations.store;
+    if let Ok(all) = store.destinations() {
+        for d in all {
+            let Ok(s) = store.state(&d.name) else {
+                continue;
+            };
+            let values = [
+                ("delivered", s.delivered),
+                ("dead_letters", s.dead),
+                ("retries", s.retries),
+                ("requests", s.requests),
+                ("events_behind", last.saturating_sub(s.event_cursor)),
+                ("paused", u64::from(s.paused.is_some())),
+            ];
+            for (what, v) in values {
+                app.metrics
+                    .destinations
+                    .get_or_create(&crate::metrics::DestinationLabels {
+                        destination: d.name.clone(),
+                        what: what.into(),
+                    })
+                    .set(v);
+            }
+        }
+    }
     (
         [(
             header::CONTENT_TYPE,

@@ -2,6 +2,7 @@
 
 pub mod audiences;
 pub mod computed;
+pub mod destinations;
 pub mod events;
 pub mod exports;
 pub mod health;
@@ -34,6 +35,7 @@ pub fn router(app: AppState) -> Router {
         .merge(memberships::routes())
         .merge(exports::routes())
         .merge(computed::routes())
+        .merge(destinations::routes())
         .merge(health::routes())
         .layer(middleware::from_fn_with_state(app.clone(), count_requests))
         .with_state(app)

@@ -1,0 +1,417 @@
+//! `spoor destinations …`: configure webhook destinations, test them, look at their health,
+//! dead letters and one person's delivery log — thin commands over the admin API.
+//!
+//! A definition is given as a JSON file (the API's body, see README) and/or flags for the
+//! common fields; flags win over the file.
+
+use crate::client::{Client, Conn};
+use anyhow::{bail, Context};
+use clap::{Args, Subcommand};
+use reqwest::Method;
+use serde_json::{json, Map, Value};
+use std::io::Read;
+use std::path::PathBuf;
+
+#[derive(Args, Debug, Clone, Default)]
+pub struct DefArgs {
+    /// The definition as JSON (the API's body; `-` reads standard input).
+    #[arg(long)]
+    pub file: Option<PathBuf>,
+    /// Webhook URL to POST to (`--url` is the Spoor server's).
+    #[arg(long)]
+    pub webhook_url: Option<String>,
+    /// Subscribe to every event.
+    #[arg(long)]
+    pub all_events: bool,
+    /// Subscribe to events with this name (repeatable).
+    #[arg(long = "event")]
+    pub events: Vec<String>,
+    /// Subscribe to entries and exits of this audience (`*`: all; repeatable).
+    #[arg(long = "audience")]
+    pub audiences: Vec<String>,
+    /// Items per request (1: one JSON object each; more: a JSON array).
+    #[arg(long)]
+    pub batch_size: Option<usize>,
+    /// jq mapping of each item to what is sent.
+    #[arg(long)]
+    pub mapping: Option<String>,
+    /// Extra header `Name: value` (repeatable).
+    #[arg(long = "header")]
+    pub headers: Vec<String>,
+    /// Send `Authorization: Bearer <token>`.
+    #[arg(long)]
+    pub bearer: Option<String>,
+    /// A consent purpose the destination serves (repeatable).
+    #[arg(long = "purpose")]
+    pub purposes: Vec<String>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum DestinationsCmd {
+    /// List destinations with their health.
+    List {
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Show one destination: definition, signing secret, counters, last error.
+    Show {
+        name: String,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Create a destination; prints its signing secret (whsec_…).
+    Create {
+        name: String,
+        #[command(flatten)]
+        def: DefArgs,
+        /// Deliver the whole history instead of what happens from now on.
+        #[arg(long)]
+        from_beginning: bool,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Change a destination (the current definition, changed by the file and flags).
+    Update {
+        name: String,
+        #[command(flatten)]
+        def: DefArgs,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Delete a destination with its queue position and dead letters.
+    Delete {
+        name: String,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Send a sample item to the destination and show the receiver's answer.
+    Test {
+        name: String,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// List deliveries that failed for good.
+    DeadLetters {
+        name: String,
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+        #[arg(long)]
+        after: Option<u64>,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Send dead letters again (all, or the given ids), with their original keys.
+    Replay {
+        name: String,
+        ids: Vec<u64>,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Resume a destination Spoor paused after failing beyond its grace period.
+    Resume {
+        name: String,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// What was delivered about one person (`prof_…` or `type:value`).
+    Log {
+        profile: String,
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+        #[command(flatten)]
+        conn: Conn,
+    },
+}
+
+fn read_json(p: &PathBuf) -> anyhow::Result<Value> {
+    let mut s = String::new();
+    if p.as_os_str() == "-" {
+        std::io::stdin().read_to_string(&mut s)?;
+    } else {
+        s = std::fs::read_to_string(p).with_context(|| format!("cannot read {}", p.display()))?;
+    }
+    serde_json::from_str(&s).with_context(|| format!("{} is not JSON", p.display()))
+}
+
+impl DefArgs {
+    /// `base` changed by the file, then the flags.
+    fn apply(&self, mut base: Map<String, Value>) -> anyhow::Result<Map<String, Value>> {
+        if let Some(f) = &self.file {
+            match read_json(f)? {
+                Value::Object(m) => base.extend(m),
+                _ => bail!("{} must hold a JSON object", f.display()),
+            }
+        }
+        base.entry("type").or_insert(json!("webhook"));
+        let webhook = base.entry("webhook").or_insert(json!({}));
+        if let Some(u) = &self.webhook_url {
+            webhook["url"] = json!(u);
+        }
+        if let Some(b) = self.batch_size {
+            webhook["batch_size"] = json!(b);
+        }
+        if let Some(m) = &self.mapping {
+            webhook["mapping"] = json!(m);
+        }
+        if let Some(t) = &self.bearer {
+            webhook["auth"] = json!({"bearer": t});
+        }
+        for h in &self.headers {
+            let (k, v) = h
+                .split_once(':')
+                .with_context(|| format!("--header {h:?} is not `Name: value`"))?;
+            if !webhook["headers"].is_object() {
+                webhook["headers"] = json!({});
+            }
+            webhook["headers"][k.trim()] = json!(v.trim());
+        }
+        let subs = base.entry("subscriptions").or_insert(json!({}));
+        if self.all_events || !self.events.is_empty() {
+            let mut ev: Vec<Value> = self.events.iter().map(|n| json!({"name": n})).collect();
+            if self.all_events {
+                ev = vec![json!({})];
+            }
+            subs["events"] = json!(ev);
+        }
+        if !self.audiences.is_empty() {
+            subs["audiences"] = json!(self
+                .audiences
+                .iter()
+                .map(|a| json!({"audience": a}))
+                .collect::<Vec<_>>());
+        }
+        if !self.purposes.is_empty() {
+            base.insert("purposes".into(), json!(self.purposes));
+        }
+        Ok(base)
+    }
+}
+
+fn s(v: &Value) -> String {
+    match v {
+        Value::Null => "-".into(),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+fn pretty(v: &Value) -> String {
+    serde_json::to_string_pretty(v).unwrap_or_default()
+}
+
+pub fn run(cmd: DestinationsCmd) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(run_async(cmd))
+}
+
+async fn run_async(cmd: DestinationsCmd) -> anyhow::Result<()> {
+    match cmd {
+        DestinationsCmd::List { json, conn } => {
+            let c = Client::new(&conn)?;
+            let v = c.send(c.request(Method::GET, "/v1/destinations")?).await?;
+            if json {
+                println!("{}", pretty(&v));
+                return Ok(());
+            }
+            let list = v["destinations"].as_array().cloned().unwrap_or_default();
+            if list.is_empty() {
+                println!("no destinations");
+            }
+            println!(
+                "{:<20} {:<9} {:>10} {:>8} {:>6} {:>8}  URL / LAST ERROR",
+                "NAME", "STATUS", "DELIVERED", "RETRIES", "DEAD", "LAT(ms)"
+            );
+            for d in list {
+                let st = &d["stats"];
+                println!(
+                    "{:<20} {:<9} {:>10} {:>8} {:>6} {:>8}  {}",
+                    s(&d["name"]),
+                    s(&d["status"]),
+                    s(&st["delivered"]),
+                    s(&st["retries"]),
+                    s(&st["dead_letters"]),
+                    s(&st["latency_ms"]["avg"]),
+                    if st["last_error"].is_null() {
+                        s(&d["webhook"]["url"])
+                    } else {
+                        s(&st["last_error"])
+                    }
+                );
+            }
+        }
+        DestinationsCmd::Show { name, conn } => {
+            let c = Client::new(&conn)?;
+            let v = c
+                .send(c.request(Method::GET, &format!("/v1/destinations/{name}"))?)
+                .await?;
+            println!("{}", pretty(&v));
+        }
+        DestinationsCmd::Create {
+            name,
+            def,
+            from_beginning,
+            conn,
+        } => {
+            let c = Client::new(&conn)?;
+            let mut body = def.apply(Map::new())?;
+            body.insert("name".into(), json!(name));
+            if from_beginning {
+                body.insert("start".into(), json!("beginning"));
+            }
+            let v = c
+                .send(c.request(Method::POST, "/v1/destinations")?.json(&body))
+                .await?;
+            println!("created destination {name}");
+            println!(
+                "signing secret (verify webhook-signature with it): {}",
+                s(&v["secret"])
+            );
+        }
+        DestinationsCmd::Update { name, def, conn } => {
+            let c = Client::new(&conn)?;
+            let cur = c
+                .send(c.request(Method::GET, &format!("/v1/destinations/{name}"))?)
+                .await?;
+            let mut base = Map::new();
+            for k in [
+                "type",
+                "enabled",
+                "purposes",
+                "subscriptions",
+                "webhook",
+                "retry",
+            ] {
+                if let Some(v) = cur.get(k) {
+                    base.insert(k.into(), v.clone());
+                }
+            }
+            let body = def.apply(base)?;
+            c.send(
+                c.request(Method::PUT, &format!("/v1/destinations/{name}"))?
+                    .json(&body),
+            )
+            .await?;
+            println!("updated destination {name}");
+        }
+        DestinationsCmd::Delete { name, conn } => {
+            let c = Client::new(&conn)?;
+            c.send(c.request(Method::DELETE, &format!("/v1/destinations/{name}"))?)
+                .await?;
+            println!("deleted destination {name}");
+        }
+        DestinationsCmd::Test { name, conn } => {
+            let c = Client::new(&conn)?;
+            let v = c
+                .send(c.request(Method::POST, &format!("/v1/destinations/{name}/test"))?)
+                .await?;
+            let r = &v["result"];
+            println!(
+                "sent (webhook-id {}):\n{}",
+                s(&v["webhook_id"]),
+                pretty(&v["sent"])
+            );
+            if r["ok"] == true {
+                println!(
+                    "answer: HTTP {} in {} ms\n{}",
+                    s(&r["status"]),
+                    s(&r["latency_ms"]),
+                    s(&r["response"])
+                );
+            } else {
+                bail!(
+                    "the receiver did not accept it ({}): {}",
+                    if r["retryable"] == true {
+                        "would be retried"
+                    } else {
+                        "permanent"
+                    },
+                    s(&r["error"])
+                );
+            }
+        }
+        DestinationsCmd::DeadLetters {
+            name,
+            limit,
+            after,
+            conn,
+        } => {
+            let c = Client::new(&conn)?;
+            let mut path = format!("/v1/destinations/{name}/dead-letters?limit={limit}");
+            if let Some(a) = after {
+                path.push_str(&format!("&after={a}"));
+            }
+            let v = c.send(c.request(Method::GET, &path)?).await?;
+            let rows = v["dead_letters"].as_array().cloned().unwrap_or_default();
+            if rows.is_empty() {
+                println!("no dead letters");
+            }
+            for d in rows {
+                println!(
+                    "#{} {} items={} attempts={} key={} {}",
+                    s(&d["id"]),
+                    s(&d["at"]),
+                    d["items"].as_array().map_or(0, Vec::len),
+                    s(&d["attempts"]),
+                    s(&d["key"]),
+                    s(&d["error"])
+                );
+            }
+            if let Some(n) = v["next_after"].as_u64() {
+                println!("more: --after {n}");
+            }
+        }
+        DestinationsCmd::Replay { name, ids, conn } => {
+            let c = Client::new(&conn)?;
+            let body = if ids.is_empty() {
+                json!({})
+            } else {
+                json!({ "ids": ids })
+            };
+            let v = c
+                .send(
+                    c.request(Method::POST, &format!("/v1/destinations/{name}/replay"))?
+                        .json(&body),
+                )
+                .await?;
+            println!("replaying {} dead letter(s)", s(&v["replaying"]));
+        }
+        DestinationsCmd::Resume { name, conn } => {
+            let c = Client::new(&conn)?;
+            c.send(c.request(Method::POST, &format!("/v1/destinations/{name}/resume"))?)
+                .await?;
+            println!("resumed destination {name}");
+        }
+        DestinationsCmd::Log {
+            profile,
+            limit,
+            conn,
+        } => {
+            let c = Client::new(&conn)?;
+            let v = c
+                .send(c.request(
+                    Method::GET,
+                    &format!("/v1/profiles/{profile}/deliveries?limit={limit}"),
+                )?)
+                .await?;
+            let rows = v["deliveries"].as_array().cloned().unwrap_or_default();
+            println!("profile {}: {} deliveries", s(&v["profile"]), rows.len());
+            for r in rows {
+                println!(
+                    "{}  {:<16} {:<12} {:<24} HTTP {} attempts={} {}",
+                    s(&r["at"]),
+                    s(&r["destination"]),
+                    s(&r["outcome"]),
+                    s(&r["what"]),
+                    s(&r["status"]),
+                    s(&r["attempts"]),
+                    s(&r["key"])
+                );
+            }
+        }
+    }
+    Ok(())
+}

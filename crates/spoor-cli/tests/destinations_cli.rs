@@ -1,0 +1,156 @@
+//! `spoor destinations …` against a real `spoor serve` and a real webhook receiver (one path
+//! accepts, one answers 400): create (prints the signing secret), list, show, update, test,
+//! dead letters, replay, the per-person delivery log, delete.
+
+mod common;
+
+use axum::http::StatusCode;
+use axum::routing::post;
+use axum::Router;
+use common::{spoor_admin, Server, ADMIN_TOKEN, WRITE_KEY};
+use serde_json::json;
+use std::time::{Duration, Instant};
+
+/// A receiver on its own runtime: `/ok` answers 200, `/bad` 400.
+fn receiver() -> (tokio::runtime::Runtime, String) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let app = Router::new()
+        .route("/ok", post(|| async { (StatusCode::OK, "thanks") }))
+        .route(
+            "/bad",
+            post(|| async { (StatusCode::BAD_REQUEST, "no such list") }),
+        );
+    rt.spawn(async move { axum::serve(listener, app).await });
+    (rt, url)
+}
+
+fn until(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !f() {
+        assert!(Instant::now() < deadline, "{what}: not within 30 s");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn destinations_commands() {
+    let root = tempfile::tempdir().unwrap();
+    let server = Server::start_fresh(root.path());
+    let (_rt, rx) = receiver();
+    let t = Some(ADMIN_TOKEN);
+
+    let out = spoor_admin(
+        &server,
+        t,
+        &[
+            "destinations",
+            "create",
+            "hook",
+            "--webhook-url",
+            &format!("{rx}/ok"),
+            "--all-events",
+            "--header",
+            "x-api-key: k",
+            "--purpose",
+            "analytics",
+        ],
+    );
+    out.assert_ok();
+    assert!(out.stdout.contains("whsec_"), "{out}");
+    spoor_admin(
+        &server,
+        t,
+        &[
+            "destinations",
+            "create",
+            "bad",
+            "--webhook-url",
+            &format!("{rx}/bad"),
+            "--event",
+            "Signed Up",
+        ],
+    )
+    .assert_ok();
+    let dup = spoor_admin(
+        &server,
+        t,
+        &[
+            "destinations",
+            "create",
+            "hook",
+            "--webhook-url",
+            &format!("{rx}/ok"),
+        ],
+    );
+    dup.assert_failed();
+    assert!(dup.stderr.contains("exists"), "{dup}");
+
+    let out = spoor_admin(&server, t, &["destinations", "test", "hook"]);
+    out.assert_ok();
+    assert!(
+        out.stdout.contains("HTTP 200") && out.stdout.contains("thanks"),
+        "{out}"
+    );
+    let out = spoor_admin(&server, t, &["destinations", "test", "bad"]);
+    out.assert_failed();
+    assert!(
+        out.stderr.contains("permanent") && out.stderr.contains("400"),
+        "{out}"
+    );
+
+    let (s, v) = server.post(
+        "/v1/batch",
+        &json!({"batch": [{"type": "track", "userId": "u1", "event": "Signed Up", "messageId": "m1"}]}),
+        WRITE_KEY,
+    );
+    assert_eq!(s, 200, "{v}");
+    until("dead letter", || {
+        let o = spoor_admin(&server, t, &["destinations", "dead-letters", "bad"]);
+        o.ok() && o.stdout.contains("#1")
+    });
+    let out = spoor_admin(&server, t, &["destinations", "dead-letters", "bad"]);
+    assert!(out.stdout.contains("HTTP 400"), "{out}");
+    until("delivered", || {
+        let o = spoor_admin(&server, t, &["destinations", "list"]);
+        o.stdout
+            .lines()
+            .any(|l| l.starts_with("hook") && l.contains(" 1 "))
+    });
+    let out = spoor_admin(&server, t, &["destinations", "list"]);
+    assert!(out.stdout.contains("active"), "{out}");
+
+    let out = spoor_admin(&server, t, &["destinations", "replay", "bad"]);
+    out.assert_ok();
+    assert!(out.stdout.contains("replaying 1"), "{out}");
+    until("replayed to dead letters again", || {
+        let o = spoor_admin(&server, t, &["destinations", "dead-letters", "bad"]);
+        o.stdout.contains("#2")
+    });
+
+    until("delivery log", || {
+        let o = spoor_admin(&server, t, &["destinations", "log", "user_id:u1"]);
+        o.ok() && o.stdout.contains("hook") && o.stdout.contains("dead_letter")
+    });
+
+    spoor_admin(
+        &server,
+        t,
+        &["destinations", "update", "hook", "--batch-size", "5"],
+    )
+    .assert_ok();
+    let out = spoor_admin(&server, t, &["destinations", "show", "hook"]);
+    assert!(out.stdout.contains("\"batch_size\": 5"), "{out}");
+    assert!(out.stdout.contains("\"x-api-key\": \"k\""), "{out}");
+    spoor_admin(&server, t, &["destinations", "delete", "hook"]).assert_ok();
+    let out = spoor_admin(&server, t, &["destinations", "show", "hook"]);
+    out.assert_failed();
+    assert!(out.stderr.contains("404"), "{out}");
+}

@@ -1,0 +1,338 @@
+//! The delivery store: destination definitions and everything about their delivery — each
+//! destination's cursors into the two durable sources (event log seq, membership change
+//! number), counters, retry/pause state, dead letters, replays and the per-profile delivery
+//! log. One redb file, `destinations/destinations.redb`, apart from the processor's state so
+//! delivery never contends with checkpoints and can be reset without touching profiles.
+//!
+//! A worker commits its cursor together with the outcome of what it delivered (counters,
+//! dead letters, log rows) in one transaction: after a crash it resumes exactly after the
+//! last committed batch, and re-sends at most that one batch, with the same idempotency key.
+
+use super::model::Destination;
+use chrono::{DateTime, Utc};
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
+use serde_json::Value;
+use std::path::Path;
+
+const DESTS: TableDefinition<&str, &[u8]> = TableDefinition::new("destinations");
+const STATE: TableDefinition<&str, &[u8]> = TableDefinition::new("delivery_state");
+const DEAD: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("dead_letters");
+const REPLAY: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("replays");
+/// (profile key, row number) → [`LogRow`]; profile key is a profile id (`prf_…`) or, for an
+/// event whose sender had no profile yet, `user_id:…` / `anonymous_id:…`.
+const PLOG: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("profile_log");
+/// Row numbers of the profile log, shared by all destinations (`"profile_log"` → last used).
+const COUNTERS: TableDefinition<&str, u64> = TableDefinition::new("counters");
+
+#[derive(Debug, thiserror::Error)]
+#[error("delivery store: {0}")]
+pub struct DeliveryStoreError(pub String);
+
+fn err(e: impl std::fmt::Display) -> DeliveryStoreError {
+    DeliveryStoreError(e.to_string())
+}
+
+type R<T> = Result<T, DeliveryStoreError>;
+
+impl From<DeliveryStoreError> for crate::error::ApiError {
+    fn from(e: DeliveryStoreError) -> Self {
+        Self::Internal(e.0)
+    }
+}
+
+/// A destination's delivery position and health, written only by its worker (or by the
+/// API while the worker is stopped).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct DeliveryState {
+    /// Last event log seq handled (delivered, dead-lettered or not subscribed).
+    pub event_cursor: u64,
+    /// Last membership change number handled.
+    pub change_cursor: u64,
+    /// Items delivered (2xx).
+    pub delivered: u64,
+    /// Items sent to the dead letters.
+    pub dead: u64,
+    /// Failed attempts that were retried.
+    pub retries: u64,
+    /// Requests sent (a batch is one).
+    pub requests: u64,
+    /// Set while the delivery at the head of the queue is being retried.
+    pub retrying: Option<Retrying>,
+    /// Since when deliveries have failed without a success in between (ms).
+    pub failing_since_ms: Option<i64>,
+    /// Why Spoor paused the destination (failing beyond the grace period); `None`: running.
+    pub paused: Option<String>,
+    pub last_error: Option<String>,
+    pub last_error_at: Option<DateTime<Utc>>,
+    pub last_success_at: Option<DateTime<Utc>>,
+    /// Request latency (send → response), ms.
+    pub latency_last_ms: u64,
+    pub latency_max_ms: u64,
+    pub latency_sum_ms: u64,
+    /// Delay from the source (event received, membership change) to delivery, ms.
+    pub delay_last_ms: u64,
+    /// Last dead-letter id used.
+    pub last_dead_id: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Retrying {
+    pub key: String,
+    pub attempts: u32,
+    pub next_attempt_at: DateTime<Utc>,
+}
+
+/// A delivery that failed for good, with what it would have sent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeadLetter {
+    pub id: u64,
+    /// The delivery's idempotency key (the `webhook-id` it was sent with).
+    pub key: String,
+    /// The items (before mapping), so a replay maps them with the current mapping.
+    pub items: Vec<Value>,
+    /// Profile keys of the items, for the delivery log of a replay.
+    #[serde(default)]
+    pub profiles: Vec<String>,
+    pub error: String,
+    pub status: Option<u16>,
+    pub attempts: u32,
+    pub at: DateTime<Utc>,
+}
+
+/// One row of a profile's delivery log.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LogRow {
+    pub at: DateTime<Utc>,
+    pub destination: String,
+    pub key: String,
+    /// `event` or `audience`.
+    pub kind: String,
+    /// What it was: the event name/type, or `entered audience x`.
+    pub what: String,
+    /// `delivered`, `dead_letter` or `replayed`.
+    pub outcome: String,
+    pub status: Option<u16>,
+    pub attempts: u32,
+}
+
+/// The outcome of a batch, committed with the cursor that covers it.
+#[derive(Debug, Default)]
+pub struct Commit {
+    pub dead: Vec<DeadLetter>,
+    pub log: Vec<(String, LogRow)>,
+    /// Replays finished (removed from the replay queue).
+    pub replays_done: Vec<u64>,
+}
+
+pub struct DeliveryStore {
+    db: Database,
+}
+
+fn enc<T: Serialize>(v: &T) -> R<Vec<u8>> {
+    serde_json::to_vec(v).map_err(err)
+}
+
+fn dec<T: DeserializeOwned>(b: &[u8]) -> R<T> {
+    serde_json::from_slice(b).map_err(|e| DeliveryStoreError(format!("unreadable record: {e}")))
+}
+
+impl DeliveryStore {
+    pub fn open(dir: &Path) -> R<Self> {
+        std::fs::create_dir_all(dir).map_err(|e| err(format!("{}: {e}", dir.display())))?;
+        let db = Database::create(dir.join("destinations.redb")).map_err(err)?;
+        let tx = db.begin_write().map_err(err)?;
+        {
+            tx.open_table(DESTS).map_err(err)?;
+            tx.open_table(STATE).map_err(err)?;
+            tx.open_table(DEAD).map_err(err)?;
+            tx.open_table(REPLAY).map_err(err)?;
+            tx.open_table(PLOG).map_err(err)?;
+            tx.open_table(COUNTERS).map_err(err)?;
+        }
+        tx.commit().map_err(err)?;
+        Ok(Self { db })
+    }
+
+    pub fn destinations(&self) -> R<Vec<Destination>> {
+        let tx = self.db.begin_read().map_err(err)?;
+        let t = tx.open_table(DESTS).map_err(err)?;
+        let mut out = Vec::new();
+        for row in t.iter().map_err(err)? {
+            let (_, v) = row.map_err(err)?;
+            out.push(dec(v.value())?);
+        }
+        Ok(out)
+    }
+
+    pub fn destination(&self, name: &str) -> R<Option<Destination>> {
+        let tx = self.db.begin_read().map_err(err)?;
+        let t = tx.open_table(DESTS).map_err(err)?;
+        let v = t.get(name).map_err(err)?;
+        v.map(|v| dec(v.value())).transpose()
+    }
+
+    pub fn state(&self, name: &str) -> R<DeliveryState> {
+        let tx = self.db.begin_read().map_err(err)?;
+        let t = tx.open_table(STATE).map_err(err)?;
+        let v = t.get(name).map_err(err)?;
+        Ok(v.map(|v| dec(v.value())).transpose()?.unwrap_or_default())
+    }
+
+    /// Saves a definition; with `state`, also (re)sets its delivery state (creation).
+    pub fn put(&self, d: &Destination, state: Option<&DeliveryState>) -> R<()> {
+        let tx = self.db.begin_write().map_err(err)?;
+        {
+            tx.open_table(DESTS)
+                .map_err(err)?
+                .insert(d.name.as_str(), enc(d)?.as_slice())
+                .map_err(err)?;
+            if let Some(s) = state {
+                tx.open_table(STATE)
+                    .map_err(err)?
+                    .insert(d.name.as_str(), enc(s)?.as_slice())
+                    .map_err(err)?;
+            }
+        }
+        tx.commit().map_err(err)
+    }
+
+    /// Removes a destination with its state, dead letters and replays (the per-profile log
+    /// keeps its rows: they record what was sent).
+    pub fn delete(&self, name: &str) -> R<bool> {
+        let tx = self.db.begin_write().map_err(err)?;
+        let existed;
+        {
+            existed = tx
+                .open_table(DESTS)
+                .map_err(err)?
+                .remove(name)
+                .map_err(err)?
+                .is_some();
+            tx.open_table(STATE)
+                .map_err(err)?
+                .remove(name)
+                .map_err(err)?;
+            for table in [DEAD, REPLAY] {
+                let mut t = tx.open_table(table).map_err(err)?;
+                t.retain_in((name, 0)..=(name, u64::MAX), |_, _| false)
+                    .map_err(err)?;
+            }
+        }
+        tx.commit().map_err(err)?;
+        Ok(existed)
+    }
+
+    /// Writes the worker's state with the outcome of a batch, atomically.
+    pub fn commit(&self, name: &str, state: &mut DeliveryState, c: Commit) -> R<()> {
+        let tx = self.db.begin_write().map_err(err)?;
+        {
+            let mut dead = tx.open_table(DEAD).map_err(err)?;
+            for d in &c.dead {
+                dead.insert((name, d.id), enc(d)?.as_slice()).map_err(err)?;
+            }
+            let mut replay = tx.open_table(REPLAY).map_err(err)?;
+            for id in &c.replays_done {
+                replay.remove((name, *id)).map_err(err)?;
+            }
+            if !c.log.is_empty() {
+                let mut counters = tx.open_table(COUNTERS).map_err(err)?;
+                let mut next = counters
+                    .get("profile_log")
+                    .map_err(err)?
+                    .map_or(0, |v| v.value());
+                let mut plog = tx.open_table(PLOG).map_err(err)?;
+                for (profile, row) in &c.log {
+                    next += 1;
+                    plog.insert((profile.as_str(), next), enc(row)?.as_slice())
+                        .map_err(err)?;
+                }
+                counters.insert("profile_log", next).map_err(err)?;
+            }
+            tx.open_table(STATE)
+                .map_err(err)?
+                .insert(name, enc(state)?.as_slice())
+                .map_err(err)?;
+        }
+        tx.commit().map_err(err)
+    }
+
+    fn rows<T: DeserializeOwned>(
+        &self,
+        table: TableDefinition<(&str, u64), &[u8]>,
+        name: &str,
+        after: u64,
+        limit: usize,
+    ) -> R<Vec<T>> {
+        let tx = self.db.begin_read().map_err(err)?;
+        let t = tx.open_table(table).map_err(err)?;
+        let mut out = Vec::new();
+        let Some(from) = after.checked_add(1) else {
+            return Ok(out);
+        };
+        for row in t.range((name, from)..=(name, u64::MAX)).map_err(err)? {
+            let (_, v) = row.map_err(err)?;
+            out.push(dec(v.value())?);
+            if out.len() >= limit {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Dead letters with an id greater than `after`, oldest first.
+    pub fn dead_letters(&self, name: &str, after: u64, limit: usize) -> R<Vec<DeadLetter>> {
+        self.rows(DEAD, name, after, limit)
+    }
+
+    /// Replays waiting to be sent, oldest first.
+    pub fn replays(&self, name: &str, limit: usize) -> R<Vec<DeadLetter>> {
+        self.rows(REPLAY, name, 0, limit)
+    }
+
+    /// Moves dead letters (all, or those in `ids`) to the replay queue; how many moved.
+    pub fn replay(&self, name: &str, ids: Option<&[u64]>) -> R<usize> {
+        let tx = self.db.begin_write().map_err(err)?;
+        let mut moved = 0;
+        {
+            let mut dead = tx.open_table(DEAD).map_err(err)?;
+            let mut replay = tx.open_table(REPLAY).map_err(err)?;
+            let mut taken = Vec::new();
+            for row in dead.range((name, 0)..=(name, u64::MAX)).map_err(err)? {
+                let (k, v) = row.map_err(err)?;
+                let id = k.value().1;
+                if ids.is_none_or(|ids| ids.contains(&id)) {
+                    taken.push((id, v.value().to_vec()));
+                }
+            }
+            for (id, v) in taken {
+                dead.remove((name, id)).map_err(err)?;
+                replay.insert((name, id), v.as_slice()).map_err(err)?;
+                moved += 1;
+            }
+        }
+        tx.commit().map_err(err)?;
+        Ok(moved)
+    }
+
+    /// The newest `limit` log rows of the given profile keys, newest first.
+    pub fn profile_log(&self, keys: &[String], limit: usize) -> R<Vec<LogRow>> {
+        let tx = self.db.begin_read().map_err(err)?;
+        let t = tx.open_table(PLOG).map_err(err)?;
+        let mut rows: Vec<(u64, LogRow)> = Vec::new();
+        for k in keys {
+            for row in t
+                .range((k.as_str(), 0)..=(k.as_str(), u64::MAX))
+                .map_err(err)?
+                .rev()
+                .take(limit)
+            {
+                let (key, v) = row.map_err(err)?;
+                rows.push((key.value().1, dec(v.value())?));
+            }
+        }
+        rows.sort_by(|a, b| b.1.at.cmp(&a.1.at).then(b.0.cmp(&a.0)));
+        rows.truncate(limit);
+        Ok(rows.into_iter().map(|(_, r)| r).collect())
+    }
+}
