@@ -379,7 +379,11 @@ async fn resume(
             let mut st = s.state(&name)?;
             st.paused = None;
             st.failing_since_ms = None;
-            s.commit(&name, &mut st, Default::default())
+            let durable = crate::destinations::store::Commit {
+                durable: true,
+                ..Default::default()
+            };
+            s.commit(&name, &mut st, durable)
         })
         .await??;
     Ok(Json(out(&app, &d, false)?))

@@ -119,14 +119,25 @@ pub struct LogRow {
 /// The outcome of a batch, committed with the cursor that covers it.
 #[derive(Debug, Default)]
 pub struct Commit {
+    /// fsync this commit (otherwise it is made durable by the next durable one, at most
+    /// [`DURABLE_EVERY`] later).
+    pub durable: bool,
     pub dead: Vec<DeadLetter>,
     pub log: Vec<(String, LogRow)>,
     /// Replays finished (removed from the replay queue).
     pub replays_done: Vec<u64>,
 }
 
+/// Routine commits (a position moved after a delivery) are fsynced at most this often. A
+/// crash may undo the ones since the last fsync; the worker then re-sends those items with
+/// the same idempotency keys — a receiver sees more repeats, never a gap — while an fsync
+/// per request would cap a destination at a few hundred requests a second. Dead letters,
+/// pauses and API changes are always fsynced.
+pub const DURABLE_EVERY: std::time::Duration = std::time::Duration::from_millis(200);
+
 pub struct DeliveryStore {
     db: Database,
+    last_durable: parking_lot::Mutex<std::time::Instant>,
 }
 
 fn enc<T: Serialize>(v: &T) -> R<Vec<u8>> {
@@ -151,7 +162,10 @@ impl DeliveryStore {
             tx.open_table(COUNTERS).map_err(err)?;
         }
         tx.commit().map_err(err)?;
-        Ok(Self { db })
+        Ok(Self {
+            db,
+            last_durable: parking_lot::Mutex::new(std::time::Instant::now()),
+        })
     }
 
     pub fn destinations(&self) -> R<Vec<Destination>> {
@@ -225,7 +239,21 @@ impl DeliveryStore {
 
     /// Writes the worker's state with the outcome of a batch, atomically.
     pub fn commit(&self, name: &str, state: &mut DeliveryState, c: Commit) -> R<()> {
-        let tx = self.db.begin_write().map_err(err)?;
+        let mut tx = self.db.begin_write().map_err(err)?;
+        let durable = {
+            let mut last = self.last_durable.lock();
+            let due = c.durable
+                || !c.dead.is_empty()
+                || state.paused.is_some()
+                || last.elapsed() >= DURABLE_EVERY;
+            if due {
+                *last = std::time::Instant::now();
+            }
+            due
+        };
+        if !durable {
+            tx.set_durability(redb::Durability::None).map_err(err)?;
+        }
         {
             let mut dead = tx.open_table(DEAD).map_err(err)?;
             for d in &c.dead {
@@ -255,6 +283,14 @@ impl DeliveryStore {
                 .map_err(err)?;
         }
         tx.commit().map_err(err)
+    }
+
+    /// Makes every earlier commit durable (a worker calls it when it stops).
+    pub fn flush(&self) -> R<()> {
+        let tx = self.db.begin_write().map_err(err)?;
+        tx.commit().map_err(err)?;
+        *self.last_durable.lock() = std::time::Instant::now();
+        Ok(())
     }
 
     fn rows<T: DeserializeOwned>(

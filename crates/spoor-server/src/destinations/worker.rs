@@ -81,6 +81,9 @@ pub async fn run(ctx: Context, dest: Destination, mut stop: watch::Receiver<bool
             }
         }
     }
+    if let Err(e) = ctx.store.flush() {
+        tracing::error!(destination = %name, error = %e, "cannot flush delivery state");
+    }
     tracing::info!(destination = %name, "delivery worker stopped");
 }
 
@@ -273,6 +276,7 @@ async fn deliver(
         at: now,
     };
     let commit = Commit {
+        durable: true,
         dead: vec![dead],
         log: log_rows(d, items, "dead_letter", status, attempts),
         replays_done: replay.into_iter().collect(),
