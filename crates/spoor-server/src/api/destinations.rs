@@ -67,10 +67,7 @@ fn not_found(name: &str) -> ApiError {
 }
 
 fn stats(s: &DeliveryState, last_seq: u64) -> Value {
-    let avg = s
-        .latency_sum_ms
-        .checked_div(s.requests.saturating_sub(s.retries).max(1))
-        .unwrap_or(0);
+    let avg = s.latency_sum_ms.checked_div(s.successes).unwrap_or(0);
     json!({
         "delivered": s.delivered,
         "dead_letters": s.dead,

@@ -44,6 +44,7 @@ impl From<DeliveryStoreError> for crate::error::ApiError {
 /// A destination's delivery position and health, written only by its worker (or by the
 /// API while the worker is stopped).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct DeliveryState {
     /// Last event log seq handled (delivered, dead-lettered or not subscribed).
     pub event_cursor: u64,
@@ -70,6 +71,8 @@ pub struct DeliveryState {
     pub latency_last_ms: u64,
     pub latency_max_ms: u64,
     pub latency_sum_ms: u64,
+    /// Successful requests (what `latency_sum_ms` is summed over).
+    pub successes: u64,
     /// Delay from the source (event received, membership change) to delivery, ms.
     pub delay_last_ms: u64,
     /// Last dead-letter id used.
@@ -370,5 +373,100 @@ impl DeliveryStore {
         rows.sort_by(|a, b| b.1.at.cmp(&a.1.at).then(b.0.cmp(&a.0)));
         rows.truncate(limit);
         Ok(rows.into_iter().map(|(_, r)| r).collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dead(id: u64) -> DeadLetter {
+        DeadLetter {
+            id,
+            key: format!("msg_{id}"),
+            items: vec![serde_json::json!({"id": format!("msg_{id}")})],
+            profiles: vec!["prof_a".into()],
+            error: "HTTP 400".into(),
+            status: Some(400),
+            attempts: 1,
+            at: Utc::now(),
+        }
+    }
+
+    fn row(dest: &str, key: &str) -> LogRow {
+        LogRow {
+            at: Utc::now(),
+            destination: dest.into(),
+            key: key.into(),
+            kind: "event".into(),
+            what: "E".into(),
+            outcome: "delivered".into(),
+            status: Some(200),
+            attempts: 1,
+        }
+    }
+
+    #[test]
+    fn commits_dead_letters_replays_and_profile_log_survive_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let s = DeliveryStore::open(dir.path()).unwrap();
+            let mut st = DeliveryState {
+                event_cursor: 5,
+                ..DeliveryState::default()
+            };
+            // Two destinations log rows for the same profile: neither overwrites the other.
+            s.commit(
+                "a",
+                &mut st,
+                Commit {
+                    dead: vec![dead(1), dead(2)],
+                    log: vec![("prof_a".into(), row("a", "k1"))],
+                    ..Commit::default()
+                },
+            )
+            .unwrap();
+            let mut st_b = DeliveryState::default();
+            s.commit(
+                "b",
+                &mut st_b,
+                Commit {
+                    log: vec![("prof_a".into(), row("b", "k1"))],
+                    ..Commit::default()
+                },
+            )
+            .unwrap();
+            // A routine (not fsynced) commit, then a flush, as a stopping worker does.
+            st.event_cursor = 9;
+            s.commit("a", &mut st, Commit::default()).unwrap();
+            s.flush().unwrap();
+        }
+        let s = DeliveryStore::open(dir.path()).unwrap();
+        assert_eq!(s.state("a").unwrap().event_cursor, 9);
+        assert_eq!(s.dead_letters("a", 0, 10).unwrap().len(), 2);
+        assert_eq!(s.dead_letters("a", 1, 10).unwrap()[0].id, 2);
+        assert!(s.dead_letters("b", 0, 10).unwrap().is_empty());
+        let log = s.profile_log(&["prof_a".into()], 10).unwrap();
+        assert_eq!(log.len(), 2);
+
+        assert_eq!(s.replay("a", Some(&[2])).unwrap(), 1);
+        assert_eq!(s.dead_letters("a", 0, 10).unwrap().len(), 1);
+        assert_eq!(s.replays("a", 10).unwrap()[0].id, 2);
+        let mut st = s.state("a").unwrap();
+        s.commit(
+            "a",
+            &mut st,
+            Commit {
+                replays_done: vec![2],
+                ..Commit::default()
+            },
+        )
+        .unwrap();
+        assert!(s.replays("a", 10).unwrap().is_empty());
+
+        // No definition was stored (only delivery state): it says so, and clears the rest.
+        assert!(!s.delete("a").unwrap());
+        assert!(s.dead_letters("a", 0, 10).unwrap().is_empty());
+        assert_eq!(s.state("a").unwrap(), DeliveryState::default());
     }
 }

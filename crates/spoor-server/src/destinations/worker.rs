@@ -190,6 +190,7 @@ async fn deliver(
                 st.latency_last_ms = latency_ms;
                 st.latency_max_ms = st.latency_max_ms.max(latency_ms);
                 st.latency_sum_ms += latency_ms;
+                st.successes += 1;
                 st.delay_last_ms = items
                     .last()
                     .map_or(0, |i| (now.timestamp_millis() - i.source_ms).max(0) as u64);
