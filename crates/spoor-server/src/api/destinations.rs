@@ -67,10 +67,7 @@ fn not_found(name: &str) -> ApiError {
 }
 
 fn stats(s: &DeliveryState, last_seq: u64) -> Value {
-    let avg = s
-        .latency_sum_ms
-        .checked_div(s.requests.saturating_sub(s.retries).max(1))
-        .unwrap_or(0);
+    let avg = s.latency_sum_ms.checked_div(s.successes).unwrap_or(0);
     json!({
         "delivered": s.delivered,
         "dead_letters": s.dead,
@@ -379,7 +376,11 @@ async fn resume(
             let mut st = s.state(&name)?;
             st.paused = None;
             st.failing_since_ms = None;
-            s.commit(&name, &mut st, Default::default())
+            let durable = crate::destinations::store::Commit {
+                durable: true,
+                ..Default::default()
+            };
+            s.commit(&name, &mut st, durable)
         })
         .await??;
     Ok(Json(out(&app, &d, false)?))

@@ -44,6 +44,7 @@ impl From<DeliveryStoreError> for crate::error::ApiError {
 /// A destination's delivery position and health, written only by its worker (or by the
 /// API while the worker is stopped).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct DeliveryState {
     /// Last event log seq handled (delivered, dead-lettered or not subscribed).
     pub event_cursor: u64,
@@ -70,6 +71,8 @@ pub struct DeliveryState {
     pub latency_last_ms: u64,
     pub latency_max_ms: u64,
     pub latency_sum_ms: u64,
+    /// Successful requests (what `latency_sum_ms` is summed over).
+    pub successes: u64,
     /// Delay from the source (event received, membership change) to delivery, ms.
     pub delay_last_ms: u64,
     /// Last dead-letter id used.
@@ -119,14 +122,25 @@ pub struct LogRow {
 /// The outcome of a batch, committed with the cursor that covers it.
 #[derive(Debug, Default)]
 pub struct Commit {
+    /// fsync this commit (otherwise it is made durable by the next durable one, at most
+    /// [`DURABLE_EVERY`] later).
+    pub durable: bool,
     pub dead: Vec<DeadLetter>,
     pub log: Vec<(String, LogRow)>,
     /// Replays finished (removed from the replay queue).
     pub replays_done: Vec<u64>,
 }
 
+/// Routine commits (a position moved after a delivery) are fsynced at most this often. A
+/// crash may undo the ones since the last fsync; the worker then re-sends those items with
+/// the same idempotency keys — a receiver sees more repeats, never a gap — while an fsync
+/// per request would cap a destination at a few hundred requests a second. Dead letters,
+/// pauses and API changes are always fsynced.
+pub const DURABLE_EVERY: std::time::Duration = std::time::Duration::from_millis(200);
+
 pub struct DeliveryStore {
     db: Database,
+    last_durable: parking_lot::Mutex<std::time::Instant>,
 }
 
 fn enc<T: Serialize>(v: &T) -> R<Vec<u8>> {
@@ -151,7 +165,10 @@ impl DeliveryStore {
             tx.open_table(COUNTERS).map_err(err)?;
         }
         tx.commit().map_err(err)?;
-        Ok(Self { db })
+        Ok(Self {
+            db,
+            last_durable: parking_lot::Mutex::new(std::time::Instant::now()),
+        })
     }
 
     pub fn destinations(&self) -> R<Vec<Destination>> {
@@ -225,7 +242,21 @@ impl DeliveryStore {
 
     /// Writes the worker's state with the outcome of a batch, atomically.
     pub fn commit(&self, name: &str, state: &mut DeliveryState, c: Commit) -> R<()> {
-        let tx = self.db.begin_write().map_err(err)?;
+        let mut tx = self.db.begin_write().map_err(err)?;
+        let durable = {
+            let mut last = self.last_durable.lock();
+            let due = c.durable
+                || !c.dead.is_empty()
+                || state.paused.is_some()
+                || last.elapsed() >= DURABLE_EVERY;
+            if due {
+                *last = std::time::Instant::now();
+            }
+            due
+        };
+        if !durable {
+            tx.set_durability(redb::Durability::None).map_err(err)?;
+        }
         {
             let mut dead = tx.open_table(DEAD).map_err(err)?;
             for d in &c.dead {
@@ -255,6 +286,14 @@ impl DeliveryStore {
                 .map_err(err)?;
         }
         tx.commit().map_err(err)
+    }
+
+    /// Makes every earlier commit durable (a worker calls it when it stops).
+    pub fn flush(&self) -> R<()> {
+        let tx = self.db.begin_write().map_err(err)?;
+        tx.commit().map_err(err)?;
+        *self.last_durable.lock() = std::time::Instant::now();
+        Ok(())
     }
 
     fn rows<T: DeserializeOwned>(
@@ -334,5 +373,100 @@ impl DeliveryStore {
         rows.sort_by(|a, b| b.1.at.cmp(&a.1.at).then(b.0.cmp(&a.0)));
         rows.truncate(limit);
         Ok(rows.into_iter().map(|(_, r)| r).collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dead(id: u64) -> DeadLetter {
+        DeadLetter {
+            id,
+            key: format!("msg_{id}"),
+            items: vec![serde_json::json!({"id": format!("msg_{id}")})],
+            profiles: vec!["prof_a".into()],
+            error: "HTTP 400".into(),
+            status: Some(400),
+            attempts: 1,
+            at: Utc::now(),
+        }
+    }
+
+    fn row(dest: &str, key: &str) -> LogRow {
+        LogRow {
+            at: Utc::now(),
+            destination: dest.into(),
+            key: key.into(),
+            kind: "event".into(),
+            what: "E".into(),
+            outcome: "delivered".into(),
+            status: Some(200),
+            attempts: 1,
+        }
+    }
+
+    #[test]
+    fn commits_dead_letters_replays_and_profile_log_survive_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let s = DeliveryStore::open(dir.path()).unwrap();
+            let mut st = DeliveryState {
+                event_cursor: 5,
+                ..DeliveryState::default()
+            };
+            // Two destinations log rows for the same profile: neither overwrites the other.
+            s.commit(
+                "a",
+                &mut st,
+                Commit {
+                    dead: vec![dead(1), dead(2)],
+                    log: vec![("prof_a".into(), row("a", "k1"))],
+                    ..Commit::default()
+                },
+            )
+            .unwrap();
+            let mut st_b = DeliveryState::default();
+            s.commit(
+                "b",
+                &mut st_b,
+                Commit {
+                    log: vec![("prof_a".into(), row("b", "k1"))],
+                    ..Commit::default()
+                },
+            )
+            .unwrap();
+            // A routine (not fsynced) commit, then a flush, as a stopping worker does.
+            st.event_cursor = 9;
+            s.commit("a", &mut st, Commit::default()).unwrap();
+            s.flush().unwrap();
+        }
+        let s = DeliveryStore::open(dir.path()).unwrap();
+        assert_eq!(s.state("a").unwrap().event_cursor, 9);
+        assert_eq!(s.dead_letters("a", 0, 10).unwrap().len(), 2);
+        assert_eq!(s.dead_letters("a", 1, 10).unwrap()[0].id, 2);
+        assert!(s.dead_letters("b", 0, 10).unwrap().is_empty());
+        let log = s.profile_log(&["prof_a".into()], 10).unwrap();
+        assert_eq!(log.len(), 2);
+
+        assert_eq!(s.replay("a", Some(&[2])).unwrap(), 1);
+        assert_eq!(s.dead_letters("a", 0, 10).unwrap().len(), 1);
+        assert_eq!(s.replays("a", 10).unwrap()[0].id, 2);
+        let mut st = s.state("a").unwrap();
+        s.commit(
+            "a",
+            &mut st,
+            Commit {
+                replays_done: vec![2],
+                ..Commit::default()
+            },
+        )
+        .unwrap();
+        assert!(s.replays("a", 10).unwrap().is_empty());
+
+        // No definition was stored (only delivery state): it says so, and clears the rest.
+        assert!(!s.delete("a").unwrap());
+        assert!(s.dead_letters("a", 0, 10).unwrap().is_empty());
+        assert_eq!(s.state("a").unwrap(), DeliveryState::default());
     }
 }

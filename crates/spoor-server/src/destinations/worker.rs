@@ -81,6 +81,9 @@ pub async fn run(ctx: Context, dest: Destination, mut stop: watch::Receiver<bool
             }
         }
     }
+    if let Err(e) = ctx.store.flush() {
+        tracing::error!(destination = %name, error = %e, "cannot flush delivery state");
+    }
     tracing::info!(destination = %name, "delivery worker stopped");
 }
 
@@ -187,6 +190,7 @@ async fn deliver(
                 st.latency_last_ms = latency_ms;
                 st.latency_max_ms = st.latency_max_ms.max(latency_ms);
                 st.latency_sum_ms += latency_ms;
+                st.successes += 1;
                 st.delay_last_ms = items
                     .last()
                     .map_or(0, |i| (now.timestamp_millis() - i.source_ms).max(0) as u64);
@@ -273,6 +277,7 @@ async fn deliver(
         at: now,
     };
     let commit = Commit {
+        durable: true,
         dead: vec![dead],
         log: log_rows(d, items, "dead_letter", status, attempts),
         replays_done: replay.into_iter().collect(),
