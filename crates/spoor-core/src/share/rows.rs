@@ -6,7 +6,7 @@ use super::hash::{email_key, phone_key};
 use super::{Action, ExportSpec, Format, Identifiers};
 use crate::identity::{LinkedIdentifier, ProfileId};
 use crate::profile::model::Profile;
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 /// One member to write: what the state store holds about it now.
 #[derive(Debug, Clone, Copy)]
@@ -111,27 +111,53 @@ impl RowWriter {
         self.csv.write_record(&rec).map_err(|e| e.to_string())
     }
 
+    /// One JSON object, its fields in column order (a `Map` would sort them), traits
+    /// nested in the order asked for.
     fn json_row(&mut self, c: &Cells) -> Result<(), String> {
         let cols = self.spec.columns();
-        let mut o = Map::new();
-        o.insert(cols[0].into(), c.action.as_str().into());
-        o.insert(cols[1].into(), c.id.clone().into());
-        for (k, v) in [(cols[2], c.user_id), (cols[3], c.email), (cols[4], c.phone)] {
-            o.insert(k.into(), v.map_or(Value::Null, Value::from));
+        let out = &mut self.json;
+        let field = |out: &mut Vec<u8>, first: bool, k: &str, v: &dyn erased::Json| {
+            out.push(if first { b'{' } else { b',' });
+            serde_json::to_writer(&mut *out, k)?;
+            out.push(b':');
+            v.write(out)
+        };
+        let fixed: [(&str, &dyn erased::Json); 5] = [
+            (cols[0], &c.action.as_str()),
+            (cols[1], &c.id.as_str()),
+            (cols[2], &c.user_id),
+            (cols[3], &c.email),
+            (cols[4], &c.phone),
+        ];
+        for (i, (k, v)) in fixed.into_iter().enumerate() {
+            field(out, i == 0, k, v).map_err(|e| e.to_string())?;
         }
         if !self.spec.traits.is_empty() {
-            let t: Map<String, Value> = self
-                .spec
-                .traits
-                .iter()
-                .zip(c.traits)
-                .map(|(k, v)| (k.clone(), v.cloned().unwrap_or(Value::Null)))
-                .collect();
-            o.insert("traits".into(), Value::Object(t));
+            out.extend_from_slice(b",\"traits\":");
+            for (i, (k, v)) in self.spec.traits.iter().zip(c.traits).enumerate() {
+                let v: &dyn erased::Json = match v {
+                    Some(v) => v,
+                    None => &Value::Null,
+                };
+                field(out, i == 0, k, v).map_err(|e| e.to_string())?;
+            }
+            out.push(b'}');
         }
-        serde_json::to_writer(&mut self.json, &o).map_err(|e| e.to_string())?;
-        self.json.push(b'\n');
+        out.extend_from_slice(b"}\n");
         Ok(())
+    }
+}
+
+/// Values of different types written as JSON through one `dyn` call.
+mod erased {
+    pub trait Json {
+        fn write(&self, out: &mut Vec<u8>) -> serde_json::Result<()>;
+    }
+
+    impl<T: serde::Serialize> Json for T {
+        fn write(&self, out: &mut Vec<u8>) -> serde_json::Result<()> {
+            serde_json::to_writer(out, self)
+        }
     }
 }
 

@@ -158,14 +158,22 @@ fn ndjson_has_the_same_fields_with_traits_nested_and_nulls_for_missing() {
         profile: None,
     };
     let out = write(
-        spec(Format::Ndjson, true, &["plan"], Identifiers::First),
+        spec(Format::Ndjson, true, &["plan", "age"], Identifiers::First),
         &[m],
+    );
+    assert!(
+        out.starts_with(r#"{"action":"remove","id":"#),
+        "fields in column order: {out}"
+    );
+    assert!(
+        out.ends_with("\"phone_sha256\":null,\"traits\":{\"plan\":null,\"age\":null}}\n"),
+        "traits in the order asked for: {out}"
     );
     let v: Value = serde_json::from_str(out.trim_end()).unwrap();
     assert_eq!(
         v,
         json!({"action": "remove", "id": ProfileId::from_raw(9).to_string(), "user_id": null,
-               "email_sha256": JAN, "phone_sha256": null, "traits": {"plan": null}})
+               "email_sha256": JAN, "phone_sha256": null, "traits": {"plan": null, "age": null}})
     );
     // A profile without any identifier still gets one row (its id).
     let bare = Member {
