@@ -3,8 +3,8 @@
 pub mod admin;
 pub mod audiences;
 pub mod bench;
-pub mod export;
 pub mod destinations;
+pub mod export;
 pub mod import;
 pub mod serve;
 pub mod state;
