@@ -152,6 +152,13 @@ pub fn next_flip<'a>(
     best
 }
 
+/// Whether a comparison's outcome can change with time alone (it compares with a time
+/// relative to now). Only those need [`next_flip`]; asking first spares building the
+/// compared values for every other condition on every evaluation.
+pub fn depends_on_now(cmp: &Comparison) -> bool {
+    literals(cmp).any(|l| matches!(l, Literal::Time(TimeRef::Now(_))))
+}
+
 fn literals(cmp: &Comparison) -> Box<dyn Iterator<Item = &Literal> + '_> {
     match cmp {
         Comparison::Eq { value }

@@ -2,7 +2,7 @@
 //! [`super::AudienceState`] is tested against, and the way to preview or backfill a rule.
 
 use super::ast::*;
-use super::compare::{holds, holds_any, next_flip};
+use super::compare::{depends_on_now, holds, holds_any, next_flip};
 use super::fact::{lookup, EventFact, ProfileFacts};
 use serde_json::Value;
 use std::borrow::Cow;
@@ -151,6 +151,17 @@ pub(crate) fn walk_eval(
 pub(crate) fn facts_next_flip(rule: &Rule, facts: &ProfileFacts, now_ms: i64) -> Option<i64> {
     let mut best: Option<i64> = None;
     rule.walk(&mut |r| {
+        let (Rule::Trait { cmp, .. }
+        | Rule::Computed { cmp, .. }
+        | Rule::GroupTrait { cmp, .. }
+        | Rule::Utm { cmp, .. }
+        | Rule::Device { cmp, .. }) = r
+        else {
+            return;
+        };
+        if !depends_on_now(cmp) {
+            return;
+        }
         let (values, cmp) = fact_values(r, facts);
         if let Some(cmp) = cmp {
             if let Some(t) = next_flip(values.iter().map(|v| v.as_deref()), cmp, now_ms) {
