@@ -17,10 +17,10 @@ use serde_json::{json, Value};
 use spoor_core::audience::{parse, AudienceDefinition, ComputedDefinition, EventFact};
 use spoor_core::computed::ComputedDef;
 use spoor_core::ids::SourceId;
-use spoor_core::ingest::{normalize, BatchIn, IngestContext, Limits};
+
 use spoor_server::config::{Config, Overrides};
 use spoor_server::defs::DefsHandle;
-use spoor_store::log::{EventLog, LogOptions, LogWriter, RecordIn, WriterOptions};
+use spoor_store::log::{EventLog, LogOptions, LogWriter, WriterOptions};
 use std::collections::HashSet;
 use std::path::Path;
 use std::sync::Arc;
@@ -147,8 +147,6 @@ fn write_log(dir: &Path, events: usize, people: u64) -> anyhow::Result<()> {
         Arc::new(now_ms),
     )?;
     let source = SourceId::parse("src_bench").context("source id")?;
-    let limits = Limits::default();
-    let gen = || "gen".to_string();
     let mut shop = Shop::new(7, people);
     let batch = 500;
     let span = 40 * 86_400_000i64;
@@ -157,29 +155,11 @@ fn write_log(dir: &Path, events: usize, people: u64) -> anyhow::Result<()> {
     for i in 0..n_batches {
         let at = now - span + span * i as i64 / n_batches.max(1) as i64;
         let body = shop.batch_body(batch.min(events - i * batch), at);
-        let b: BatchIn = serde_json::from_slice(&body)?;
-        let ctx = IngestContext {
-            source_id: &source,
-            received_at: chrono::DateTime::from_timestamp_millis(at).unwrap_or_default(),
-            peer_ip: None,
-            path_type: None,
-            batch_sent_at: b.sent_at.get(),
-            batch_context: b.context,
-            batch_integrations: b.integrations,
-            limits: &limits,
-            new_message_id: &gen,
-        };
-        let mut recs = Vec::new();
-        for raw in b.batch.as_deref().unwrap_or_default() {
-            if let Ok(n) = normalize(raw, &ctx) {
-                recs.push(RecordIn {
-                    timestamp_ms: n.timestamp_ms,
-                    received_ms: n.received_ms,
-                    dedupe_key: n.dedupe_key,
-                    payload: n.bytes,
-                });
-            }
-        }
+        let recs = super::batch_records(
+            &body,
+            &source,
+            chrono::DateTime::from_timestamp_millis(at).unwrap_or_default(),
+        )?;
         writer.append_blocking(recs)?;
     }
     anyhow::ensure!(
@@ -415,8 +395,6 @@ fn expiry(dir: &Path, n: u64) -> anyhow::Result<()> {
         })
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     let source = SourceId::parse("src_bench").context("source id")?;
-    let limits = Limits::default();
-    let gen = || "gen".to_string();
     let mut rng = Rng::new(3);
     let started = Instant::now();
     let per = 500u64;
@@ -427,31 +405,7 @@ fn expiry(dir: &Path, n: u64) -> anyhow::Result<()> {
                             "timestamp": chrono::DateTime::from_timestamp_millis(now).unwrap_or_default().to_rfc3339()}))
             .collect();
         let body = serde_json::to_vec(&json!({ "batch": batch }))?;
-        let b: BatchIn = serde_json::from_slice(&body)?;
-        let ctx = IngestContext {
-            source_id: &source,
-            received_at: chrono::Utc::now(),
-            peer_ip: None,
-            path_type: None,
-            batch_sent_at: b.sent_at.get(),
-            batch_context: b.context,
-            batch_integrations: b.integrations,
-            limits: &limits,
-            new_message_id: &gen,
-        };
-        let recs: Vec<RecordIn> = b
-            .batch
-            .as_deref()
-            .unwrap_or_default()
-            .iter()
-            .filter_map(|raw| normalize(raw, &ctx).ok())
-            .map(|n| RecordIn {
-                timestamp_ms: n.timestamp_ms,
-                received_ms: n.received_ms,
-                dedupe_key: n.dedupe_key,
-                payload: n.bytes,
-            })
-            .collect();
+        let recs = super::batch_records(&body, &source, chrono::Utc::now())?;
         app.writer.append_blocking(recs)?;
         std::thread::sleep(Duration::from_millis(2_000 / n.div_ceil(per).max(1)));
     }

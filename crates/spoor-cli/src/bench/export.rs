@@ -13,10 +13,9 @@ use clap::Args;
 use serde_json::{json, Value};
 use spoor_core::audience::{parse, AudienceDefinition};
 use spoor_core::ids::SourceId;
-use spoor_core::ingest::{normalize, BatchIn, IngestContext, Limits};
+
 use spoor_server::config::{Config, Overrides};
 use spoor_server::{AppState, InitSecrets};
-use spoor_store::log::RecordIn;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -178,8 +177,6 @@ async fn fetch(http: &reqwest::Client, path: &str, query: &str) -> anyhow::Resul
 /// Appends an identify for each person in `people` with the given plan.
 fn append(app: &AppState, people: std::ops::Range<u64>, plan: &str) -> anyhow::Result<()> {
     let source = SourceId::parse("src_bench").context("source id")?;
-    let limits = Limits::default();
-    let gen = || "gen".to_string();
     let ids: Vec<u64> = people.collect();
     for chunk in ids.chunks(500) {
         let batch: Vec<Value> = chunk
@@ -192,31 +189,7 @@ fn append(app: &AppState, people: std::ops::Range<u64>, plan: &str) -> anyhow::R
             })
             .collect();
         let body = serde_json::to_vec(&json!({ "batch": batch }))?;
-        let b: BatchIn = serde_json::from_slice(&body)?;
-        let ctx = IngestContext {
-            source_id: &source,
-            received_at: chrono::Utc::now(),
-            peer_ip: None,
-            path_type: None,
-            batch_sent_at: b.sent_at.get(),
-            batch_context: b.context,
-            batch_integrations: b.integrations,
-            limits: &limits,
-            new_message_id: &gen,
-        };
-        let recs: Vec<RecordIn> = b
-            .batch
-            .as_deref()
-            .unwrap_or_default()
-            .iter()
-            .filter_map(|raw| normalize(raw, &ctx).ok())
-            .map(|n| RecordIn {
-                timestamp_ms: n.timestamp_ms,
-                received_ms: n.received_ms,
-                dedupe_key: n.dedupe_key,
-                payload: n.bytes,
-            })
-            .collect();
+        let recs = super::batch_records(&body, &source, chrono::Utc::now())?;
         app.writer.append_blocking(recs)?;
     }
     Ok(())

@@ -6,11 +6,11 @@ use super::shop::Shop;
 use anyhow::Context;
 use base64::Engine;
 use clap::Args;
-use spoor_core::ingest::{normalize, BatchIn, IngestContext, Limits};
+
 use spoor_core::SourceId;
 use spoor_server::config::{Config, Overrides};
 use spoor_server::{AppState, InitSecrets};
-use spoor_store::log::{EventLog, LogOptions, LogWriter, RecordIn, WriterOptions};
+use spoor_store::log::{EventLog, LogOptions, LogWriter, WriterOptions};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -266,37 +266,12 @@ fn reference(
             let (bodies, next, writer) = (bodies.clone(), next.clone(), writer.clone());
             std::thread::spawn(move || -> anyhow::Result<()> {
                 let source = SourceId::parse("src_bench").context("source id")?;
-                let limits = Limits::default();
-                let gen = || "gen".to_string();
                 loop {
                     let i = next.fetch_add(1, Ordering::Relaxed);
                     let Some(body) = bodies.get(i) else {
                         return Ok(());
                     };
-                    let text = std::str::from_utf8(body)?;
-                    let b: BatchIn = serde_json::from_str(text)?;
-                    let ctx = IngestContext {
-                        source_id: &source,
-                        received_at: chrono::Utc::now(),
-                        peer_ip: None,
-                        path_type: None,
-                        batch_sent_at: b.sent_at.get(),
-                        batch_context: b.context,
-                        batch_integrations: b.integrations,
-                        limits: &limits,
-                        new_message_id: &gen,
-                    };
-                    let mut recs = Vec::new();
-                    for raw in b.batch.as_deref().unwrap_or_default() {
-                        if let Ok(n) = normalize(raw, &ctx) {
-                            recs.push(RecordIn {
-                                timestamp_ms: n.timestamp_ms,
-                                received_ms: n.received_ms,
-                                dedupe_key: n.dedupe_key,
-                                payload: n.bytes,
-                            });
-                        }
-                    }
+                    let recs = super::batch_records(body, &source, chrono::Utc::now())?;
                     writer.append_blocking(recs)?;
                 }
             })
