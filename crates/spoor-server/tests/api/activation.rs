@@ -5,7 +5,7 @@
 use crate::common::TestServer;
 use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
-use spoor_core::audience::{parse, AudienceDefinition, ComputedDefinition, Definitions};
+use spoor_core::audience::{parse, AudienceDefinition, ComputedDefinition};
 use spoor_core::computed::ComputedDef;
 use spoor_core::{Clock, FixedClock};
 use std::sync::Arc;
@@ -41,19 +41,6 @@ fn computed(json: Value) -> (String, ComputedDefinition) {
     (c.def.name.clone(), c)
 }
 
-/// Installs definitions and waits until the processor has backfilled them.
-async fn define(srv: &TestServer, f: impl FnOnce(&mut Definitions)) {
-    let d = srv
-        .app
-        .defs
-        .update(|d| {
-            f(d);
-            Ok(())
-        })
-        .unwrap();
-    wait_until(|| srv.app.defs.applied_revision().unwrap() == d.revision).await;
-}
-
 async fn wait_until(mut ok: impl FnMut() -> bool) {
     for _ in 0..400 {
         if ok() {
@@ -62,18 +49,6 @@ async fn wait_until(mut ok: impl FnMut() -> bool) {
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
     panic!("condition not reached in 10 s");
-}
-
-async fn send(srv: &TestServer, events: Vec<Value>) {
-    let (s, v) = srv.post("/v1/batch", &json!({ "batch": events })).await;
-    assert_eq!(s, 200, "{v}");
-    let last = srv.app.reader.last_seq();
-    let (_, v) = srv
-        .admin_get(&format!(
-            "/v1/admin/processor?wait_for={last}&timeout_ms=20000"
-        ))
-        .await;
-    assert_eq!(v["processed_seq"], last, "{v}");
 }
 
 /// (audiences the person is in, computed trait values), read from the state.
@@ -98,7 +73,7 @@ async fn clocked() -> (TestServer, Arc<FixedClock>) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn memberships_and_computed_traits_follow_events_and_time() {
     let (srv, clock) = clocked().await;
-    define(&srv, |d| {
+    srv.define(|d| {
         d.computed.extend([
             computed(json!({"name": "orders", "aggregation": "count", "event": {"name": "Order Completed"}})),
             computed(json!({"name": "revenue_30d", "aggregation": "sum", "property": "revenue",
@@ -112,7 +87,7 @@ async fn memberships_and_computed_traits_follow_events_and_time() {
     })
     .await;
 
-    send(&srv, vec![
+    srv.send_processed(vec![
         json!({"type": "identify", "userId": "ann", "traits": {"plan": "pro"}, "timestamp": "2026-03-01T11:00:00Z"}),
         ev("track", "ann", "Order Completed", json!({"revenue": 60}), "2026-03-01T11:30:00Z"),
     ])
@@ -122,16 +97,13 @@ async fn memberships_and_computed_traits_follow_events_and_time() {
     assert_eq!(v["orders"], 1);
     assert_eq!(v["revenue_30d"], 60);
 
-    send(
-        &srv,
-        vec![ev(
-            "track",
-            "ann",
-            "Order Completed",
-            json!({"revenue": 50}),
-            "2026-03-01T11:45:00Z",
-        )],
-    )
+    srv.send_processed(vec![ev(
+        "track",
+        "ann",
+        "Order Completed",
+        json!({"revenue": 50}),
+        "2026-03-01T11:45:00Z",
+    )])
     .await;
     let (m, v) = activation(&srv, "user_id", "ann");
     assert_eq!(m, vec!["big_spenders", "recent_buyers"]);
@@ -150,14 +122,14 @@ async fn memberships_and_computed_traits_follow_events_and_time() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_merge_combines_the_states_of_both_profiles() {
     let (srv, _clock) = clocked().await;
-    define(&srv, |d| {
+    srv.define(|d| {
         d.audiences.extend([audience(
             "browsers",
             r#"performed "Product Viewed" at least 2 times within 30d"#,
         )]);
     })
     .await;
-    send(&srv, vec![
+    srv.send_processed(vec![
         json!({"type": "track", "anonymousId": "a-1", "event": "Product Viewed", "timestamp": "2026-03-01T10:00:00Z"}),
         ev("track", "bob", "Product Viewed", json!({}), "2026-03-01T10:05:00Z"),
     ])
@@ -165,41 +137,38 @@ async fn a_merge_combines_the_states_of_both_profiles() {
     assert!(activation(&srv, "anonymous_id", "a-1").0.is_empty());
     assert!(activation(&srv, "user_id", "bob").0.is_empty());
     // Bob logs in on the anonymous device: one person with two views.
-    send(&srv, vec![json!({"type": "identify", "userId": "bob", "anonymousId": "a-1", "timestamp": "2026-03-01T10:10:00Z"})]).await;
+    srv.send_processed(vec![json!({"type": "identify", "userId": "bob", "anonymousId": "a-1", "timestamp": "2026-03-01T10:10:00Z"})]).await;
     assert_eq!(activation(&srv, "user_id", "bob").0, vec!["browsers"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_definition_added_later_is_backfilled_over_history() {
     let (srv, _clock) = clocked().await;
-    send(
-        &srv,
-        vec![
-            ev(
-                "track",
-                "cy",
-                "Order Completed",
-                json!({"revenue": 10}),
-                "2026-02-27T10:00:00Z",
-            ),
-            ev(
-                "track",
-                "cy",
-                "Order Completed",
-                json!({"revenue": 15}),
-                "2026-02-28T10:00:00Z",
-            ),
-            ev(
-                "track",
-                "di",
-                "Order Completed",
-                json!({"revenue": 99}),
-                "2025-12-01T10:00:00Z",
-            ),
-        ],
-    )
+    srv.send_processed(vec![
+        ev(
+            "track",
+            "cy",
+            "Order Completed",
+            json!({"revenue": 10}),
+            "2026-02-27T10:00:00Z",
+        ),
+        ev(
+            "track",
+            "cy",
+            "Order Completed",
+            json!({"revenue": 15}),
+            "2026-02-28T10:00:00Z",
+        ),
+        ev(
+            "track",
+            "di",
+            "Order Completed",
+            json!({"revenue": 99}),
+            "2025-12-01T10:00:00Z",
+        ),
+    ])
     .await;
-    define(&srv, |d| {
+    srv.define(|d| {
         d.computed.extend([computed(
             json!({"name": "spent", "aggregation": "sum", "property": "revenue", "event": {"name": "Order Completed"}}),
         )]);
@@ -214,7 +183,7 @@ async fn a_definition_added_later_is_backfilled_over_history() {
     assert_eq!(v["spent"], 99);
 
     // Removing the audience takes everyone out of it.
-    define(&srv, |d| {
+    srv.define(|d| {
         d.audiences.clear();
     })
     .await;
@@ -313,8 +282,8 @@ async fn incremental_memberships_equal_brute_force_over_the_log_as_time_passes()
             TestServer::start_clocked(tempfile::tempdir().unwrap(), |_| {}, clock.clone()).await;
         let events = random_events(seed, 400);
         // Half the history exists before the definitions (backfilled), half arrives after.
-        send(&srv, events[..200].to_vec()).await;
-        define(&srv, |d| {
+        srv.send_processed(events[..200].to_vec()).await;
+        srv.define(|d| {
             d.computed.extend([
                 computed(json!({"name": "views_7d", "aggregation": "count", "event": {"name": "Viewed"}, "window": "7d"})),
                 computed(json!({"name": "max_price", "aggregation": "max", "property": "price", "event": {"name": "Viewed"}})),
@@ -336,7 +305,7 @@ async fn incremental_memberships_equal_brute_force_over_the_log_as_time_passes()
         let now = || clock.now().timestamp_millis();
         assert!(assert_equals_brute_force(&srv, now()) > 0);
         for chunk in events[200..].chunks(40) {
-            send(&srv, chunk.to_vec()).await;
+            srv.send_processed(chunk.to_vec()).await;
         }
         assert_equals_brute_force(&srv, now());
         // Time passes with no events: timers fire, and the state still equals brute force.

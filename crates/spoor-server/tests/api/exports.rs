@@ -6,7 +6,6 @@ use crate::common::{TestServer, ADMIN_TOKEN};
 use serde_json::{json, Value};
 use spoor_core::audience::{parse, AudienceDefinition};
 use std::collections::BTreeMap;
-use std::time::Duration;
 
 // SHA-256 of the normalised identifiers (coreutils `sha256sum`).
 const ANN: &str = "71d4f55f72fa128dfb468a1a3901507c804b74316488744d769d7f4b16696476";
@@ -25,34 +24,10 @@ async fn define_pros(srv: &TestServer) {
         updated_ms: 0,
         revision: 1,
     };
-    let d = srv
-        .app
-        .defs
-        .update(|d| {
-            d.audiences.insert("pros".into(), def);
-            Ok(())
-        })
-        .unwrap();
-    for _ in 0..400 {
-        if srv.app.defs.applied_revision().unwrap() >= d.revision {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    panic!("definitions not applied in 10 s");
-}
-
-/// Ingests and waits until the processor has applied everything.
-async fn send(srv: &TestServer, events: Vec<Value>) {
-    let (s, v) = srv.post("/v1/batch", &json!({ "batch": events })).await;
-    assert_eq!(s, 200, "{v}");
-    let last = srv.app.reader.last_seq();
-    let (_, v) = srv
-        .admin_get(&format!(
-            "/v1/admin/processor?wait_for={last}&timeout_ms=20000"
-        ))
-        .await;
-    assert_eq!(v["processed_seq"], last, "{v}");
+    srv.define(|d| {
+        d.audiences.insert("pros".into(), def);
+    })
+    .await;
 }
 
 fn identify(user: &str, msg: &str, traits: Value) -> Value {
@@ -121,27 +96,24 @@ fn ndjson(body: &str) -> Vec<Value> {
 async fn exports_full_and_delta_files_with_hashed_identifiers_and_cursors() {
     let srv = TestServer::start().await;
     define_pros(&srv).await;
-    send(
-        &srv,
-        vec![
-            identify(
-                "u0",
-                "i0",
-                json!({"plan": "pro", "email": " Ann@Example.com ", "phone": "+31 6 1234 5678",
+    srv.send_processed(vec![
+        identify(
+            "u0",
+            "i0",
+            json!({"plan": "pro", "email": " Ann@Example.com ", "phone": "+31 6 1234 5678",
                    "first_name": "Ann", "country": "NL"}),
-            ),
-            identify(
-                "u1",
-                "i1",
-                json!({"plan": "pro", "email": "bob@example.com", "first_name": "Bob, \"Jr.\""}),
-            ),
-            identify(
-                "u2",
-                "i2",
-                json!({"plan": "free", "email": "cat@example.com"}),
-            ),
-        ],
-    )
+        ),
+        identify(
+            "u1",
+            "i1",
+            json!({"plan": "pro", "email": "bob@example.com", "first_name": "Bob, \"Jr.\""}),
+        ),
+        identify(
+            "u2",
+            "i2",
+            json!({"plan": "free", "email": "cat@example.com"}),
+        ),
+    ])
     .await;
 
     // Full, CSV (the default), hashed (the default), with traits.
@@ -187,27 +159,21 @@ async fn exports_full_and_delta_files_with_hashed_identifiers_and_cursors() {
     assert_eq!(same.body, "action,id,user_id,email_sha256,phone_sha256\n");
 
     // Bob leaves, Cat enters, Dan enters and leaves again, Ann gets a second address.
-    send(
-        &srv,
-        vec![
-            identify("u1", "i1b", json!({"plan": "free"})),
-            identify("u2", "i2b", json!({"plan": "pro"})),
-            identify(
-                "u3",
-                "i3",
-                json!({"plan": "pro", "email": "dan@example.com"}),
-            ),
-            identify("u3", "i3b", json!({"plan": "free"})),
-        ],
-    )
+    srv.send_processed(vec![
+        identify("u1", "i1b", json!({"plan": "free"})),
+        identify("u2", "i2b", json!({"plan": "pro"})),
+        identify(
+            "u3",
+            "i3",
+            json!({"plan": "pro", "email": "dan@example.com"}),
+        ),
+        identify("u3", "i3b", json!({"plan": "free"})),
+    ])
     .await;
-    send(
-        &srv,
-        vec![
-            json!({"type": "identify", "userId": "u0", "traits": {"email": "ann.work@example.com"},
+    srv.send_processed(vec![
+        json!({"type": "identify", "userId": "u0", "traits": {"email": "ann.work@example.com"},
                "messageId": "i0b", "timestamp": "2026-03-02T10:00:00Z"}),
-        ],
-    )
+    ])
     .await;
     let delta = export(&srv, &format!("?since={c0}&format=ndjson")).await;
     assert_eq!(delta.status, 200, "{}", delta.body);

@@ -5,8 +5,7 @@
 
 use crate::common::{TestServer, ADMIN_TOKEN};
 use serde_json::{json, Value};
-use spoor_core::audience::{parse, AudienceDefinition, Definitions};
-use std::time::Duration;
+use spoor_core::audience::{parse, AudienceDefinition};
 
 fn audience(name: &str, rule: &str) -> (String, AudienceDefinition) {
     let def = AudienceDefinition {
@@ -18,37 +17,6 @@ fn audience(name: &str, rule: &str) -> (String, AudienceDefinition) {
         revision: 1,
     };
     (name.into(), def)
-}
-
-/// Installs definitions and waits until the processor has applied them.
-async fn define(srv: &TestServer, f: impl FnOnce(&mut Definitions)) {
-    let d = srv
-        .app
-        .defs
-        .update(|d| {
-            f(d);
-            Ok(())
-        })
-        .unwrap();
-    for _ in 0..400 {
-        if srv.app.defs.applied_revision().unwrap() >= d.revision {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    panic!("definitions not applied in 10 s");
-}
-
-async fn send(srv: &TestServer, events: Vec<Value>) {
-    let (s, v) = srv.post("/v1/batch", &json!({ "batch": events })).await;
-    assert_eq!(s, 200, "{v}");
-    let last = srv.app.reader.last_seq();
-    let (_, v) = srv
-        .admin_get(&format!(
-            "/v1/admin/processor?wait_for={last}&timeout_ms=20000"
-        ))
-        .await;
-    assert_eq!(v["processed_seq"], last, "{v}");
 }
 
 async fn get_as(srv: &TestServer, token: Option<&str>, path: &str) -> (u16, String) {
@@ -85,7 +53,7 @@ fn ndjson(body: &str) -> Vec<Value> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn empty_audiences_have_shapes_unknown_ones_404_and_reads_need_a_scope() {
     let srv = TestServer::start().await;
-    define(&srv, |d| {
+    srv.define(|d| {
         d.audiences.extend([
             audience("pros", r#"trait plan = "pro""#),
             audience("buyers", r#"performed "Order Completed""#),
@@ -156,7 +124,7 @@ async fn empty_audiences_have_shapes_unknown_ones_404_and_reads_need_a_scope() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn members_overlap_export_and_a_profiles_audiences_follow_the_processor() {
     let srv = TestServer::start().await;
-    define(&srv, |d| {
+    srv.define(|d| {
         d.audiences.extend([
             audience("pros", r#"trait plan = "pro""#),
             audience("buyers", r#"performed "Order Completed""#),
@@ -177,7 +145,7 @@ async fn members_overlap_export_and_a_profiles_audiences_follow_the_processor() 
                           "messageId": format!("o{i}"), "timestamp": "2026-03-01T11:00:00Z"}),
         );
     }
-    send(&srv, batch).await;
+    srv.send_processed(batch).await;
 
     let (s, v) = srv.admin_get("/v1/audiences/pros/size").await;
     assert_eq!((s, &v["size"]), (200, &json!(3)), "{v}");
@@ -262,13 +230,10 @@ async fn members_overlap_export_and_a_profiles_audiences_follow_the_processor() 
     assert_eq!(s, 404);
 
     // Leaving: the size and the history follow.
-    send(
-        &srv,
-        vec![
-            json!({"type": "identify", "userId": "u0", "traits": {"plan": "free"},
+    srv.send_processed(vec![
+        json!({"type": "identify", "userId": "u0", "traits": {"plan": "free"},
                     "messageId": "i0b", "timestamp": "2026-03-01T12:00:00Z"}),
-        ],
-    )
+    ])
     .await;
     let (_, v) = srv.admin_get("/v1/audiences/pros/size").await;
     assert_eq!(v["size"], 2, "{v}");

@@ -126,6 +126,41 @@ impl TestServer {
     }
 
     /// POSTs JSON authenticated with the default write key.
+    /// Ingests `events` (200 expected) and waits until the processor has applied them all.
+    pub async fn send_processed(&self, events: Vec<Value>) {
+        let (s, v) = self
+            .post("/v1/batch", &serde_json::json!({ "batch": events }))
+            .await;
+        assert_eq!(s, 200, "{v}");
+        let last = self.app.reader.last_seq();
+        let (_, v) = self
+            .admin_get(&format!(
+                "/v1/admin/processor?wait_for={last}&timeout_ms=20000"
+            ))
+            .await;
+        assert_eq!(v["processed_seq"], last, "{v}");
+    }
+
+    /// Changes the audience and computed-trait definitions and waits (10 s at most) until
+    /// the processor has applied them (backfill included).
+    pub async fn define(&self, f: impl FnOnce(&mut spoor_core::audience::Definitions)) {
+        let d = self
+            .app
+            .defs
+            .update(|d| {
+                f(d);
+                Ok(())
+            })
+            .unwrap();
+        for _ in 0..400 {
+            if self.app.defs.applied_revision().unwrap() >= d.revision {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+        }
+        panic!("definitions not applied in 10 s");
+    }
+
     pub async fn post(&self, path: &str, body: &Value) -> (u16, Value) {
         let auth = Self::basic(WRITE_KEY);
         let (s, v, _) = self
