@@ -17,7 +17,7 @@
 
 mod common;
 
-use common::{basic, free_port, http, Init, Server, ADMIN_TOKEN, WRITE_KEY};
+use common::{basic, free_port, http, Init, Rng, Server, ADMIN_TOKEN, WRITE_KEY};
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, Instant};
@@ -26,29 +26,6 @@ use std::time::{Duration, Instant};
 const WINDOW: Duration = Duration::from_secs(6);
 /// Kill/restart rounds after the first batch.
 const ROUNDS: u64 = 6;
-
-/// splitmix64, as in crash.rs.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in `lo..=hi`.
-    fn range(&mut self, lo: u64, hi: u64) -> u64 {
-        lo + self.next() % (hi - lo + 1)
-    }
-
-    /// True with probability `pct`/100.
-    fn chance(&mut self, pct: u64) -> bool {
-        self.next() % 100 < pct
-    }
-}
 
 fn admin_post(server: &Server, path: &str, body: &Value) -> (u16, Value) {
     let r = http()

@@ -15,7 +15,7 @@
 
 mod common;
 
-use common::{basic, free_port, Init, Server, ADMIN_TOKEN, WRITE_KEY};
+use common::{basic, free_port, Init, Rng, Server, ADMIN_TOKEN, WRITE_KEY};
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::path::Path;
@@ -27,24 +27,6 @@ use std::time::{Duration, Instant};
 const CLIENTS: u64 = 3;
 /// A batch that cannot be delivered in this long fails the test.
 const BATCH_DEADLINE: Duration = Duration::from_secs(30);
-
-/// splitmix64: small, seedable, good enough to pick sizes and delays.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in `lo..=hi`.
-    fn range(&mut self, lo: u64, hi: u64) -> u64 {
-        lo + self.next() % (hi - lo + 1)
-    }
-}
 
 /// What one client sent.
 #[derive(Default)]

@@ -14,7 +14,7 @@ use axum::extract::{Path as UrlPath, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use axum::Router;
-use common::{basic, free_port, http, Init, Server, ADMIN_TOKEN, WRITE_KEY};
+use common::{basic, free_port, http, Init, Rng, Server, ADMIN_TOKEN, WRITE_KEY};
 use serde_json::{json, Value};
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -22,22 +22,6 @@ use std::time::{Duration, Instant};
 
 const ROUNDS: u64 = 8;
 const USERS: u64 = 12;
-
-/// splitmix64, as in crash.rs.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn range(&mut self, lo: u64, hi: u64) -> u64 {
-        lo + self.next() % (hi - lo + 1)
-    }
-}
 
 /// (path, webhook-id, body) of every accepted request.
 type Log = Arc<Mutex<Vec<(String, String, Value)>>>;
