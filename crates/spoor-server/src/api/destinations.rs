@@ -66,6 +66,14 @@ fn not_found(name: &str) -> ApiError {
     ApiError::NotFound(format!("no destination {name:?}"))
 }
 
+/// The stored definition, or 404.
+fn load(app: &AppState, name: &str) -> Result<Destination, ApiError> {
+    app.destinations
+        .store
+        .destination(name)?
+        .ok_or_else(|| not_found(name))
+}
+
 fn stats(s: &DeliveryState, last_seq: u64) -> Value {
     let avg = s.latency_sum_ms.checked_div(s.successes).unwrap_or(0);
     json!({
@@ -189,11 +197,7 @@ async fn show(
     Path(name): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     caller.require(Need::Admin)?;
-    let d = app
-        .destinations
-        .store
-        .destination(&name)?
-        .ok_or_else(|| not_found(&name))?;
+    let d = load(&app, &name)?;
     Ok(Json(out(&app, &d, true)?))
 }
 
@@ -215,11 +219,7 @@ async fn replace(
             "start applies to new destinations only".into(),
         ));
     }
-    let old = app
-        .destinations
-        .store
-        .destination(&name)?
-        .ok_or_else(|| not_found(&name))?;
+    let old = load(&app, &name)?;
     let d = build(name.clone(), body, Some(&old))?;
     app.destinations
         .change(&name, |s| s.put(&d, None))
@@ -254,11 +254,7 @@ async fn test(
     Path(name): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     caller.require(Need::Admin)?;
-    let d = app
-        .destinations
-        .store
-        .destination(&name)?
-        .ok_or_else(|| not_found(&name))?;
+    let d = load(&app, &name)?;
     let c = Compiled::new(&d).map_err(ApiError::InvalidRequest)?;
     let now = chrono::Utc::now();
     let id = format!("msg_test_{}", uuid::Uuid::new_v4().simple());
@@ -366,11 +362,7 @@ async fn resume(
     Path(name): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     caller.require(Need::Admin)?;
-    let d = app
-        .destinations
-        .store
-        .destination(&name)?
-        .ok_or_else(|| not_found(&name))?;
+    let d = load(&app, &name)?;
     app.destinations
         .change(&name, |s| {
             let mut st = s.state(&name)?;
