@@ -829,7 +829,8 @@ fn first_start_prints_the_secrets_once() {
 
     // A second start on the same directory (even after kill -9) prints neither.
     first.kill9();
-    let second = Server::start(&data, port, Init::Random, &logs, "second");
+    // A new port: another test may have been handed the freed one meanwhile.
+    let second = Server::start(&data, free_port(), Init::Random, &logs, "second");
     let out2 = second.stdout();
     assert!(out2.contains("spoor listening"), "{out2}");
     assert!(!out2.contains("First start"), "{out2}");
