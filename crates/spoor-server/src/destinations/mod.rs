@@ -7,10 +7,15 @@
 //! - [`webhook`], [`sign`], [`mapping`]: the HTTP request, its Standard Webhooks signature
 //!   and the jq mapping of its body.
 //! - [`store`]: definitions, positions, counters, dead letters and the delivery log.
+//! - [`sink`]: one attempt per destination type: [`webhook`], [`postgres`] (sync into the
+//!   user's database) and [`nats`] (JetStream publishing).
 
 pub mod mapping;
 pub mod model;
+pub mod nats;
+pub mod postgres;
 pub mod sign;
+pub mod sink;
 pub mod source;
 pub mod store;
 pub mod webhook;

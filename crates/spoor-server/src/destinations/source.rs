@@ -59,7 +59,7 @@ impl Compiled {
             .iter()
             .map(|s| s.filter.as_deref().map(Jq::compile).transpose())
             .collect::<Result<_, _>>()?;
-        let mapping = d.webhook.mapping.as_deref().map(Jq::compile).transpose()?;
+        let mapping = d.mapping().map(Jq::compile).transpose()?;
         Ok(Self { filters, mapping })
     }
 }
@@ -218,7 +218,10 @@ pub fn gather(
     from: Pos,
     max: usize,
 ) -> Result<(Vec<Item>, Pos), StoreError> {
-    let wants_changes = !d.subscriptions.audiences.is_empty();
+    // A PostgreSQL sync writes the profile as the processor left it, so it too waits for
+    // the checkpoint that applied an event before it takes the event.
+    let wants_changes =
+        !d.subscriptions.audiences.is_empty() || d.kind == super::model::DestinationType::Postgres;
     let durable = state.durable_reader()?;
     let bound = if wants_changes {
         log.last_seq().min(durable.processed_seq()?)
