@@ -54,6 +54,12 @@ pub struct DefArgs {
     /// Subscribe to entries and exits of this audience (`*`: all; repeatable).
     #[arg(long = "audience")]
     pub audiences: Vec<String>,
+    /// Subscribe to profile changes (an event set traits; sent as the current profile).
+    #[arg(long)]
+    pub profile_changes: bool,
+    /// Only profile changes that set this trait (repeatable; implies --profile-changes).
+    #[arg(long = "profile-trait")]
+    pub profile_traits: Vec<String>,
     /// Items per request (1: one JSON object each; more: a JSON array).
     #[arg(long)]
     pub batch_size: Option<usize>,
@@ -268,6 +274,9 @@ impl DefArgs {
                 .iter()
                 .map(|a| json!({"audience": a}))
                 .collect::<Vec<_>>());
+        }
+        if self.profile_changes || !self.profile_traits.is_empty() {
+            subs["profiles"] = json!({ "traits": self.profile_traits });
         }
         if !self.purposes.is_empty() {
             base.insert("purposes".into(), json!(self.purposes));

@@ -2,7 +2,8 @@
 //!
 //! - [`model`]: what a destination is, validated when saved.
 //! - [`source`]: the outbox — the event log and the membership change feed, read from a
-//!   destination's position, merged in source order, filtered by its subscriptions.
+//!   destination's position, merged in source order, filtered by its subscriptions;
+//!   [`profile_change`] derives "profile changed" items from the events.
 //! - [`worker`]: one task per destination: send, retry in place, dead-letter, commit.
 //! - [`webhook`], [`sign`], [`mapping`]: the HTTP request, its Standard Webhooks signature
 //!   and the jq mapping of its body.
@@ -14,6 +15,7 @@ pub mod mapping;
 pub mod model;
 pub mod nats;
 pub mod postgres;
+pub mod profile_change;
 pub mod sign;
 pub mod sink;
 pub mod source;

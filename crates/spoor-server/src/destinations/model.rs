@@ -70,6 +70,18 @@ pub struct Subscriptions {
     pub events: Vec<EventSubscription>,
     #[serde(default)]
     pub audiences: Vec<AudienceSubscription>,
+    /// Profile changes: an event set traits of a profile; delivered as the current profile.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub profiles: Option<ProfileSubscription>,
+}
+
+/// "Profile changed" items: one after each event that set (wrote) traits of a profile.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProfileSubscription {
+    /// Only when one of these traits was set (empty: any trait).
+    #[serde(default)]
+    pub traits: Vec<String>,
 }
 
 /// Events that match every given field (an absent field matches anything).
@@ -240,7 +252,8 @@ impl Destination {
 
     fn validate_common(&self) -> Result<(), String> {
         let s = &self.subscriptions;
-        if s.events.len() + s.audiences.len() > MAX_SUBSCRIPTIONS {
+        let profile_traits = s.profiles.as_ref().map_or(0, |p| p.traits.len());
+        if s.events.len() + s.audiences.len() + profile_traits > MAX_SUBSCRIPTIONS {
             return Err(format!("at most {MAX_SUBSCRIPTIONS} subscriptions"));
         }
         for e in &s.events {

@@ -4,7 +4,8 @@
 //! - `<prefix>.events.track.<event name>` (the name with every character other than
 //!   `A-Z a-z 0-9 _ -` replaced by `_`), `<prefix>.events.identify`, `.page`, `.screen`,
 //!   `.group`, `.alias`;
-//! - `<prefix>.audiences.<audience>.entered` / `.exited`.
+//! - `<prefix>.audiences.<audience>.entered` / `.exited`;
+//! - `<prefix>.profiles.changed` (profile-change subscriptions).
 //!
 //! The item's idempotency key is the `Nats-Msg-Id` header: JetStream drops a message whose
 //! id it has seen within the stream's duplicate window (2 minutes by default), so a batch
@@ -117,6 +118,9 @@ pub fn sanitise(s: &str) -> String {
 
 /// The subject of a delivery item.
 pub fn subject(prefix: &str, body: &Value) -> String {
+    if body["kind"] == "profile" {
+        return format!("{prefix}.profiles.changed");
+    }
     if body["kind"] == "audience" {
         let aud = body["audience"].as_str().unwrap_or_default();
         let action = body["action"].as_str().unwrap_or_default();

@@ -108,10 +108,10 @@ async fn step(
                 key: body["id"].as_str().unwrap_or(&r.key).to_owned(),
                 body: body.clone(),
                 profile: r.profiles.get(i).cloned().filter(|p| !p.is_empty()),
-                kind: if body["kind"] == "audience" {
-                    "audience"
-                } else {
-                    "event"
+                kind: match body["kind"].as_str() {
+                    Some("audience") => "audience",
+                    Some("profile") => "profile",
+                    _ => "event",
                 },
                 what: "replay".into(),
                 source_ms: r.at.timestamp_millis(),
