@@ -292,8 +292,10 @@ async fn remove(
 }
 
 /// Sends a sample item (an event, or an audience entry if it takes no events) through the
-/// mapping, signing and headers of the destination, once, and shows what came back. It
-/// counts in no statistic and is not retried.
+/// mapping, signing and headers of the destination, once, and shows what came back; for
+/// NATS publishes it and shows the ack; for PostgreSQL connects, creates the tables if
+/// missing and counts their rows (writing no sample). It counts in no statistic and is not
+/// retried.
 async fn test(
     State(app): State<AppState>,
     caller: Caller,
