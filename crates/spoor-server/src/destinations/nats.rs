@@ -273,3 +273,54 @@ pub async fn check(s: &NatsSettings, key: &str, item: &Value) -> Value {
         Err(error) => json!({"ok": false, "retryable": true, "subject": subject, "error": error}),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subjects_name_the_event_type_and_audience_change() {
+        let track = json!({"kind": "event", "event": {"type": "track",
+                           "message": {"event": "Order Completed.v2 *>"}}});
+        assert_eq!(
+            subject("p.x", &track),
+            "p.x.events.track.Order_Completed_v2___"
+        );
+        let empty = json!({"kind": "event", "event": {"type": "track", "message": {}}});
+        assert_eq!(subject("p", &empty), "p.events.track._");
+        let ident = json!({"kind": "event", "event": {"type": "identify", "message": {}}});
+        assert_eq!(subject("p", &ident), "p.events.identify");
+        let aud = json!({"kind": "audience", "audience": "vip-1", "action": "exited"});
+        assert_eq!(subject("p", &aud), "p.audiences.vip-1.exited");
+        let prof = json!({"kind": "profile"});
+        assert_eq!(subject("p", &prof), "p.profiles.changed");
+    }
+
+    #[test]
+    fn settings_are_checked_with_the_field_named() {
+        let ok = NatsSettings {
+            url: "nats://127.0.0.1:4222".into(),
+            stream: "SPOOR".into(),
+            subject_prefix: "spoor.prod".into(),
+            create_stream: false,
+            batch_size: 100,
+            timeout_ms: 1000,
+        };
+        assert_eq!(ok.validate(), Ok(()));
+        for (change, field) in [
+            (
+                (|s: &mut NatsSettings| s.url = "tls://h:4222".into()) as fn(&mut NatsSettings),
+                "nats.url",
+            ),
+            (|s| s.stream = "a.b".into(), "nats.stream"),
+            (|s| s.subject_prefix = "a..b".into(), "nats.subject_prefix"),
+            (|s| s.subject_prefix = "a.*".into(), "nats.subject_prefix"),
+            (|s| s.batch_size = 0, "nats.batch_size"),
+        ] {
+            let mut s = ok.clone();
+            change(&mut s);
+            let e = s.validate().unwrap_err();
+            assert!(e.starts_with(field), "{e}");
+        }
+    }
+}

@@ -446,3 +446,53 @@ pub async fn check(s: &PostgresSettings) -> Value {
         (Err(e), _) | (_, Err(e)) => json!({"ok": false, "retryable": true, "error": describe(&e)}),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings() -> PostgresSettings {
+        PostgresSettings {
+            url: "postgres://u:p@127.0.0.1:5432/db".into(),
+            schema: default_schema(),
+            table_prefix: String::new(),
+            batch_size: 10,
+            timeout_ms: 1000,
+        }
+    }
+
+    #[test]
+    fn settings_are_checked_with_the_field_named() {
+        assert_eq!(settings().validate(), Ok(()));
+        for (change, field) in [
+            (
+                (|s: &mut PostgresSettings| s.url = "mysql://h/db".into())
+                    as fn(&mut PostgresSettings),
+                "postgres.url",
+            ),
+            (
+                |s| s.url = "postgres://h/db?sslmode=require".into(),
+                "postgres.url",
+            ),
+            (|s| s.schema = "Public".into(), "postgres.schema"),
+            (|s| s.schema = "a\"b".into(), "postgres.schema"),
+            (|s| s.schema = "1a".into(), "postgres.schema"),
+            (|s| s.table_prefix = "x y".into(), "postgres.table_prefix"),
+            (|s| s.batch_size = 100_000, "postgres.batch_size"),
+        ] {
+            let mut s = settings();
+            change(&mut s);
+            let e = s.validate().unwrap_err();
+            assert!(e.starts_with(field), "{e}");
+        }
+        let mut s = settings();
+        s.table_prefix = "cdp_".into();
+        assert_eq!(
+            s.tables(),
+            (
+                "\"spoor\".\"cdp_profiles\"".into(),
+                "\"spoor\".\"cdp_audience_memberships\"".into()
+            )
+        );
+    }
+}
