@@ -55,18 +55,15 @@ impl Sink {
                     return permanent("postgres settings missing");
                 };
                 let (state, d2, items2) = (ctx.state.clone(), d.clone(), items.to_vec());
+                // Profile reads are redb reads: off the async runtime.
                 let plan = tokio::task::spawn_blocking(move || {
                     super::postgres::plan(&d2, &state, &items2)
                 })
-                .await;
+                .await
+                .map_err(|e| e.to_string())
+                .and_then(|p| p);
                 match plan {
-                    Ok(Ok(plan)) => pg.apply(s, &plan).await,
-                    Ok(Err(e)) => Outcome::Retry {
-                        status: None,
-                        error: format!("reading profiles: {e}"),
-                        retry_after_ms: None,
-                        latency_ms: 0,
-                    },
+                    Ok(plan) => pg.apply(s, &plan).await,
                     Err(e) => Outcome::Retry {
                         status: None,
                         error: format!("reading profiles: {e}"),
