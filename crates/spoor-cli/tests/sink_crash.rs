@@ -117,13 +117,12 @@ fn postgres_and_nats_survive_kill9() {
     let data = root.path().join("data");
     let logs = root.path().join("logs");
     std::fs::create_dir_all(&logs).unwrap();
-    let port = free_port();
     let init = Init::Given(WRITE_KEY, ADMIN_TOKEN);
     let env = [
         ("SPOOR_PROCESSOR__CHECKPOINT_MS", "200"),
         ("SPOOR_DESTINATIONS__POLL_MS", "10"),
     ];
-    let mut server = Server::start_env(&data, port, init, &logs, "s0", &env);
+    let mut server = Server::start_env(&data, free_port(), init, &logs, "s0", &env);
     let post = reqwest::Method::POST;
     let (s, v) = admin(
         &server,
@@ -180,7 +179,9 @@ fn postgres_and_nats_survive_kill9() {
         std::thread::sleep(Duration::from_millis(rng.range(0, 400)));
         server.kill9();
         std::thread::sleep(Duration::from_millis(rng.range(0, 200)));
-        server = Server::start_env(&data, port, init, &logs, &format!("s{}", round + 1), &env);
+        // A fresh port: another test may have been handed the freed one.
+        let tag = format!("s{}", round + 1);
+        server = Server::start_env(&data, free_port(), init, &logs, &tag, &env);
     }
 
     let rt = tokio::runtime::Builder::new_current_thread()
