@@ -42,7 +42,7 @@ enum Command {
     /// Define computed traits (values derived from a person's events).
     #[command(subcommand)]
     Traits(commands::audiences::TraitsCmd),
-    /// Send events and audience changes to webhooks: configure, test, dead letters, log.
+    /// Send events, audience and profile changes to webhooks, PostgreSQL, NATS JetStream.
     #[command(subcommand)]
     Destinations(commands::destinations::DestinationsCmd),
     /// Re-derive profiles and the identity graph from the event log (server stopped).

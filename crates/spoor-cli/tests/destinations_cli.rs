@@ -154,3 +154,147 @@ fn destinations_commands() {
     out.assert_failed();
     assert!(out.stderr.contains("404"), "{out}");
 }
+
+/// The URL of a local service for the test, or `None` (said why) without it; CI must set it.
+fn service_url(var: &str) -> Option<String> {
+    match std::env::var(var) {
+        Ok(v) if !v.trim().is_empty() => Some(v),
+        _ => {
+            assert!(std::env::var_os("CI").is_none(), "{var} is not set in CI");
+            eprintln!("skipping: {var} is not set");
+            None
+        }
+    }
+}
+
+#[test]
+fn postgres_and_nats_destinations_from_the_cli() {
+    let (Some(pg), Some(nats)) = (
+        service_url("SPOOR_TEST_POSTGRES_URL"),
+        service_url("SPOOR_TEST_NATS_URL"),
+    ) else {
+        return;
+    };
+    let root = tempfile::tempdir().unwrap();
+    let server = Server::start_fresh(root.path());
+    let t = Some(ADMIN_TOKEN);
+    let id = format!("{}", std::process::id());
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    let schema = format!("cli_{id}_{nanos}");
+    let out = spoor_admin(
+        &server,
+        t,
+        &[
+            "destinations",
+            "create",
+            "db",
+            "--type",
+            "postgres",
+            "--postgres-url",
+            &pg,
+            "--schema",
+            &schema,
+        ],
+    );
+    out.assert_ok();
+    assert!(out.stdout.contains(&schema), "{out}");
+    let out = spoor_admin(&server, t, &["destinations", "test", "db"]);
+    out.assert_ok();
+    assert!(out.stdout.contains("profiles\": 0"), "{out}");
+
+    // A flag of another type is refused before anything is sent.
+    let out = spoor_admin(
+        &server,
+        t,
+        &[
+            "destinations",
+            "create",
+            "x",
+            "--type",
+            "nats",
+            "--schema",
+            "s",
+        ],
+    );
+    out.assert_failed();
+    assert!(
+        out.stderr.contains("--schema applies to --type postgres"),
+        "{out}"
+    );
+    // An unreachable database is named.
+    let out = spoor_admin(
+        &server,
+        t,
+        &[
+            "destinations",
+            "create",
+            "x",
+            "--type",
+            "postgres",
+            "--postgres-url",
+            "postgres://postgres@127.0.0.1:1/test",
+        ],
+    );
+    out.assert_failed();
+    assert!(
+        out.stderr
+            .contains("cannot connect to PostgreSQL at 127.0.0.1"),
+        "{out}"
+    );
+
+    let stream = format!("CLI_{id}_{nanos}");
+    let out = spoor_admin(
+        &server,
+        t,
+        &[
+            "destinations",
+            "create",
+            "bus",
+            "--type",
+            "nats",
+            "--nats-url",
+            &nats,
+            "--stream",
+            &stream,
+            "--subject-prefix",
+            &format!("cli{id}"),
+            "--create-stream",
+            "--all-events",
+        ],
+    );
+    out.assert_ok();
+    let out = spoor_admin(&server, t, &["destinations", "test", "bus"]);
+    out.assert_ok();
+    assert!(
+        out.stdout
+            .contains(&format!("subject cli{id}.events.track.Spoor_Test"))
+            && out.stdout.contains(&format!("stream {stream}")),
+        "{out}"
+    );
+    let out = spoor_admin(&server, t, &["destinations", "list"]);
+    out.assert_ok();
+    assert!(
+        out.stdout.contains(&format!("nats stream {stream}")),
+        "{out}"
+    );
+
+    // Leave the services as they were.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let js = async_nats::jetstream::new(async_nats::connect(nats.as_str()).await.unwrap());
+        js.delete_stream(&stream).await.unwrap();
+        let (c, conn) = tokio_postgres::connect(&pg, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        c.batch_execute(&format!("DROP SCHEMA \"{schema}\" CASCADE"))
+            .await
+            .unwrap();
+    });
+}

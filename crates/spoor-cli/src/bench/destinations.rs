@@ -8,6 +8,9 @@
 //!    one of them answering 503 (retrying); the delay (event acknowledged → item accepted)
 //!    the other one sees, as percentiles, in both runs.
 //!
+//! 3./4. With `--postgres-url` / `--nats-url`: rows/s into PostgreSQL and messages/s into
+//!    NATS JetStream (see [`super::sinks`]).
+//!
 //! The server and the receiver run in this process on 127.0.0.1; the figures include HTTP
 //! on loopback, signing and JSON, and share the machine's cores.
 
@@ -42,6 +45,18 @@ pub struct DestinationBenchArgs {
     /// Seconds each isolation run lasts.
     #[arg(long, default_value_t = 10)]
     pub seconds: u64,
+    /// Also measure a PostgreSQL sync into this database (a schema of its own, dropped).
+    #[arg(long, env = "SPOOR_BENCH_POSTGRES_URL")]
+    pub postgres_url: Option<String>,
+    /// Also measure NATS JetStream publishing to this server (a stream of its own, deleted).
+    #[arg(long, env = "SPOOR_BENCH_NATS_URL")]
+    pub nats_url: Option<String>,
+    /// Sign-ups (distinct people) in the PostgreSQL / NATS phases.
+    #[arg(long, default_value_t = 20_000)]
+    pub sink_events: usize,
+    /// Skip the webhook phases (1 and 2).
+    #[arg(long)]
+    pub sinks_only: bool,
 }
 
 #[derive(Default)]
@@ -81,7 +96,7 @@ fn mid(item: &Value) -> String {
         .to_owned()
 }
 
-struct Bench {
+pub(super) struct Bench {
     url: String,
     http: reqwest::Client,
     recv: Arc<Mutex<Recv>>,
@@ -89,7 +104,7 @@ struct Bench {
 }
 
 impl Bench {
-    async fn admin(
+    pub(super) async fn admin(
         &self,
         method: reqwest::Method,
         path: &str,
@@ -108,7 +123,7 @@ impl Bench {
         Ok(v)
     }
 
-    async fn ingest(&self, events: Vec<Value>) -> anyhow::Result<()> {
+    pub(super) async fn ingest(&self, events: Vec<Value>) -> anyhow::Result<()> {
         let r = self
             .http
             .post(format!("{}/v1/batch", self.url))
@@ -205,6 +220,30 @@ async fn run_async(args: DestinationBenchArgs) -> anyhow::Result<()> {
         "in-process server and webhook receiver on 127.0.0.1, poll {} ms",
         cfg.destinations.poll_ms
     );
+    if !args.sinks_only {
+        webhooks(&b, &args, &failing).await?;
+    }
+    if args.postgres_url.is_some() || args.nats_url.is_some() {
+        println!();
+        super::sinks::prepare(&b, args.sink_events).await?;
+    }
+    if let Some(u) = &args.postgres_url {
+        super::sinks::postgres(&b, u, args.sink_events, 500).await?;
+    }
+    if let Some(u) = &args.nats_url {
+        super::sinks::nats(&b, u, args.sink_events, 100).await?;
+    }
+    let _ = stop_tx.send(());
+    let _ = server.await;
+    Ok(())
+}
+
+/// Phases 1 and 2.
+async fn webhooks(
+    b: &Bench,
+    args: &DestinationBenchArgs,
+    failing: &AtomicBool,
+) -> anyhow::Result<()> {
     println!();
     println!(
         "1. Throughput: {} events in the log, delivered from the beginning.",
@@ -316,7 +355,5 @@ async fn run_async(args: DestinationBenchArgs) -> anyhow::Result<()> {
             delays.len()
         );
     }
-    let _ = stop_tx.send(());
-    let _ = server.await;
     Ok(())
 }

@@ -1,5 +1,6 @@
-//! `spoor destinations …`: configure webhook destinations, test them, look at their health,
-//! dead letters and one person's delivery log — thin commands over the admin API.
+//! `spoor destinations …`: configure destinations (webhook, PostgreSQL sync, NATS
+//! JetStream), test them, look at their health, dead letters and one person's delivery log
+//! — thin commands over the admin API.
 //!
 //! A definition is given as a JSON file (the API's body, see README) and/or flags for the
 //! common fields; flags win over the file.
@@ -17,9 +18,33 @@ pub struct DefArgs {
     /// The definition as JSON (the API's body; `-` reads standard input).
     #[arg(long)]
     pub file: Option<PathBuf>,
+    /// `webhook` (default), `postgres` or `nats`.
+    #[arg(long = "type", value_parser = ["webhook", "postgres", "nats"])]
+    pub kind: Option<String>,
     /// Webhook URL to POST to (`--url` is the Spoor server's).
     #[arg(long)]
     pub webhook_url: Option<String>,
+    /// PostgreSQL to sync into: `postgres://user:password@host:port/database`.
+    #[arg(long)]
+    pub postgres_url: Option<String>,
+    /// Schema of the PostgreSQL tables (default `spoor`).
+    #[arg(long)]
+    pub schema: Option<String>,
+    /// Prefix of the PostgreSQL table names.
+    #[arg(long)]
+    pub table_prefix: Option<String>,
+    /// NATS server: `nats://host:port`.
+    #[arg(long)]
+    pub nats_url: Option<String>,
+    /// JetStream stream to publish into.
+    #[arg(long)]
+    pub stream: Option<String>,
+    /// First token(s) of the NATS subjects (default `spoor`).
+    #[arg(long)]
+    pub subject_prefix: Option<String>,
+    /// Create the JetStream stream if it does not exist.
+    #[arg(long)]
+    pub create_stream: bool,
     /// Subscribe to every event.
     #[arg(long)]
     pub all_events: bool,
@@ -29,6 +54,12 @@ pub struct DefArgs {
     /// Subscribe to entries and exits of this audience (`*`: all; repeatable).
     #[arg(long = "audience")]
     pub audiences: Vec<String>,
+    /// Subscribe to profile changes (an event set traits; sent as the current profile).
+    #[arg(long)]
+    pub profile_changes: bool,
+    /// Only profile changes that set this trait (repeatable; implies --profile-changes).
+    #[arg(long = "profile-trait")]
+    pub profile_traits: Vec<String>,
     /// Items per request (1: one JSON object each; more: a JSON array).
     #[arg(long)]
     pub batch_size: Option<usize>,
@@ -65,7 +96,7 @@ pub enum DestinationsCmd {
     Create {
         name: String,
         #[command(flatten)]
-        def: DefArgs,
+        def: Box<DefArgs>,
         /// Deliver the whole history instead of what happens from now on.
         #[arg(long)]
         from_beginning: bool,
@@ -76,7 +107,7 @@ pub enum DestinationsCmd {
     Update {
         name: String,
         #[command(flatten)]
-        def: DefArgs,
+        def: Box<DefArgs>,
         #[command(flatten)]
         conn: Conn,
     },
@@ -144,28 +175,90 @@ impl DefArgs {
                 _ => bail!("{} must hold a JSON object", f.display()),
             }
         }
-        base.entry("type").or_insert(json!("webhook"));
-        let webhook = base.entry("webhook").or_insert(json!({}));
-        if let Some(u) = &self.webhook_url {
-            webhook["url"] = json!(u);
+        if let Some(k) = &self.kind {
+            base.insert("type".into(), json!(k));
         }
-        if let Some(b) = self.batch_size {
-            webhook["batch_size"] = json!(b);
-        }
-        if let Some(m) = &self.mapping {
-            webhook["mapping"] = json!(m);
-        }
-        if let Some(t) = &self.bearer {
-            webhook["auth"] = json!({"bearer": t});
-        }
+        let kind = base
+            .entry("type")
+            .or_insert(json!("webhook"))
+            .as_str()
+            .unwrap_or("webhook")
+            .to_owned();
+        let section = base.entry(kind.as_str()).or_insert(json!({}));
+        let mut set = |flag: &str, key: &str, v: Option<Value>, only: &str| {
+            if let Some(v) = v {
+                if kind != only {
+                    bail!("{flag} applies to --type {only}, not {kind}");
+                }
+                section[key] = v;
+            }
+            Ok(())
+        };
+        set(
+            "--webhook-url",
+            "url",
+            self.webhook_url.as_ref().map(|u| json!(u)),
+            "webhook",
+        )?;
+        set(
+            "--mapping",
+            "mapping",
+            self.mapping.as_ref().map(|m| json!(m)),
+            "webhook",
+        )?;
+        set(
+            "--bearer",
+            "auth",
+            self.bearer.as_ref().map(|t| json!({"bearer": t})),
+            "webhook",
+        )?;
+        set(
+            "--postgres-url",
+            "url",
+            self.postgres_url.as_ref().map(|u| json!(u)),
+            "postgres",
+        )?;
+        set(
+            "--schema",
+            "schema",
+            self.schema.as_ref().map(|u| json!(u)),
+            "postgres",
+        )?;
+        let prefix = self.table_prefix.as_ref().map(|u| json!(u));
+        set("--table-prefix", "table_prefix", prefix, "postgres")?;
+        set(
+            "--nats-url",
+            "url",
+            self.nats_url.as_ref().map(|u| json!(u)),
+            "nats",
+        )?;
+        set(
+            "--stream",
+            "stream",
+            self.stream.as_ref().map(|u| json!(u)),
+            "nats",
+        )?;
+        let prefix = self.subject_prefix.as_ref().map(|u| json!(u));
+        set("--subject-prefix", "subject_prefix", prefix, "nats")?;
+        set(
+            "--create-stream",
+            "create_stream",
+            self.create_stream.then_some(json!(true)),
+            "nats",
+        )?;
+        let batch = self.batch_size.map(|b| json!(b));
+        set("--batch-size", "batch_size", batch, kind.as_str())?;
         for h in &self.headers {
             let (k, v) = h
                 .split_once(':')
                 .with_context(|| format!("--header {h:?} is not `Name: value`"))?;
-            if !webhook["headers"].is_object() {
-                webhook["headers"] = json!({});
+            if kind != "webhook" {
+                bail!("--header applies to --type webhook, not {kind}");
             }
-            webhook["headers"][k.trim()] = json!(v.trim());
+            if !section["headers"].is_object() {
+                section["headers"] = json!({});
+            }
+            section["headers"][k.trim()] = json!(v.trim());
         }
         let subs = base.entry("subscriptions").or_insert(json!({}));
         if self.all_events || !self.events.is_empty() {
@@ -182,6 +275,9 @@ impl DefArgs {
                 .map(|a| json!({"audience": a}))
                 .collect::<Vec<_>>());
         }
+        if self.profile_changes || !self.profile_traits.is_empty() {
+            subs["profiles"] = json!({ "traits": self.profile_traits });
+        }
         if !self.purposes.is_empty() {
             base.insert("purposes".into(), json!(self.purposes));
         }
@@ -194,6 +290,23 @@ fn s(v: &Value) -> String {
         Value::Null => "-".into(),
         Value::String(s) => s.clone(),
         other => other.to_string(),
+    }
+}
+
+/// Where a destination sends, for listings.
+fn target(d: &Value) -> String {
+    match d["type"].as_str() {
+        Some("postgres") => format!(
+            "postgres schema {} prefix {:?}",
+            s(&d["postgres"]["schema"]),
+            d["postgres"]["table_prefix"].as_str().unwrap_or("")
+        ),
+        Some("nats") => format!(
+            "nats stream {} subjects {}.>",
+            s(&d["nats"]["stream"]),
+            s(&d["nats"]["subject_prefix"])
+        ),
+        _ => s(&d["webhook"]["url"]),
     }
 }
 
@@ -236,7 +349,7 @@ async fn run_async(cmd: DestinationsCmd) -> anyhow::Result<()> {
                     s(&st["dead_letters"]),
                     s(&st["latency_ms"]["avg"]),
                     if st["last_error"].is_null() {
-                        s(&d["webhook"]["url"])
+                        target(&d)
                     } else {
                         s(&st["last_error"])
                     }
@@ -265,11 +378,13 @@ async fn run_async(cmd: DestinationsCmd) -> anyhow::Result<()> {
             let v = c
                 .send(c.request(Method::POST, "/v1/destinations")?.json(&body))
                 .await?;
-            println!("created destination {name}");
-            println!(
-                "signing secret (verify webhook-signature with it): {}",
-                s(&v["secret"])
-            );
+            println!("created destination {name} ({})", target(&v));
+            if v["type"] == "webhook" {
+                println!(
+                    "signing secret (verify webhook-signature with it): {}",
+                    s(&v["secret"])
+                );
+            }
         }
         DestinationsCmd::Update { name, def, conn } => {
             let c = Client::new(&conn)?;
@@ -283,6 +398,8 @@ async fn run_async(cmd: DestinationsCmd) -> anyhow::Result<()> {
                 "purposes",
                 "subscriptions",
                 "webhook",
+                "postgres",
+                "nats",
                 "retry",
             ] {
                 if let Some(v) = cur.get(k) {
@@ -309,11 +426,32 @@ async fn run_async(cmd: DestinationsCmd) -> anyhow::Result<()> {
                 .send(c.request(Method::POST, &format!("/v1/destinations/{name}/test"))?)
                 .await?;
             let r = &v["result"];
-            println!(
-                "sent (webhook-id {}):\n{}",
-                s(&v["webhook_id"]),
-                pretty(&v["sent"])
-            );
+            if r["tables"].is_object() && r["ok"] == true {
+                println!("connected in {} ms; rows:", s(&r["latency_ms"]));
+                for (t, n) in r["tables"].as_object().into_iter().flatten() {
+                    println!("  {t}: {n}");
+                }
+                return Ok(());
+            }
+            if r["subject"].is_string() && r["ok"] == true {
+                println!("published:\n{}", pretty(&v["sent"]));
+                println!(
+                    "acked in {} ms: subject {} stream {} seq {} duplicate {}",
+                    s(&r["latency_ms"]),
+                    s(&r["subject"]),
+                    s(&r["stream"]),
+                    s(&r["stream_seq"]),
+                    s(&r["duplicate"])
+                );
+                return Ok(());
+            }
+            if v["webhook_id"].is_string() {
+                println!(
+                    "sent (webhook-id {}):\n{}",
+                    s(&v["webhook_id"]),
+                    pretty(&v["sent"])
+                );
+            }
             if r["ok"] == true {
                 println!(
                     "answer: HTTP {} in {} ms\n{}",

@@ -9,11 +9,14 @@
 use super::audiences::parse_body;
 use crate::auth::{Caller, Need};
 use crate::destinations::model::{
-    Destination, DestinationType, RetryPolicy, Subscriptions, WebhookSettings,
+    AudienceSubscription, Destination, DestinationType, EventSubscription, RetryPolicy,
+    Subscriptions, WebhookSettings,
 };
+use crate::destinations::nats::NatsSettings;
+use crate::destinations::postgres::PostgresSettings;
 use crate::destinations::source::Compiled;
 use crate::destinations::store::DeliveryState;
-use crate::destinations::{sign, webhook, Destinations};
+use crate::destinations::{nats, postgres, sign, webhook, Destinations};
 use crate::error::ApiError;
 use crate::AppState;
 use axum::body::Bytes;
@@ -53,7 +56,13 @@ pub struct DestinationIn {
     pub purposes: Vec<String>,
     #[serde(default)]
     pub subscriptions: Subscriptions,
-    pub webhook: WebhookSettings,
+    /// The settings of the type (exactly the one `type` names).
+    #[serde(default)]
+    pub webhook: Option<WebhookSettings>,
+    #[serde(default)]
+    pub postgres: Option<PostgresSettings>,
+    #[serde(default)]
+    pub nats: Option<NatsSettings>,
     #[serde(default)]
     pub retry: RetryPolicy,
     /// `whsec_…` to use instead of a generated one (e.g. when moving a receiver over).
@@ -127,13 +136,29 @@ fn build(
         (None, Some(o)) => o.secret.clone(),
         (None, None) => sign::new_secret(),
     };
+    let mut subscriptions = body.subscriptions;
+    // A database sync with no subscriptions mirrors everything: every profile an event
+    // touches and every audience.
+    if body.kind == DestinationType::Postgres
+        && subscriptions.events.is_empty()
+        && subscriptions.audiences.is_empty()
+    {
+        subscriptions.events.push(EventSubscription::default());
+        subscriptions.audiences.push(AudienceSubscription {
+            audience: "*".into(),
+            entered: true,
+            exited: true,
+        });
+    }
     let d = Destination {
         name,
         kind: body.kind,
         enabled: body.enabled.unwrap_or(true),
         purposes: body.purposes,
-        subscriptions: body.subscriptions,
+        subscriptions,
         webhook: body.webhook,
+        postgres: body.postgres,
+        nats: body.nats,
         retry: body.retry,
         secret,
         created_at: old.map_or(now, |o| o.created_at),
@@ -141,6 +166,25 @@ fn build(
     };
     d.validate().map_err(ApiError::InvalidRequest)?;
     Ok(d)
+}
+
+/// A database or broker that cannot be reached when the destination is saved is refused
+/// with the reason (a webhook receiver may legitimately be down: it is not called).
+async fn reachable(d: &Destination) -> Result<(), ApiError> {
+    if !d.enabled {
+        return Ok(());
+    }
+    if let Some(p) = &d.postgres {
+        postgres::connect(p)
+            .await
+            .map_err(|e| ApiError::InvalidRequest(format!("postgres: {e}")))?;
+    }
+    if let Some(n) = &d.nats {
+        nats::connect(n)
+            .await
+            .map_err(|e| ApiError::InvalidRequest(format!("nats: {e}")))?;
+    }
+    Ok(())
 }
 
 async fn list(State(app): State<AppState>, caller: Caller) -> Result<Json<Value>, ApiError> {
@@ -166,6 +210,7 @@ async fn create(
         .ok_or_else(|| ApiError::InvalidRequest("name is required".into()))?;
     let start = body.start.take();
     let d = build(name.clone(), body, None)?;
+    reachable(&d).await?;
     let state = match start.as_deref() {
         None | Some("now") => Destinations::state_at_end(&app.reader, &app.state)?,
         Some("beginning") => DeliveryState::default(),
@@ -221,6 +266,7 @@ async fn replace(
     }
     let old = load(&app, &name)?;
     let d = build(name.clone(), body, Some(&old))?;
+    reachable(&d).await?;
     app.destinations
         .change(&name, |s| s.put(&d, None))
         .await??;
@@ -246,8 +292,10 @@ async fn remove(
 }
 
 /// Sends a sample item (an event, or an audience entry if it takes no events) through the
-/// mapping, signing and headers of the destination, once, and shows what came back. It
-/// counts in no statistic and is not retried.
+/// mapping, signing and headers of the destination, once, and shows what came back; for
+/// NATS publishes it and shows the ack; for PostgreSQL connects, creates the tables if
+/// missing and counts their rows (writing no sample). It counts in no statistic and is not
+/// retried.
 async fn test(
     State(app): State<AppState>,
     caller: Caller,
@@ -269,6 +317,25 @@ async fn test(
                          "message": {"type": "track", "event": "Spoor Test",
                                      "userId": "test-user", "properties": {"test": true}}}})
     };
+    match d.kind {
+        DestinationType::Webhook => {}
+        DestinationType::Postgres => {
+            let Some(p) = &d.postgres else {
+                return Err(ApiError::internal("postgres settings missing"));
+            };
+            return Ok(Json(
+                json!({"destination": name, "result": postgres::check(p).await}),
+            ));
+        }
+        DestinationType::Nats => {
+            let Some(n) = &d.nats else {
+                return Err(ApiError::internal("nats settings missing"));
+            };
+            return Ok(Json(
+                json!({"destination": name, "sent": item, "result": nats::check(n, &id, &item).await}),
+            ));
+        }
+    }
     let body =
         webhook::body(&d, &c, std::slice::from_ref(&item)).map_err(ApiError::InvalidRequest)?;
     let sent: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);

@@ -2,15 +2,22 @@
 //!
 //! - [`model`]: what a destination is, validated when saved.
 //! - [`source`]: the outbox — the event log and the membership change feed, read from a
-//!   destination's position, merged in source order, filtered by its subscriptions.
+//!   destination's position, merged in source order, filtered by its subscriptions;
+//!   [`profile_change`] derives "profile changed" items from the events.
 //! - [`worker`]: one task per destination: send, retry in place, dead-letter, commit.
 //! - [`webhook`], [`sign`], [`mapping`]: the HTTP request, its Standard Webhooks signature
 //!   and the jq mapping of its body.
 //! - [`store`]: definitions, positions, counters, dead letters and the delivery log.
+//! - [`sink`]: one attempt per destination type: [`webhook`], [`postgres`] (sync into the
+//!   user's database) and [`nats`] (JetStream publishing).
 
 pub mod mapping;
 pub mod model;
+pub mod nats;
+pub mod postgres;
+pub mod profile_change;
 pub mod sign;
+pub mod sink;
 pub mod source;
 pub mod store;
 pub mod webhook;

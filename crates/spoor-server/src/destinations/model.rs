@@ -1,9 +1,12 @@
-//! What a destination is: where to send (a webhook), what to send (subscriptions to events
-//! and audience changes), how (mapping, batching, headers, auth, signing) and how hard to
-//! try (retry schedule, pause after a grace period). Checked once, when it is saved, so a
-//! worker only ever runs a valid definition.
+//! What a destination is: where to send (a webhook, a PostgreSQL database, a NATS
+//! JetStream stream), what to send (subscriptions to events and audience changes), how
+//! (mapping, batching, headers, auth, signing) and how hard to try (retry schedule, pause
+//! after a grace period). Checked once, when it is saved, so a worker only ever runs a
+//! valid definition.
 
 use super::mapping::Jq;
+use super::nats::NatsSettings;
+use super::postgres::PostgresSettings;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -22,7 +25,13 @@ pub struct Destination {
     pub purposes: Vec<String>,
     #[serde(default)]
     pub subscriptions: Subscriptions,
-    pub webhook: WebhookSettings,
+    /// The settings of the destination's type: exactly the one named by `type` is set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook: Option<WebhookSettings>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub postgres: Option<PostgresSettings>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nats: Option<NatsSettings>,
     #[serde(default)]
     pub retry: RetryPolicy,
     /// `whsec_…`, generated at creation; receivers verify signatures with it.
@@ -39,6 +48,18 @@ fn yes() -> bool {
 #[serde(rename_all = "snake_case")]
 pub enum DestinationType {
     Webhook,
+    Postgres,
+    Nats,
+}
+
+impl DestinationType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Webhook => "webhook",
+            Self::Postgres => "postgres",
+            Self::Nats => "nats",
+        }
+    }
 }
 
 /// What a destination receives. Empty lists receive nothing of that kind.
@@ -49,6 +70,18 @@ pub struct Subscriptions {
     pub events: Vec<EventSubscription>,
     #[serde(default)]
     pub audiences: Vec<AudienceSubscription>,
+    /// Profile changes: an event set traits of a profile; delivered as the current profile.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub profiles: Option<ProfileSubscription>,
+}
+
+/// "Profile changed" items: one after each event that set (wrote) traits of a profile.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProfileSubscription {
+    /// Only when one of these traits was set (empty: any trait).
+    #[serde(default)]
+    pub traits: Vec<String>,
 }
 
 /// Events that match every given field (an absent field matches anything).
@@ -169,6 +202,22 @@ pub const MAX_BATCH: usize = 1_000;
 pub const MAX_HEADERS: usize = 50;
 
 impl Destination {
+    /// Items sent in one request / transaction / round of publishes.
+    pub fn batch_size(&self) -> usize {
+        match (&self.webhook, &self.postgres, &self.nats) {
+            (Some(w), _, _) => w.batch_size,
+            (_, Some(p), _) => p.batch_size,
+            (_, _, Some(n)) => n.batch_size,
+            _ => 1,
+        }
+        .max(1)
+    }
+
+    /// The jq mapping of what is sent (webhooks only).
+    pub fn mapping(&self) -> Option<&str> {
+        self.webhook.as_ref().and_then(|w| w.mapping.as_deref())
+    }
+
     /// Every check a definition must pass; the message names the field.
     pub fn validate(&self) -> Result<(), String> {
         if !valid_name(&self.name) {
@@ -177,40 +226,34 @@ impl Destination {
                 self.name
             ));
         }
-        let w = &self.webhook;
-        let url = url::Url::parse(&w.url).map_err(|e| format!("webhook.url: {e}"))?;
-        match url.scheme() {
-            "http" => {}
-            "https" => {
-                return Err("webhook.url: https is not supported by this build yet; \
-                            put a TLS-terminating proxy in front of an http URL"
-                    .into())
-            }
-            s => return Err(format!("webhook.url: scheme {s:?} is not http")),
+        let kind = self.kind.as_str();
+        let sections = [
+            ("webhook", self.webhook.is_some()),
+            ("postgres", self.postgres.is_some()),
+            ("nats", self.nats.is_some()),
+        ];
+        if !sections.iter().any(|(s, set)| *s == kind && *set) {
+            return Err(format!("{kind} settings are required for type {kind}"));
         }
-        if w.batch_size == 0 || w.batch_size > MAX_BATCH {
-            return Err(format!("webhook.batch_size must be 1-{MAX_BATCH}"));
+        if let Some((other, _)) = sections.iter().find(|(s, set)| *s != kind && *set) {
+            return Err(format!("{other} settings do not apply to type {kind}"));
         }
-        if w.timeout_ms == 0 || w.timeout_ms > 300_000 {
-            return Err("webhook.timeout_ms must be 1-300000".into());
+        if let Some(w) = &self.webhook {
+            validate_webhook(w)?;
         }
-        if w.headers.len() > MAX_HEADERS {
-            return Err(format!("at most {MAX_HEADERS} webhook.headers"));
+        if let Some(p) = &self.postgres {
+            p.validate()?;
         }
-        for (k, v) in &w.headers {
-            let name = reqwest::header::HeaderName::from_bytes(k.as_bytes())
-                .map_err(|_| format!("webhook.headers: {k:?} is not a header name"))?;
-            if name.as_str().starts_with("webhook-") || name == reqwest::header::CONTENT_TYPE {
-                return Err(format!("webhook.headers: {k:?} is set by Spoor"));
-            }
-            reqwest::header::HeaderValue::from_str(v)
-                .map_err(|_| format!("webhook.headers: the value of {k:?} is not valid"))?;
+        if let Some(n) = &self.nats {
+            n.validate()?;
         }
-        if let Some(m) = &w.mapping {
-            Jq::compile(m).map_err(|e| format!("webhook.mapping: {e}"))?;
-        }
+        self.validate_common()
+    }
+
+    fn validate_common(&self) -> Result<(), String> {
         let s = &self.subscriptions;
-        if s.events.len() + s.audiences.len() > MAX_SUBSCRIPTIONS {
+        let profile_traits = s.profiles.as_ref().map_or(0, |p| p.traits.len());
+        if s.events.len() + s.audiences.len() + profile_traits > MAX_SUBSCRIPTIONS {
             return Err(format!("at most {MAX_SUBSCRIPTIONS} subscriptions"));
         }
         for e in &s.events {
@@ -252,6 +295,42 @@ impl Destination {
         }
         Ok(())
     }
+}
+
+/// The checks of a webhook's settings.
+fn validate_webhook(w: &WebhookSettings) -> Result<(), String> {
+    let url = url::Url::parse(&w.url).map_err(|e| format!("webhook.url: {e}"))?;
+    match url.scheme() {
+        "http" => {}
+        "https" => {
+            return Err("webhook.url: https is not supported by this build yet; \
+                put a TLS-terminating proxy in front of an http URL"
+                .into())
+        }
+        s => return Err(format!("webhook.url: scheme {s:?} is not http")),
+    }
+    if w.batch_size == 0 || w.batch_size > MAX_BATCH {
+        return Err(format!("webhook.batch_size must be 1-{MAX_BATCH}"));
+    }
+    if w.timeout_ms == 0 || w.timeout_ms > 300_000 {
+        return Err("webhook.timeout_ms must be 1-300000".into());
+    }
+    if w.headers.len() > MAX_HEADERS {
+        return Err(format!("at most {MAX_HEADERS} webhook.headers"));
+    }
+    for (k, v) in &w.headers {
+        let name = reqwest::header::HeaderName::from_bytes(k.as_bytes())
+            .map_err(|_| format!("webhook.headers: {k:?} is not a header name"))?;
+        if name.as_str().starts_with("webhook-") || name == reqwest::header::CONTENT_TYPE {
+            return Err(format!("webhook.headers: {k:?} is set by Spoor"));
+        }
+        reqwest::header::HeaderValue::from_str(v)
+            .map_err(|_| format!("webhook.headers: the value of {k:?} is not valid"))?;
+    }
+    if let Some(m) = &w.mapping {
+        Jq::compile(m).map_err(|e| format!("webhook.mapping: {e}"))?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -59,7 +59,7 @@ impl Compiled {
             .iter()
             .map(|s| s.filter.as_deref().map(Jq::compile).transpose())
             .collect::<Result<_, _>>()?;
-        let mapping = d.webhook.mapping.as_deref().map(Jq::compile).transpose()?;
+        let mapping = d.mapping().map(Jq::compile).transpose()?;
         Ok(Self { filters, mapping })
     }
 }
@@ -76,7 +76,7 @@ pub fn key(dest: &str, kind: &str, id: &str) -> String {
 }
 
 #[derive(Deserialize)]
-struct Head {
+pub(super) struct Head {
     #[serde(default)]
     source_id: String,
     #[serde(rename = "type", default)]
@@ -84,22 +84,22 @@ struct Head {
     #[serde(default)]
     message_id: String,
     #[serde(default)]
-    message: MessageHead,
+    pub(super) message: MessageHead,
 }
 
 #[derive(Deserialize, Default)]
-struct MessageHead {
+pub(super) struct MessageHead {
     #[serde(default)]
     event: Option<Value>,
     #[serde(default)]
     name: Option<Value>,
     #[serde(rename = "userId", default)]
-    user_id: Option<Value>,
+    pub(super) user_id: Option<Value>,
     #[serde(rename = "anonymousId", default)]
-    anonymous_id: Option<Value>,
+    pub(super) anonymous_id: Option<Value>,
 }
 
-fn as_text(v: &Option<Value>) -> Option<String> {
+pub(super) fn as_text(v: &Option<Value>) -> Option<String> {
     match v {
         Some(Value::String(s)) if !s.is_empty() => Some(s.clone()),
         Some(Value::Number(n)) => Some(n.to_string()),
@@ -218,7 +218,12 @@ pub fn gather(
     from: Pos,
     max: usize,
 ) -> Result<(Vec<Item>, Pos), StoreError> {
-    let wants_changes = !d.subscriptions.audiences.is_empty();
+    // A PostgreSQL sync writes the profile as the processor left it, so it too waits for
+    // the checkpoint that applied an event before it takes the event.
+    // So do profile changes.
+    let wants_changes = !d.subscriptions.audiences.is_empty()
+        || d.subscriptions.profiles.is_some()
+        || d.kind == super::model::DestinationType::Postgres;
     let durable = state.durable_reader()?;
     let bound = if wants_changes {
         log.last_seq().min(durable.processed_seq()?)
@@ -255,11 +260,23 @@ pub fn gather(
         if take_event {
             let Some(e) = e else { break };
             i += 1;
+            let before = pos;
             pos.0 = e.seq;
-            if d.subscriptions.events.is_empty() {
-                continue;
+            let change = match &d.subscriptions.profiles {
+                Some(sub) => {
+                    super::profile_change::item(d, sub, state, e.seq, e.received_ms, &e.payload)?
+                }
+                None => None,
+            };
+            if !d.subscriptions.events.is_empty() {
+                if let Some(mut it) = event_item(d, c, state, e.seq, e.received_ms, &e.payload)? {
+                    // Handled only with the profile change that follows it (same seq), so a
+                    // crash between the two re-sends the event rather than skip the change.
+                    it.pos = if change.is_some() { before } else { pos };
+                    items.push(it);
+                }
             }
-            if let Some(mut it) = event_item(d, c, state, e.seq, e.received_ms, &e.payload)? {
+            if let Some(mut it) = change {
                 it.pos = pos;
                 items.push(it);
             }

@@ -15,7 +15,8 @@ const MAX_RESPONSE: usize = 4096;
 #[derive(Debug, Clone)]
 pub enum Outcome {
     Delivered {
-        status: u16,
+        /// The HTTP status (webhooks only).
+        status: Option<u16>,
         latency_ms: u64,
         body: String,
     },
@@ -41,7 +42,7 @@ pub fn body(d: &Destination, c: &Compiled, items: &[Value]) -> Result<Vec<u8>, S
             None => it.clone(),
         });
     }
-    let v = if d.webhook.batch_size == 1 && mapped.len() == 1 {
+    let v = if d.batch_size() == 1 && mapped.len() == 1 {
         mapped.pop().unwrap_or(Value::Null)
     } else {
         Value::Array(mapped)
@@ -70,6 +71,12 @@ fn retry_after(h: &reqwest::header::HeaderMap) -> Option<u64> {
 
 /// Sends one request; never panics on what the receiver does.
 pub async fn send(http: &reqwest::Client, d: &Destination, id: &str, body: Vec<u8>) -> Outcome {
+    let Some(w) = &d.webhook else {
+        return Outcome::Permanent {
+            status: None,
+            error: "not a webhook destination".into(),
+        };
+    };
     let key = match sign::secret_key(&d.secret) {
         Some(k) => k,
         None => {
@@ -82,18 +89,18 @@ pub async fn send(http: &reqwest::Client, d: &Destination, id: &str, body: Vec<u
     let ts = chrono::Utc::now().timestamp();
     let sig = sign::signature(&key, id, ts, &body);
     let mut req = http
-        .post(&d.webhook.url)
-        .timeout(Duration::from_millis(d.webhook.timeout_ms))
+        .post(&w.url)
+        .timeout(Duration::from_millis(w.timeout_ms))
         .header("content-type", "application/json")
         .header("user-agent", concat!("spoor/", env!("CARGO_PKG_VERSION")))
         .header("webhook-id", id)
         .header("webhook-timestamp", ts.to_string())
         .header("webhook-signature", sig)
         .header("idempotency-key", id);
-    for (k, v) in &d.webhook.headers {
+    for (k, v) in &w.headers {
         req = req.header(k.as_str(), v.as_str());
     }
-    req = match &d.webhook.auth {
+    req = match &w.auth {
         Some(WebhookAuth::Bearer(t)) => req.bearer_auth(t),
         Some(WebhookAuth::Basic { username, password }) => req.basic_auth(username, Some(password)),
         None => req,
@@ -116,7 +123,7 @@ pub async fn send(http: &reqwest::Client, d: &Destination, id: &str, body: Vec<u
     let latency_ms = started.elapsed().as_millis() as u64;
     match status {
         200..=299 => Outcome::Delivered {
-            status,
+            status: Some(status),
             latency_ms,
             body: text,
         },

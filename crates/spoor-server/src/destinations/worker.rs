@@ -8,6 +8,7 @@
 //! (see [`super::Destinations`]).
 
 use super::model::Destination;
+use super::sink::Sink;
 use super::source::{self, Compiled, Item, Pos};
 use super::store::{Commit, DeadLetter, DeliveryState, DeliveryStore, LogRow, Retrying};
 use super::webhook::{self, Outcome};
@@ -54,6 +55,7 @@ pub async fn run(ctx: Context, dest: Destination, mut stop: watch::Receiver<bool
         }
     };
     let compiled = Arc::new(compiled);
+    let mut sink = Sink::new(&dest);
     let dest = Arc::new(dest);
     tracing::info!(destination = %name, "delivery worker started");
     loop {
@@ -64,7 +66,7 @@ pub async fn run(ctx: Context, dest: Destination, mut stop: watch::Receiver<bool
             let _ = stop.changed().await;
             continue;
         }
-        match step(&ctx, &dest, &compiled, &mut st, &mut stop).await {
+        match step(&ctx, &dest, &compiled, &mut sink, &mut st, &mut stop).await {
             Ok(true) => {}
             Ok(false) => {
                 tokio::select! {
@@ -92,6 +94,7 @@ async fn step(
     ctx: &Context,
     d: &Arc<Destination>,
     c: &Arc<Compiled>,
+    sink: &mut Sink,
     st: &mut DeliveryState,
     stop: &mut watch::Receiver<bool>,
 ) -> Result<bool, String> {
@@ -105,22 +108,22 @@ async fn step(
                 key: body["id"].as_str().unwrap_or(&r.key).to_owned(),
                 body: body.clone(),
                 profile: r.profiles.get(i).cloned().filter(|p| !p.is_empty()),
-                kind: if body["kind"] == "audience" {
-                    "audience"
-                } else {
-                    "event"
+                kind: match body["kind"].as_str() {
+                    Some("audience") => "audience",
+                    Some("profile") => "profile",
+                    _ => "event",
                 },
                 what: "replay".into(),
                 source_ms: r.at.timestamp_millis(),
                 pos: (st.event_cursor, st.change_cursor),
             })
             .collect();
-        deliver(ctx, d, c, st, &items, Some(r.id), stop).await?;
+        deliver(ctx, d, c, sink, st, &items, Some(r.id), stop).await?;
         return Ok(true);
     }
     let from: Pos = (st.event_cursor, st.change_cursor);
     let (ctx2, d2, c2) = (ctx.clone(), d.clone(), c.clone());
-    let max = d.webhook.batch_size * 16;
+    let max = d.batch_size() * 16;
     let (items, end) = tokio::task::spawn_blocking(move || {
         source::gather(&d2, &c2, &ctx2.log, &ctx2.state, from, max)
     })
@@ -137,8 +140,8 @@ async fn step(
         }
         return Ok(false);
     }
-    for chunk in items.chunks(d.webhook.batch_size) {
-        if let Sent::Halt = deliver(ctx, d, c, st, chunk, None, stop).await? {
+    for chunk in items.chunks(d.batch_size()) {
+        if let Sent::Halt = deliver(ctx, d, c, sink, st, chunk, None, stop).await? {
             return Ok(false);
         }
     }
@@ -153,10 +156,12 @@ async fn step(
 
 /// Sends `items` as one request until it is delivered, dead-lettered, the destination is
 /// paused or the worker is stopped; commits the outcome with the position after `items`.
+#[allow(clippy::too_many_arguments)]
 async fn deliver(
     ctx: &Context,
     d: &Destination,
     c: &Compiled,
+    sink: &mut Sink,
     st: &mut DeliveryState,
     items: &[Item],
     replay: Option<u64>,
@@ -168,18 +173,10 @@ async fn deliver(
     let mut attempts = 0u32;
     let (status, error) = loop {
         attempts += 1;
-        let outcome = match webhook::body(d, c, &bodies) {
-            Ok(body) => {
-                st.requests += 1;
-                tokio::select! {
-                    o = webhook::send(&ctx.http, d, &id, body) => o,
-                    _ = stop.changed() => return Ok(Sent::Halt),
-                }
-            }
-            Err(error) => Outcome::Permanent {
-                status: None,
-                error,
-            },
+        st.requests += 1;
+        let outcome = tokio::select! {
+            o = sink.send(ctx, d, c, &id, items) => o,
+            _ = stop.changed() => return Ok(Sent::Halt),
         };
         match outcome {
             Outcome::Delivered {
@@ -203,7 +200,7 @@ async fn deliver(
                     "delivered"
                 };
                 let commit = Commit {
-                    log: log_rows(d, items, outcome, Some(status), attempts),
+                    log: log_rows(d, items, outcome, status, attempts),
                     replays_done: replay.into_iter().collect(),
                     ..Commit::default()
                 };

@@ -473,3 +473,42 @@ async fn positions_survive_a_restart_and_test_shows_the_answer() {
     let (s, _) = call(&srv, "GET", "/v1/destinations/r", None).await;
     assert_eq!(s, 404);
 }
+
+#[tokio::test]
+async fn profile_changes_are_delivered_as_the_current_profile() {
+    let srv = start().await;
+    let rx = Receiver::start().await;
+    create(
+        &srv,
+        json!({"name": "pc", "type": "webhook",
+               "subscriptions": {"events": [{"name": "Bought"}], "profiles": {"traits": ["plan"]}},
+               "webhook": {"url": format!("{}/pc", rx.url)}, "retry": fast_retry()}),
+    )
+    .await;
+    let identify = |traits: Value, n: u64| json!({"type": "identify", "userId": "u1", "messageId": format!("id-{n}"), "traits": traits});
+    srv.send_processed(vec![identify(json!({"plan": "pro", "name": "Ann"}), 1)])
+        .await;
+    let got = rx.wait_for("/pc", 1).await;
+    assert_eq!(got[0]["kind"], "profile", "{got:?}");
+    assert_eq!(got[0]["changed"], json!(["name", "plan"]));
+    assert_eq!(got[0]["profile"]["traits"]["plan"], "pro");
+    // An event it subscribes to, then a trait it does not watch (no item).
+    srv.send_processed(vec![
+        track("u1", "Bought", 1),
+        identify(json!({"name": "Ann B"}), 2),
+    ])
+    .await;
+    srv.send_processed(vec![identify(json!({"plan": "free"}), 3)])
+        .await;
+    let got = rx.wait_for("/pc", 3).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(rx.delivered("/pc").len(), 3, "{got:?}");
+    assert_eq!(got[1]["kind"], "event", "{got:?}");
+    assert_eq!(got[2]["kind"], "profile");
+    assert_eq!(got[2]["changed"], json!(["plan"]));
+    // Delivered as the profile is now.
+    assert_eq!(got[2]["profile"]["traits"]["plan"], "free");
+    assert_eq!(got[2]["profile"]["traits"]["name"], "Ann B");
+    assert_eq!(got[0]["profile_id"], got[2]["profile_id"]);
+    assert_ne!(got[0]["id"], got[2]["id"]);
+}
