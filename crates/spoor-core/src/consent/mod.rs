@@ -208,7 +208,7 @@ impl ConsentRules {
     pub fn statements(&self, ev: &EventView) -> Vec<Statement> {
         let mut out: BTreeMap<String, (ConsentValue, ConsentVia)> = BTreeMap::new();
         if let Some(traits) = &ev.traits {
-            self.from_traits(traits, &mut out);
+            self.trait_statements(traits, &mut out);
         }
         if let Some(Value::Object(consent)) = &ev.consent {
             if let Some(Value::Object(cats)) = consent.get("categoryPreferences") {
@@ -257,7 +257,7 @@ impl ConsentRules {
             .collect()
     }
 
-    fn from_traits(
+    fn trait_statements(
         &self,
         traits: &Map<String, Value>,
         out: &mut BTreeMap<String, (ConsentValue, ConsentVia)>,
