@@ -23,6 +23,9 @@ pub struct Config {
     pub identity: spoor_core::identity::IdentityConfig,
     pub destinations: DestinationsConfig,
     pub log: LogConfig,
+    /// Consent purposes, PII controls (see `spoor config`).
+    #[serde(default)]
+    pub privacy: crate::privacy::PrivacyConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -170,6 +173,9 @@ impl Config {
         }
         if self.destinations.poll_ms == 0 || self.destinations.poll_ms > 60_000 {
             return bad("destinations.poll_ms must be 1-60000".into());
+        }
+        if let Err(e) = self.privacy.validate() {
+            return bad(e);
         }
         if self.storage.data_dir.as_os_str().is_empty() {
             return bad("storage.data_dir must not be empty".into());

@@ -10,6 +10,7 @@ pub mod defs;
 pub mod destinations;
 pub mod error;
 pub mod metrics;
+pub mod privacy;
 pub mod processor;
 
 use auth::{Auth, FirstStart};
@@ -48,6 +49,10 @@ pub struct Inner {
     pub defs: defs::DefsHandle,
     /// Destinations and their delivery workers (started by [`serve`]).
     pub destinations: Arc<destinations::Destinations>,
+    /// Consent purposes, defaults and mappings (`[privacy]`).
+    pub consent: Arc<spoor_core::consent::ConsentRules>,
+    /// IP anonymisation and redaction applied at ingest (`[privacy]`).
+    pub pii: privacy::pii::Pii,
 }
 
 impl Deref for AppState {
@@ -126,9 +131,12 @@ impl AppState {
         let state = StateStore::open(&dir.join("state"))?;
         let defs = defs::DefsHandle::open(meta.clone())?;
         let now_clock = clock.clone();
+        let consent = Arc::new(cfg.privacy.rules().map_err(ApiError::InvalidRequest)?);
+        let pii = privacy::pii::Pii::new(&cfg.privacy);
         let pipeline = processor::Pipeline::new(
             &cfg.identity,
             &cfg.processor,
+            consent.clone(),
             defs.clone(),
             Arc::new(move || now_clock.now().timestamp_millis()),
         )
@@ -157,6 +165,8 @@ impl AppState {
             rules,
             defs,
             destinations,
+            consent,
+            pii,
         };
         Ok((Self(Arc::new(inner)), first))
     }
@@ -174,6 +184,7 @@ pub async fn serve(
             state: app.state.clone(),
             store: app.destinations.store.clone(),
             http: app.destinations.http.clone(),
+            consent: app.consent.clone(),
             poll: Duration::from_millis(app.cfg.destinations.poll_ms),
         })
         .await

@@ -247,7 +247,10 @@ fn prepare(
                     timestamp_ms: n.timestamp_ms,
                     received_ms: n.received_ms,
                     dedupe_key: n.dedupe_key,
-                    payload: n.bytes,
+                    payload: app
+                        .pii
+                        .apply(source.as_str(), n.bytes)
+                        .map_err(ApiError::internal)?,
                 });
             }
             Err(r) => rejected.push((i, r, truncate(raw.get(), REJECTED_RAW_KEEP))),

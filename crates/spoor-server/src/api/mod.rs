@@ -2,6 +2,7 @@
 
 pub mod audiences;
 pub mod computed;
+pub mod consent;
 pub mod destinations;
 pub mod events;
 pub mod exports;
@@ -37,6 +38,7 @@ pub fn router(app: AppState) -> Router {
         .merge(computed::routes())
         .merge(destinations::routes())
         .merge(health::routes())
+        .merge(consent::routes())
         .layer(middleware::from_fn_with_state(app.clone(), count_requests))
         .with_state(app)
 }

@@ -10,5 +10,6 @@ mod exports;
 mod fixtures;
 mod ingest;
 mod memberships;
+mod privacy;
 mod profiles;
 mod receiver;
