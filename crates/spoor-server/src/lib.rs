@@ -53,6 +53,8 @@ pub struct Inner {
     pub consent: Arc<spoor_core::consent::ConsentRules>,
     /// IP anonymisation and redaction applied at ingest (`[privacy]`).
     pub pii: privacy::pii::Pii,
+    /// Who did what through the admin API (see [`privacy::audit`]).
+    pub audit: privacy::audit::AuditLog,
 }
 
 impl Deref for AppState {
@@ -150,6 +152,8 @@ impl AppState {
             cfg.processor.clone(),
         )?;
         let destinations = Arc::new(destinations::Destinations::open(&dir.join("destinations"))?);
+        let audit =
+            privacy::audit::AuditLog::open(&dir.join("audit")).map_err(ApiError::internal)?;
         let inner = Inner {
             cfg,
             auth,
@@ -167,6 +171,7 @@ impl AppState {
             destinations,
             consent,
             pii,
+            audit,
         };
         Ok((Self(Arc::new(inner)), first))
     }
@@ -190,6 +195,18 @@ pub async fn serve(
         .await
         .map_err(std::io::Error::other)?;
     let router = api::router(app.clone());
+    // Audited reads are synced within a second even when no later record comes.
+    let syncing = {
+        let app = app.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(privacy::audit::SYNC_EVERY).await;
+                if let Err(e) = app.audit.sync() {
+                    tracing::error!(error = %e, "cannot sync the audit log");
+                }
+            }
+        })
+    };
     let served = axum::serve(
         listener,
         router.into_make_service_with_connect_info::<SocketAddr>(),
@@ -198,5 +215,10 @@ pub async fn serve(
     .await;
     // Workers hold the stores open; stop them so the data directory can be reopened.
     app.destinations.shutdown().await;
+    syncing.abort();
+    let _ = syncing.await;
+    if let Err(e) = app.audit.sync() {
+        tracing::error!(error = %e, "cannot sync the audit log");
+    }
     served
 }

@@ -3,7 +3,9 @@
 //!
 //! - [`enforce`]: the one gate every destination type calls before data leaves.
 //! - [`pii`]: IP anonymisation and property redaction, applied before an event is stored.
+//! - [`audit`]: the append-only audit log, recorded by a middleware on every admin route.
 
+pub mod audit;
 pub mod enforce;
 pub mod pii;
 

@@ -300,3 +300,126 @@ async fn ips_are_truncated_and_redacted_fields_never_reach_the_log() {
     assert_eq!(p["traits"]["name"], "Pat");
     assert_eq!(p["traits"]["ssn"].as_str().unwrap().len(), 64, "{p}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_access_export_holds_everything_and_every_access_is_audited() {
+    let srv = start().await;
+    srv.define(|d| {
+        d.audiences
+            .insert("buyers".into(), audience("buyers", r#"performed "Bought""#));
+    })
+    .await;
+    // More events than one page of the streamed export (500), across a merge.
+    let mut events = vec![
+        json!({"type": "identify", "anonymousId": "anon-7", "traits": {"email": "Erin@Example.com"}, "messageId": "e-0"}),
+        json!({"type": "identify", "userId": "erin", "anonymousId": "anon-7", "messageId": "e-1"}),
+    ];
+    events.extend((0..600).map(|i| bought("erin", i, Some(i % 2 == 0))));
+    for chunk in events.chunks(200) {
+        srv.send_processed(chunk.to_vec()).await;
+    }
+    let (s, _) = call(
+        &srv,
+        "PUT",
+        "/v1/profiles/email:erin@example.com/consent",
+        Some(json!({"purposes": {"email": "granted"}})),
+    )
+    .await;
+    assert_eq!(s, 200);
+
+    let resp = srv
+        .http
+        .get(format!(
+            "{}/v1/profiles/email:erin@example.com/privacy-export",
+            srv.url
+        ))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let doc: Value = resp.json().await.unwrap();
+    assert_eq!(doc["format"], "spoor-privacy-export/1");
+    let pid = doc["profile_id"].as_str().unwrap().to_owned();
+    assert_eq!(doc["profile"]["traits"]["email"], "Erin@Example.com");
+    let ids = doc["identity"]["identifiers"].to_string();
+    for v in ["erin@example.com", "anon-7", "\"erin\""] {
+        assert!(ids.contains(v), "{v} missing from {ids}");
+    }
+    assert!(!doc["identity"]["decisions"].as_array().unwrap().is_empty());
+    // 602 ingested + the Consent API's event, all of them, each once.
+    let evs = doc["events"].as_array().unwrap();
+    assert_eq!(evs.len(), 603);
+    let mut ids: Vec<&str> = evs
+        .iter()
+        .map(|e| e["message_id"].as_str().unwrap())
+        .collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 603);
+    assert_eq!(doc["consent"]["current"]["email"]["value"], "granted");
+    assert_eq!(doc["consent"]["current"]["advertising"]["value"], "denied");
+    assert!(doc["consent"]["history"].as_array().unwrap().len() >= 2);
+    assert_eq!(doc["audiences"]["current"][0]["name"], "buyers");
+    assert_eq!(doc["audiences"]["history"][0]["change"], "entered");
+    assert!(doc["deliveries"].is_array());
+
+    // The audit log: the consent change and the export, by this token, pseudonymised.
+    let (s, v) = call(&srv, "GET", "/v1/admin/audit?limit=1000", None).await;
+    assert_eq!(s, 200, "{v}");
+    let recs = v["records"].as_array().unwrap();
+    let find = |method: &str, route: &str| {
+        recs.iter()
+            .find(|r| r["method"] == method && r["route"] == route)
+            .unwrap_or_else(|| panic!("no {method} {route} in {recs:?}"))
+            .clone()
+    };
+    let put = find("PUT", "/v1/profiles/{pref}/consent");
+    assert_eq!(put["action"], "change");
+    assert_eq!(put["status"], 200);
+    assert!(put["who"].as_str().unwrap().starts_with("tok_"), "{put}");
+    let exp = find("GET", "/v1/profiles/{pref}/privacy-export");
+    assert_eq!(exp["action"], "export");
+    assert!(
+        exp["target"][0]
+            .as_str()
+            .unwrap()
+            .starts_with("email:sha256:"),
+        "{exp}"
+    );
+    // A profile read is audited too, and a refused call names no token.
+    let _ = call(&srv, "GET", &format!("/v1/profiles/{pid}"), None).await;
+    let bad = srv
+        .http
+        .put(format!("{}/v1/profiles/{pid}/consent", srv.url))
+        .bearer_auth("not-a-token")
+        .json(&json!({"purposes": {"email": "denied"}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 401);
+    let (_, v) = call(&srv, "GET", "/v1/admin/audit?limit=1000", None).await;
+    let recs = v["records"].as_array().unwrap();
+    assert!(recs
+        .iter()
+        .any(|r| r["route"] == "/v1/profiles/{pref}" && r["target"][0] == pid.as_str()));
+    assert!(recs
+        .iter()
+        .any(|r| r["status"] == 401 && r["who"].is_null()));
+    // Paging with the cursor gives the same records (reading the audit log is not audited).
+    let (_, p1) = call(&srv, "GET", "/v1/admin/audit?limit=2", None).await;
+    let next = p1["next_cursor"].as_u64().unwrap();
+    let (_, p2) = call(
+        &srv,
+        "GET",
+        &format!("/v1/admin/audit?limit=1000&cursor={next}"),
+        None,
+    )
+    .await;
+    assert_eq!(
+        p1["records"].as_array().unwrap().len() + p2["records"].as_array().unwrap().len(),
+        recs.len()
+    );
+    let audit = std::fs::read(srv.dir.path().join("audit/audit.ndjson")).unwrap();
+    assert!(!contains(&audit, "erin@example.com"));
+}
