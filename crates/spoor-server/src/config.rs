@@ -221,4 +221,34 @@ mod tests {
         std::fs::write(&f, "[server]\nlisten = \"nope\"\n").unwrap();
         assert!(Config::load(Some(&f), &Overrides::default()).is_err());
     }
+
+    #[test]
+    fn privacy_section_is_checked() {
+        let c = Config::load(None, &Overrides::default()).unwrap();
+        assert_eq!(c.privacy.rules().unwrap().purposes().len(), 4);
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("spoor.toml");
+        for (toml, cause) in [
+            ("[privacy.default_consent]\nads = \"granted\"\n", "ads"),
+            ("[privacy.default_consent]\nemail = \"maybe\"\n", "maybe"),
+            ("[privacy.categories]\nMarketing = [\"mail\"]\n", "mail"),
+            (
+                "[privacy]\nredact = [{ path = \"properties.\", action = \"drop\" }]\n",
+                "properties.",
+            ),
+            (
+                "[privacy]\nredact = [{ path = \"a\", action = \"burn\" }]\n",
+                "burn",
+            ),
+        ] {
+            std::fs::write(&f, toml).unwrap();
+            let err = Config::load(Some(&f), &Overrides::default()).unwrap_err();
+            assert!(err.to_string().contains(cause), "{toml}: {err}");
+        }
+        std::fs::write(&f, "[privacy.default_consent]\nanalytics = \"granted\"\n").unwrap();
+        let c = Config::load(Some(&f), &Overrides::default()).unwrap();
+        let rules = c.privacy.rules().unwrap();
+        assert!(rules.default_of("analytics").is_granted());
+        assert!(!rules.default_of("advertising").is_granted());
+    }
 }

@@ -283,8 +283,22 @@ async fn ips_are_truncated_and_redacted_fields_never_reach_the_log() {
                "context": {"ip": "2001:db8:abcd:12:3456::77"}}),
     ])
     .await;
+    // A rejected event of such a source keeps no raw text either.
+    let (s, _) = srv
+        .post(
+            "/v1/batch",
+            &json!({"batch": [{"type": "track", "userId": "p1", "messageId": "p1-3",
+                               "properties": {"card_number": "5500-0000-0000-0004"}}]}),
+        )
+        .await;
+    assert_eq!(s, 200);
+    assert_eq!(srv.rejections().await.len(), 1);
     let events = srv.events().await;
     assert_eq!(events.len(), 2);
+    assert!(!contains(
+        &all_bytes(&srv.dir.path().join("rejected")),
+        "5500-0000"
+    ));
     let log = all_bytes(&srv.dir.path().join("log"));
     for raw in [
         "4111-1111-1111-1111",
