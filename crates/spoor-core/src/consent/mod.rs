@@ -207,7 +207,12 @@ impl ConsentRules {
     /// the precedence within an event).
     pub fn statements(&self, ev: &EventView) -> Vec<Statement> {
         let mut out: BTreeMap<String, (ConsentValue, ConsentVia)> = BTreeMap::new();
-        if let Some(traits) = &ev.traits {
+        // Most events carry traits but no consent trait: one prefix scan, no allocation.
+        if let Some(traits) = ev
+            .traits
+            .as_ref()
+            .filter(|t| t.keys().any(|k| k.starts_with(self.consent_trait.as_str())))
+        {
             self.trait_statements(traits, &mut out);
         }
         if let Some(Value::Object(consent)) = &ev.consent {

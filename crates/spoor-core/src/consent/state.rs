@@ -58,7 +58,7 @@ impl Consent {
         if statements.is_empty() {
             return;
         }
-        let other = Consent::from_records(statements.iter().map(|s| ConsentRecord {
+        let records = statements.iter().map(|s| ConsentRecord {
             purpose: s.purpose.clone(),
             value: s.value,
             at_ms: ev.timestamp_ms,
@@ -66,8 +66,28 @@ impl Consent {
             via: s.via,
             source_id: ev.source_id.to_string(),
             message_id: ev.message_id.to_string(),
-        }));
-        self.absorb(other);
+        });
+        // The common case — the event is newer than everything kept — appends in order and
+        // drops at most the oldest statement per purpose, which is what `absorb` computes.
+        let (first_at, first_seq) = (ev.timestamp_ms, ev.seq);
+        let newest = self
+            .history
+            .last()
+            .is_none_or(|l| (l.at_ms, l.seq) < (first_at, first_seq));
+        if !newest {
+            self.absorb(Consent::from_records(records));
+            return;
+        }
+        for r in records {
+            keep_newer(&mut self.current, &r);
+            let kept = self.history_of(&r.purpose).count();
+            if kept >= HISTORY_PER_PURPOSE {
+                if let Some(i) = self.history.iter().position(|x| x.purpose == r.purpose) {
+                    self.history.remove(i);
+                }
+            }
+            self.history.push(r);
+        }
     }
 
     fn from_records(records: impl Iterator<Item = ConsentRecord>) -> Consent {

@@ -204,3 +204,34 @@ fn history_keeps_the_latest_per_purpose_whatever_the_merge_order() {
     assert_eq!(forward.history_of("advertising").count(), 1);
     assert_eq!(forward.current["email"].seq, n);
 }
+
+#[test]
+fn applying_many_events_in_any_order_keeps_the_same_history() {
+    let r = rules();
+    let events: Vec<(u64, Vec<u8>)> = (1..=HISTORY_PER_PURPOSE as u64 + 7)
+        .map(|i| {
+            let msg = json!({"type": "track", "event": "x", "userId": "u", "context": {"consent": {
+                "categoryPreferences": {"Marketing": i % 3 == 0, "analytics": true}}}});
+            (i, payload("src_web", msg))
+        })
+        .collect();
+    let fold = |order: &mut dyn Iterator<Item = &(u64, Vec<u8>)>| {
+        let mut c = Consent::default();
+        for (seq, bytes) in order {
+            // Time runs opposite to seq for half of them, so late events hit the slow path.
+            let ts = if seq % 2 == 0 {
+                *seq as i64
+            } else {
+                1000 - *seq as i64
+            };
+            let v = parse_event(*seq, ts, bytes).unwrap();
+            c.apply(&v, &r.statements(&v));
+        }
+        c
+    };
+    let forward = fold(&mut events.iter());
+    let backward = fold(&mut events.iter().rev());
+    assert_eq!(forward, backward);
+    assert_eq!(forward.history_of("email").count(), HISTORY_PER_PURPOSE);
+    assert_eq!(forward.history_of("analytics").count(), HISTORY_PER_PURPOSE);
+}
