@@ -192,6 +192,16 @@ async fn audiences_can_require_consent_and_api_consent_survives_a_rebuild() {
     assert!(members(&a).is_empty(), "{a}");
     assert_eq!(members(&b), vec!["retarget"], "{b}");
     assert_eq!(b["consent"]["advertising"]["via"], "trait", "{b}");
+    // Previews evaluate consent like the engine.
+    let (s, v) = call(
+        &srv,
+        "POST",
+        "/v1/audiences/preview",
+        Some(json!({"rule": "consented to advertising"})),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["matched"], 1, "only b: {v}");
 
     let (s, v) = call(
         &srv,
