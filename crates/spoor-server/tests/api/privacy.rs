@@ -447,3 +447,50 @@ async fn an_access_export_holds_everything_and_every_access_is_audited() {
     let audit = std::fs::read(srv.dir.path().join("audit/audit.ndjson")).unwrap();
     assert!(!contains(&audit, "erin@example.com"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audience_files_for_a_purpose_leave_out_people_without_consent() {
+    let srv = start().await;
+    srv.define(|d| {
+        d.audiences
+            .insert("buyers".into(), audience("buyers", r#"performed "Bought""#));
+    })
+    .await;
+    srv.send_processed(vec![
+        json!({"type": "identify", "userId": "x1", "traits": {"email": "x1@example.com"}, "messageId": "x1-i"}),
+        json!({"type": "identify", "userId": "x2", "traits": {"email": "x2@example.com"}, "messageId": "x2-i"}),
+        bought("x1", 1, Some(true)),
+        bought("x2", 1, Some(false)),
+    ])
+    .await;
+    let get = |q: &'static str| {
+        let srv = &srv;
+        async move {
+            let resp = srv
+                .http
+                .get(format!(
+                    "{}/v1/audiences/buyers/export?format=ndjson&hashed=false{q}",
+                    srv.url
+                ))
+                .bearer_auth(ADMIN_TOKEN)
+                .send()
+                .await
+                .unwrap();
+            let s = resp.status().as_u16();
+            (s, resp.text().await.unwrap())
+        }
+    };
+    let (s, all) = get("").await;
+    assert_eq!(s, 200, "{all}");
+    assert_eq!(all.lines().count(), 2, "{all}");
+    let (s, ads) = get("&purpose=advertising").await;
+    assert_eq!(s, 200, "{ads}");
+    assert_eq!(ads.lines().count(), 1, "{ads}");
+    assert!(
+        ads.contains("x1@example.com") && !ads.contains("x2@"),
+        "{ads}"
+    );
+    let (s, bad) = get("&purpose=ads").await;
+    assert_eq!(s, 400, "{bad}");
+    assert!(bad.contains("ads"), "{bad}");
+}
