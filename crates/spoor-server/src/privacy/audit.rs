@@ -149,7 +149,10 @@ impl AuditLog {
 pub fn classify(method: &str, route: &str) -> Option<&'static str> {
     let reads_personal = route.starts_with("/v1/profiles") || route.starts_with("/v1/privacy");
     let export = route.ends_with("/export") || route.ends_with("/privacy-export");
+    // POSTs that only evaluate (a preview returns sample profiles) read, not change.
+    let evaluates = route.ends_with("/preview") || route.ends_with("/validate");
     match method {
+        "POST" if evaluates => Some("read"),
         "GET" | "HEAD" if export => Some("export"),
         "GET" | "HEAD" if reads_personal => Some("read"),
         "GET" | "HEAD" | "OPTIONS" => None,
@@ -235,6 +238,7 @@ mod tests {
             Some("change")
         );
         assert_eq!(classify("GET", "/v1/destinations"), None);
+        assert_eq!(classify("POST", "/v1/audiences/preview"), Some("read"));
         assert_eq!(pseudonymise("prof_12"), "prof_12");
     }
 }
