@@ -166,6 +166,11 @@ impl ConsentRules {
         })
     }
 
+    /// The trait name that states consent (`consent` by default).
+    pub fn consent_trait(&self) -> &str {
+        &self.consent_trait
+    }
+
     pub fn purposes(&self) -> &[String] {
         &self.purposes
     }

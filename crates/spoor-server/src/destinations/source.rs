@@ -137,6 +137,11 @@ fn consent_exits(
     received_ms: i64,
     payload: &[u8],
 ) -> Result<Vec<Item>, StoreError> {
+    // Only an event that mentions consent can state it: skip the rest without parsing.
+    let mentions = |w: &str| !w.is_empty() && payload.windows(w.len()).any(|x| x == w.as_bytes());
+    if !mentions("consent") && !mentions(consent.consent_trait()) {
+        return Ok(Vec::new());
+    }
     let Ok(head) = serde_json::from_slice::<Head>(payload) else {
         return Ok(Vec::new());
     };
