@@ -49,6 +49,9 @@ enum Command {
     Rebuild(commands::state::RebuildArgs),
     /// Bulk-import Segment events (NDJSON) or records (CSV) through the import API.
     Import(commands::import::ImportArgs),
+    /// Privacy: consent per purpose, a person's data export (art. 15), the audit log.
+    #[command(subcommand)]
+    Privacy(commands::privacy::PrivacyCmd),
     /// Measure performance (prints figures; never part of the test suite).
     #[command(subcommand)]
     Bench(commands::bench::BenchCmd),
@@ -72,6 +75,7 @@ fn main() -> ExitCode {
         Command::Destinations(c) => commands::destinations::run(c),
         Command::Rebuild(a) => commands::state::rebuild(a),
         Command::Bench(c) => commands::bench::run(c),
+        Command::Privacy(c) => commands::privacy::run(c),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -108,7 +108,8 @@ fn destinations_commands() {
 
     let (s, v) = server.post(
         "/v1/batch",
-        &json!({"batch": [{"type": "track", "userId": "u1", "event": "Signed Up", "messageId": "m1"}]}),
+        &json!({"batch": [{"type": "track", "userId": "u1", "event": "Signed Up", "messageId": "m1",
+                             "context": {"consent": {"categoryPreferences": {"Analytics": true}}}}]}),
         WRITE_KEY,
     );
     assert_eq!(s, 200, "{v}");

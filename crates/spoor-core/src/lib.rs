@@ -8,6 +8,7 @@
 pub mod audience;
 pub mod clock;
 pub mod computed;
+pub mod consent;
 pub mod enrich;
 pub mod event;
 pub mod identity;

@@ -23,6 +23,9 @@ pub struct Config {
     pub identity: spoor_core::identity::IdentityConfig,
     pub destinations: DestinationsConfig,
     pub log: LogConfig,
+    /// Consent purposes, PII controls (see `spoor config`).
+    #[serde(default)]
+    pub privacy: crate::privacy::PrivacyConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -171,6 +174,9 @@ impl Config {
         if self.destinations.poll_ms == 0 || self.destinations.poll_ms > 60_000 {
             return bad("destinations.poll_ms must be 1-60000".into());
         }
+        if let Err(e) = self.privacy.validate() {
+            return bad(e);
+        }
         if self.storage.data_dir.as_os_str().is_empty() {
             return bad("storage.data_dir must not be empty".into());
         }
@@ -214,5 +220,35 @@ mod tests {
         assert!(err.to_string().contains("listn"), "{err}");
         std::fs::write(&f, "[server]\nlisten = \"nope\"\n").unwrap();
         assert!(Config::load(Some(&f), &Overrides::default()).is_err());
+    }
+
+    #[test]
+    fn privacy_section_is_checked() {
+        let c = Config::load(None, &Overrides::default()).unwrap();
+        assert_eq!(c.privacy.rules().unwrap().purposes().len(), 4);
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("spoor.toml");
+        for (toml, cause) in [
+            ("[privacy.default_consent]\nads = \"granted\"\n", "ads"),
+            ("[privacy.default_consent]\nemail = \"maybe\"\n", "maybe"),
+            ("[privacy.categories]\nMarketing = [\"mail\"]\n", "mail"),
+            (
+                "[privacy]\nredact = [{ path = \"properties.\", action = \"drop\" }]\n",
+                "properties.",
+            ),
+            (
+                "[privacy]\nredact = [{ path = \"a\", action = \"burn\" }]\n",
+                "burn",
+            ),
+        ] {
+            std::fs::write(&f, toml).unwrap();
+            let err = Config::load(Some(&f), &Overrides::default()).unwrap_err();
+            assert!(err.to_string().contains(cause), "{toml}: {err}");
+        }
+        std::fs::write(&f, "[privacy.default_consent]\nanalytics = \"granted\"\n").unwrap();
+        let c = Config::load(Some(&f), &Overrides::default()).unwrap();
+        let rules = c.privacy.rules().unwrap();
+        assert!(rules.default_of("analytics").is_granted());
+        assert!(!rules.default_of("advertising").is_granted());
     }
 }

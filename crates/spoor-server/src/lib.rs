@@ -10,6 +10,7 @@ pub mod defs;
 pub mod destinations;
 pub mod error;
 pub mod metrics;
+pub mod privacy;
 pub mod processor;
 
 use auth::{Auth, FirstStart};
@@ -48,6 +49,12 @@ pub struct Inner {
     pub defs: defs::DefsHandle,
     /// Destinations and their delivery workers (started by [`serve`]).
     pub destinations: Arc<destinations::Destinations>,
+    /// Consent purposes, defaults and mappings (`[privacy]`).
+    pub consent: Arc<spoor_core::consent::ConsentRules>,
+    /// IP anonymisation and redaction applied at ingest (`[privacy]`).
+    pub pii: privacy::pii::Pii,
+    /// Who did what through the admin API (see [`privacy::audit`]).
+    pub audit: privacy::audit::AuditLog,
 }
 
 impl Deref for AppState {
@@ -126,9 +133,12 @@ impl AppState {
         let state = StateStore::open(&dir.join("state"))?;
         let defs = defs::DefsHandle::open(meta.clone())?;
         let now_clock = clock.clone();
+        let consent = Arc::new(cfg.privacy.rules().map_err(ApiError::InvalidRequest)?);
+        let pii = privacy::pii::Pii::new(&cfg.privacy);
         let pipeline = processor::Pipeline::new(
             &cfg.identity,
             &cfg.processor,
+            consent.clone(),
             defs.clone(),
             Arc::new(move || now_clock.now().timestamp_millis()),
         )
@@ -142,6 +152,8 @@ impl AppState {
             cfg.processor.clone(),
         )?;
         let destinations = Arc::new(destinations::Destinations::open(&dir.join("destinations"))?);
+        let audit =
+            privacy::audit::AuditLog::open(&dir.join("audit")).map_err(ApiError::internal)?;
         let inner = Inner {
             cfg,
             auth,
@@ -157,6 +169,9 @@ impl AppState {
             rules,
             defs,
             destinations,
+            consent,
+            pii,
+            audit,
         };
         Ok((Self(Arc::new(inner)), first))
     }
@@ -174,11 +189,24 @@ pub async fn serve(
             state: app.state.clone(),
             store: app.destinations.store.clone(),
             http: app.destinations.http.clone(),
+            consent: app.consent.clone(),
             poll: Duration::from_millis(app.cfg.destinations.poll_ms),
         })
         .await
         .map_err(std::io::Error::other)?;
     let router = api::router(app.clone());
+    // Audited reads are synced within a second even when no later record comes.
+    let syncing = {
+        let app = app.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(privacy::audit::SYNC_EVERY).await;
+                if let Err(e) = app.audit.sync() {
+                    tracing::error!(error = %e, "cannot sync the audit log");
+                }
+            }
+        })
+    };
     let served = axum::serve(
         listener,
         router.into_make_service_with_connect_info::<SocketAddr>(),
@@ -187,5 +215,10 @@ pub async fn serve(
     .await;
     // Workers hold the stores open; stop them so the data directory can be reopened.
     app.destinations.shutdown().await;
+    syncing.abort();
+    let _ = syncing.await;
+    if let Err(e) = app.audit.sync() {
+        tracing::error!(error = %e, "cannot sync the audit log");
+    }
     served
 }

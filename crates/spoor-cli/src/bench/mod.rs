@@ -7,6 +7,7 @@ pub mod e2e;
 pub mod export;
 pub mod identity_quality;
 pub mod ingest;
+pub mod privacy;
 pub mod shop;
 pub mod sinks;
 

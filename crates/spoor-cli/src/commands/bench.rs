@@ -22,6 +22,9 @@ pub enum BenchCmd {
     /// Webhook deliveries/s (single and batched) to a local receiver, and the delay a healthy
     /// destination sees while another one is failing.
     Destinations(crate::bench::destinations::DestinationBenchArgs),
+    /// What privacy costs: consent in the processor, the PII rewrite, the Consent API, an
+    /// access export.
+    Privacy(crate::bench::privacy::PrivacyBenchArgs),
 }
 
 pub fn run(cmd: BenchCmd) -> anyhow::Result<()> {
@@ -32,5 +35,6 @@ pub fn run(cmd: BenchCmd) -> anyhow::Result<()> {
         BenchCmd::Audiences(a) => crate::bench::audiences::run(a),
         BenchCmd::Export(a) => crate::bench::export::run(a),
         BenchCmd::Destinations(a) => crate::bench::destinations::run(a),
+        BenchCmd::Privacy(a) => crate::bench::privacy::run(a),
     }
 }

@@ -33,6 +33,9 @@ pub struct ExportArgs {
     /// A row per e-mail/phone of a profile instead of one row per profile.
     #[arg(long)]
     pub all_identifiers: bool,
+    /// Leave out members who do not consent to this purpose (e.g. advertising).
+    #[arg(long)]
+    pub purpose: Option<String>,
     /// Write here instead of standard output (through `FILE.part`, renamed when complete,
     /// so an interrupted export never leaves a file that looks whole).
     #[arg(short, long, value_name = "FILE")]
@@ -55,6 +58,9 @@ pub async fn run(a: ExportArgs) -> anyhow::Result<()> {
     }
     if a.all_identifiers {
         q.push(("identifiers", "all".into()));
+    }
+    if let Some(p) = &a.purpose {
+        q.push(("purpose", p.clone()));
     }
     let path = format!("/v1/audiences/{}/export", a.name);
     let mut resp = c

@@ -6,5 +6,6 @@ pub mod bench;
 pub mod destinations;
 pub mod export;
 pub mod import;
+pub mod privacy;
 pub mod serve;
 pub mod state;

@@ -259,6 +259,11 @@ pub enum Rule {
     InAudience {
         name: String,
     },
+    /// `consented to PURPOSE`: the person's current consent for the purpose is granted
+    /// (stated, or the configured default).
+    Consented {
+        purpose: String,
+    },
     /// `performed E [at least|at most|exactly N times] [within W]`.
     Performed {
         event: EventSelector,

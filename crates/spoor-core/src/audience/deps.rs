@@ -23,6 +23,9 @@ pub struct Dependencies {
     /// Reads the person's channels (UTM) / devices.
     pub channels: bool,
     pub devices: bool,
+    /// Reads the person's consent (`consented to …`).
+    #[serde(default)]
+    pub consent: bool,
     /// Other audiences whose membership is read.
     pub audiences: BTreeSet<String>,
     /// Membership can change with time alone (windows, deadlines, `now` in comparisons):
@@ -58,6 +61,7 @@ impl Dependencies {
             Rule::InAudience { name } => {
                 d.audiences.insert(name.clone());
             }
+            Rule::Consented { .. } => d.consent = true,
             Rule::Performed { event, within, .. } => {
                 d.events.push(event.clone());
                 d.time |= within.is_some();

@@ -134,6 +134,7 @@ pub(crate) fn walk_eval(
             .fold(false, |a, b| a | b),
         Rule::Not { rule } => !walk_eval(rule, facts, now_ms, slot, leaf),
         Rule::InAudience { name } => facts.audiences.contains(name),
+        Rule::Consented { purpose } => facts.consents.contains(purpose),
         r if r.is_event_condition() => {
             let i = *slot;
             *slot += 1;

@@ -116,6 +116,10 @@ pub struct ProfileFacts {
     /// topological order, see [`crate::audience::audience_order`]).
     #[serde(default)]
     pub audiences: BTreeSet<String>,
+    /// The purposes the person consents to now (stated or by default), see
+    /// [`crate::consent::ConsentRules::granted`].
+    #[serde(default)]
+    pub consents: BTreeSet<String>,
 }
 
 impl ProfileFacts {
@@ -146,5 +150,12 @@ impl ProfileFacts {
                 .collect(),
             ..ProfileFacts::default()
         }
+    }
+
+    /// [`ProfileFacts::from_profile`] with the purposes the person consents to filled in.
+    pub fn with_consent(p: &Profile, rules: &crate::consent::ConsentRules) -> ProfileFacts {
+        let mut f = ProfileFacts::from_profile(p);
+        f.consents = rules.granted(&p.consent).into_iter().collect();
+        f
     }
 }

@@ -39,6 +39,7 @@ pub fn facts() -> ProfileFacts {
             browser: None,
         }],
         audiences: ["buyers".to_owned()].into_iter().collect(),
+        consents: ["email".to_owned()].into_iter().collect(),
     }
 }
 
@@ -189,6 +190,8 @@ fn leaf() -> impl Strategy<Value = Rule> {
             .prop_map(|(field, cmp)| Rule::Device { field, cmp }),
         1 => prop::sample::select(vec!["buyers", "vip"])
             .prop_map(|n| Rule::InAudience { name: n.to_owned() }),
+        1 => prop::sample::select(vec!["advertising", "email"])
+            .prop_map(|p| Rule::Consented { purpose: p.to_owned() }),
         4 => (selector(), count_op(), prop::option::of(duration()))
             .prop_map(|(event, count, within)| Rule::Performed { event, count, within }),
         2 => (

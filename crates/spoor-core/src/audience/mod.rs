@@ -24,6 +24,7 @@
 //!            | "utm" (source|medium|campaign|content|term) cmp   # any of the person's channels
 //!            | "device" (type|os|browser) cmp         # any of the person's devices
 //!            | "in" "audience" NAME
+//!            | "consented" "to" NAME                 # a consent purpose, see crate::consent
 //!            | "performed" event [count] ["within" DURATION]
 //!            | "performed" event "then" event "within" DURATION
 //!            | "performed" event "and" "not" "followed" "by" event "within" DURATION

@@ -10,7 +10,8 @@ pub const MAX_DEPTH: usize = 64;
 
 mod value;
 
-const CONDITION: &str = "a condition (trait, computed, group trait, utm, device, in audience, \
+const CONDITION: &str =
+    "a condition (trait, computed, group trait, utm, device, in audience, consented to, \
 performed, first performed, last performed), `not` or `(`";
 const COMPARISON: &str =
     "a comparison (=, !=, <, <=, >, >=, contains, starts with, in [...], exists, is empty)";
@@ -252,6 +253,12 @@ impl Parser<'_> {
                     offset,
                 });
                 Ok(Rule::InAudience { name })
+            }
+            "consented" => {
+                self.bump();
+                self.expect_word("to")?;
+                let purpose = self.path("a consent purpose")?;
+                Ok(Rule::Consented { purpose })
             }
             "performed" => {
                 self.bump();

@@ -45,6 +45,7 @@ impl Display for Rule {
                 write!(f, "device {field} {cmp}")
             }
             Rule::InAudience { name } => write!(f, "in audience {}", Quoted(name)),
+            Rule::Consented { purpose } => write!(f, "consented to {}", Quoted(purpose)),
             Rule::Performed {
                 event,
                 count,

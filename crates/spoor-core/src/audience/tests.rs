@@ -48,6 +48,7 @@ fn facts() -> ProfileFacts {
             browser: None,
         }],
         audiences: ["buyers".to_owned()].into_iter().collect(),
+        consents: ["email".to_owned()].into_iter().collect(),
     }
 }
 
@@ -99,6 +100,9 @@ fn trait_conditions() {
         ("device browser exists", false),
         ("in audience \"buyers\"", true),
         ("not in audience \"buyers\"", false),
+        ("consented to email", true),
+        ("consented to advertising", false),
+        ("not consented to \"advertising\"", true),
         (
             "trait plan = \"pro\" and (trait age < 10 or trait vip = true)",
             true,
@@ -324,7 +328,7 @@ fn err(text: &str) -> String {
 #[test]
 fn parse_error_messages() {
     let cases = [
-        ("", "line 1, column 1 (byte 0): expected a condition (trait, computed, group trait, utm, device, in audience, performed, first performed, last performed), `not` or `(`, found the end of the rule"),
+        ("", "line 1, column 1 (byte 0): expected a condition (trait, computed, group trait, utm, device, in audience, consented to, performed, first performed, last performed), `not` or `(`, found the end of the rule"),
         ("trait", "line 1, column 6 (byte 5): expected a trait name, found the end of the rule"),
         ("trait x", "line 1, column 8 (byte 7): expected a comparison (=, !=, <, <=, >, >=, contains, starts with, in [...], exists, is empty), found the end of the rule"),
         ("trait x = ", "line 1, column 11 (byte 10): expected a value (a number, a \"string\", true, false, now, now - 7d, date \"2024-01-01\"), found the end of the rule"),
@@ -364,7 +368,7 @@ fn parse_error_messages() {
         ("first \"A\" before now", "line 1, column 7 (byte 6): expected `performed`, found `\"A\"`"),
         ("last performed \"A\" since now", "line 1, column 20 (byte 19): expected `before` or `after`, found `since`"),
         ("last performed \"A\" before 5", "line 1, column 27 (byte 26): expected a time (now, now - 7d, now + 1h, date \"2024-01-01\"), found `5`"),
-        ("trait a = 1 and\n  bogus", "line 2, column 3 (byte 18): expected a condition (trait, computed, group trait, utm, device, in audience, performed, first performed, last performed), `not` or `(`, found `bogus`"),
+        ("trait a = 1 and\n  bogus", "line 2, column 3 (byte 18): expected a condition (trait, computed, group trait, utm, device, in audience, consented to, performed, first performed, last performed), `not` or `(`, found `bogus`"),
     ];
     for (text, want) in cases {
         assert_eq!(err(text), want, "{text}");

@@ -10,6 +10,7 @@ use super::stats::{channel_key, device_key, ChannelStat, DeviceStat, SourceStat}
 use super::traits::{apply_traits, merge_traits, trait_values, TraitMap};
 use super::view::EventView;
 use crate::audience::Activation;
+use crate::consent::{Consent, ConsentRules};
 use crate::event::EventType;
 use crate::identity::ProfileId;
 use serde::{Deserialize, Serialize};
@@ -45,6 +46,9 @@ pub struct Profile {
     /// Group id → first time (event time) this person was seen in it.
     #[serde(default)]
     pub groups: BTreeMap<String, i64>,
+    /// Consent per purpose with its history (see [`crate::consent`]).
+    #[serde(default, skip_serializing_if = "Consent::is_empty")]
+    pub consent: Consent,
     /// Computed traits and audiences (kept by the processor's audience engine, which also
     /// merges it; [`Profile::absorb`] leaves it alone).
     #[serde(default, skip_serializing_if = "Activation::is_empty")]
@@ -64,6 +68,7 @@ impl Profile {
             channels: BTreeMap::new(),
             devices: BTreeMap::new(),
             groups: BTreeMap::new(),
+            consent: Consent::default(),
             activation: Activation::default(),
         }
     }
@@ -156,6 +161,15 @@ impl Profile {
             join_group(&mut self.groups, &g, ms);
         }
         merge_traits(&mut self.traits, other.traits);
+        self.consent.absorb(other.consent);
+    }
+
+    /// Records the consent statements of one event (apart from [`Profile::apply`] because
+    /// it needs the configured purposes). Returns whether the event stated any.
+    pub fn apply_consent(&mut self, ev: &EventView, rules: &ConsentRules) -> bool {
+        let statements = rules.statements(ev);
+        self.consent.apply(ev, &statements);
+        !statements.is_empty()
     }
 
     /// Traits as plain JSON (tombstones omitted) — what the API shows under `traits`.

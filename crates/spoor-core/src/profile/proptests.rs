@@ -28,7 +28,11 @@ struct Spec {
     group: u8,
     ops: Vec<(u8, Op)>,
     in_context: bool,
+    /// (purpose index, granted, as a trait rather than Segment's consent object)
+    consent: Vec<(u8, bool, bool)>,
 }
+
+const PURPOSES: [&str; 3] = ["analytics", "advertising", "email"];
 
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
@@ -49,17 +53,21 @@ fn spec() -> impl Strategy<Value = Spec> {
         0u8..3,
         proptest::collection::vec((0u8..5, op()), 0..4),
         any::<bool>(),
+        proptest::collection::vec((0u8..3, any::<bool>(), any::<bool>()), 0..3),
     )
-        .prop_map(|(kind, ts, source, utm, ua, group, ops, in_context)| Spec {
-            kind,
-            ts,
-            source,
-            utm,
-            ua,
-            group,
-            ops,
-            in_context,
-        })
+        .prop_map(
+            |(kind, ts, source, utm, ua, group, ops, in_context, consent)| Spec {
+                kind,
+                ts,
+                source,
+                utm,
+                ua,
+                group,
+                ops,
+                in_context,
+                consent,
+            },
+        )
 }
 
 /// The stored payload of one generated event (its seq is its index + 1).
@@ -85,10 +93,23 @@ fn render(i: usize, s: &Spec) -> Vec<u8> {
     if !unset.is_empty() {
         traits.insert(UNSET_KEY.to_owned(), Value::Array(unset));
     }
+    let mut prefs = Map::new();
+    for (p, granted, as_trait) in &s.consent {
+        let name = PURPOSES[*p as usize];
+        if *as_trait {
+            traits.insert(format!("consent.{name}"), json!(granted));
+        } else {
+            // Category ids differ in case from purposes; they match case-insensitively.
+            prefs.insert(name.to_uppercase(), json!(granted));
+        }
+    }
     let mut msg = json!({"type": kind, "userId": "u", "event": "E", "previousId": "a",
                          "groupId": format!("g{}", s.group)});
     if s.in_context || kind != "identify" {
         msg["context"] = json!({ "traits": traits.clone() });
+    }
+    if !prefs.is_empty() {
+        msg["context"]["consent"] = json!({ "categoryPreferences": prefs });
     }
     if !s.in_context && (kind == "identify" || kind == "group") {
         msg["traits"] = Value::Object(traits);
@@ -114,6 +135,7 @@ fn apply_all<'a>(p: &mut Profile, g: &mut Group, events: impl IntoIterator<Item 
     for (seq, ts, bytes) in events {
         let v = parse_event(*seq, *ts, bytes).expect("generated events parse");
         p.apply(&v);
+        p.apply_consent(&v, &crate::consent::ConsentRules::default());
         g.apply(&v);
     }
 }

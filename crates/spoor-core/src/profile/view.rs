@@ -52,6 +52,10 @@ pub struct EventView<'a> {
     pub ip: Option<Cow<'a, str>>,
     /// `context.device.id`.
     pub device_id: Option<Cow<'a, str>>,
+    /// `context.consent` (Segment's `categoryPreferences`, Spoor's `purposes`), read by
+    /// [`crate::consent::ConsentRules::statements`]. Absent on almost every event but those
+    /// of a consent platform, so it is parsed only when present.
+    pub consent: Option<Value>,
     /// The whole message as received, for custom identifier paths and computed traits.
     pub message: &'a RawValue,
 }
@@ -108,6 +112,7 @@ struct ContextIn<'a> {
     traits: Option<Value>,
     #[serde(borrow)]
     device: Option<DeviceIn<'a>>,
+    consent: Option<Value>,
 }
 
 #[derive(Default, Deserialize)]
@@ -183,6 +188,7 @@ fn view(seq: u64, timestamp_ms: i64, env: Envelope<'_>) -> Result<EventView<'_>,
         user_agent: env.user_agent,
         ip: env.ip,
         device_id: context.device.and_then(|d| text(d.id)),
+        consent: context.consent.filter(Value::is_object),
         message: env.message,
     })
 }

@@ -496,7 +496,7 @@ fn run_preview(app: &AppState, rule: &Rule, sample: usize, scan: usize) -> Resul
             }
             after = Some(p.id);
             scanned += 1;
-            let mut facts = ProfileFacts::from_profile(&p);
+            let mut facts = ProfileFacts::with_consent(&p, &app.consent);
             facts.computed = p.activation.values.clone();
             facts.audiences = p.activation.members.keys().cloned().collect();
             if !deps.group_traits.is_empty() {

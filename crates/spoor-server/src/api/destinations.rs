@@ -210,6 +210,8 @@ async fn create(
         .ok_or_else(|| ApiError::InvalidRequest("name is required".into()))?;
     let start = body.start.take();
     let d = build(name.clone(), body, None)?;
+    crate::privacy::enforce::check_purposes(&app.consent, &d.purposes)
+        .map_err(ApiError::InvalidRequest)?;
     reachable(&d).await?;
     let state = match start.as_deref() {
         None | Some("now") => Destinations::state_at_end(&app.reader, &app.state)?,
@@ -266,6 +268,8 @@ async fn replace(
     }
     let old = load(&app, &name)?;
     let d = build(name.clone(), body, Some(&old))?;
+    crate::privacy::enforce::check_purposes(&app.consent, &d.purposes)
+        .map_err(ApiError::InvalidRequest)?;
     reachable(&d).await?;
     app.destinations
         .change(&name, |s| s.put(&d, None))

@@ -64,6 +64,9 @@ struct ExportQuery {
     since: Option<String>,
     /// `first` (default: one row per profile) or `all` (a row per e-mail/phone).
     identifiers: Option<String>,
+    /// A consent purpose (`advertising`): members who do not consent to it are left out
+    /// (their `remove` rows of a delta stay).
+    purpose: Option<String>,
 }
 
 fn bad(msg: String) -> ApiError {
@@ -137,6 +140,9 @@ async fn export(
     }
     let spec = q.spec()?;
     let since = q.since()?;
+    let purposes: Vec<String> = q.purpose.iter().cloned().collect();
+    crate::privacy::enforce::check_purposes(&app.consent, &purposes).map_err(bad)?;
+    let consent = app.consent.clone();
     let r = app.state.reader()?;
     let (r, head, plan) = {
         let name = name.clone();
@@ -161,14 +167,22 @@ async fn export(
     let content_type = HeaderValue::from_static(spec.format.content_type());
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(4);
     tokio::task::spawn_blocking(move || {
+        // The consent gate of delivery, applied per member (removals always pass).
+        let gate = |(pid, action): &(ProfileId, Action)| {
+            *action != Action::Add
+                || crate::privacy::enforce::allows(&r, &consent, Some(*pid), &purposes)
+                    .unwrap_or(false)
+        };
         let sent = match plan {
             Plan::Full(b) => stream(
                 &r,
                 spec,
-                b.iter().map(|raw| (ProfileId::from_raw(raw), Action::Add)),
+                b.iter()
+                    .map(|raw| (ProfileId::from_raw(raw), Action::Add))
+                    .filter(gate),
                 &tx,
             ),
-            Plan::Delta(v) => stream(&r, spec, v.into_iter(), &tx),
+            Plan::Delta(v) => stream(&r, spec, v.into_iter().filter(gate), &tx),
         };
         if let Err(e) = sent {
             tracing::warn!(audience = %name, error = ?e, "audience export failed");

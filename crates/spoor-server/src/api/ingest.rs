@@ -247,7 +247,10 @@ fn prepare(
                     timestamp_ms: n.timestamp_ms,
                     received_ms: n.received_ms,
                     dedupe_key: n.dedupe_key,
-                    payload: n.bytes,
+                    payload: app
+                        .pii
+                        .apply(source.as_str(), n.bytes)
+                        .map_err(ApiError::internal)?,
                 });
             }
             Err(r) => rejected.push((i, r, truncate(raw.get(), REJECTED_RAW_KEEP))),
@@ -271,6 +274,9 @@ fn truncate(s: &str, max: usize) -> String {
     }
     s[..end].to_owned()
 }
+
+/// What the rejection log keeps instead of the raw text for sources with PII rules.
+const WITHHELD: &str = "(withheld: the source has [privacy] redaction or IP anonymisation rules)";
 
 fn fmt_time(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Millis, true)
@@ -313,7 +319,11 @@ async fn record_rejections(
     }
     let mut out = Vec::with_capacity(rejected.len());
     let mut recs = Vec::with_capacity(rejected.len());
+    let withhold = app.pii.applies_to(source.as_str());
     for (index, r, raw) in rejected {
+        // A source with PII rules never has raw text stored: it could not be redacted
+        // reliably (it is invalid or cut short), so it is not kept at all.
+        let raw = if withhold { WITHHELD.to_owned() } else { raw };
         app.metrics
             .events_rejected
             .get_or_create(&crate::metrics::ReasonLabels {
@@ -357,7 +367,10 @@ async fn record_request_failure(
     if source.is_none() || matches!(e, ApiError::Unauthorized(_) | ApiError::Busy(_)) {
         return;
     }
-    let raw = String::from_utf8_lossy(&body[..body.len().min(1024)]).into_owned();
+    let raw = match source {
+        Some(s) if app.pii.applies_to(s.as_str()) => WITHHELD.to_owned(),
+        _ => String::from_utf8_lossy(&body[..body.len().min(1024)]).into_owned(),
+    };
     let rec = rejection_record(source, at, None, reason, &e.to_string(), &raw);
     if let Err(err) = app.rejects.append(vec![rec]).await {
         tracing::warn!(error = %err, "could not record a rejected request");

@@ -2,19 +2,21 @@
 
 pub mod audiences;
 pub mod computed;
+pub mod consent;
 pub mod destinations;
 pub mod events;
 pub mod exports;
 pub mod health;
 pub mod ingest;
 pub mod memberships;
+pub mod privacy;
 pub mod profiles;
 pub mod settings;
 pub mod sources;
 pub mod tokens;
 
 use crate::AppState;
-use axum::extract::{MatchedPath, Request, State};
+use axum::extract::{FromRequestParts, MatchedPath, Request, State};
 use axum::http::{HeaderValue, Method};
 use axum::middleware::{self, Next};
 use axum::response::Response;
@@ -37,7 +39,10 @@ pub fn router(app: AppState) -> Router {
         .merge(computed::routes())
         .merge(destinations::routes())
         .merge(health::routes())
+        .merge(consent::routes())
+        .merge(privacy::routes())
         .layer(middleware::from_fn_with_state(app.clone(), count_requests))
+        .layer(middleware::from_fn_with_state(app.clone(), audit))
         .with_state(app)
 }
 
@@ -69,5 +74,53 @@ async fn count_requests(State(app): State<AppState>, req: Request, next: Next) -
             status: resp.status().as_u16(),
         })
         .inc();
+    resp
+}
+
+/// Records audited requests (see [`crate::privacy::audit`]): every route gets it, so a new
+/// admin route is audited without code of its own.
+async fn audit(State(app): State<AppState>, req: Request, next: Next) -> Response {
+    use crate::privacy::audit::{classify, pseudonymise, AuditRecord};
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| req.uri().path().to_owned());
+    let method = req.method().as_str().to_owned();
+    let bearer = req
+        .headers()
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|h| {
+            h.strip_prefix("Bearer ")
+                .or_else(|| h.strip_prefix("bearer "))
+        })
+        .map(|t| t.trim().to_owned());
+    let (Some(token), Some(action)) = (bearer, classify(&method, &route)) else {
+        return next.run(req).await;
+    };
+    let (mut parts, body) = req.into_parts();
+    let target: Vec<String> = axum::extract::RawPathParams::from_request_parts(&mut parts, &app)
+        .await
+        .map(|ps| ps.iter().map(|(_, v)| pseudonymise(v)).collect())
+        .unwrap_or_default();
+    let req = Request::from_parts(parts, body);
+    let who = app
+        .auth
+        .caller_for_token(&token)
+        .map(|c| c.token_id.to_string());
+    let resp = next.run(req).await;
+    let rec = AuditRecord {
+        at: app.clock.now(),
+        who,
+        method,
+        route,
+        target,
+        action: action.into(),
+        status: resp.status().as_u16(),
+    };
+    if let Err(e) = app.audit.append(&rec, action != "read") {
+        tracing::error!(error = %e, "cannot record an audited request");
+    }
     resp
 }

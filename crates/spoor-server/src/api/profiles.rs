@@ -167,7 +167,9 @@ async fn show(
     let p = r
         .profile(pid)?
         .ok_or_else(|| ApiError::NotFound(format!("no profile {pref:?}")))?;
-    Ok(Json(profile_json(&r, pid, &p)?))
+    let mut out = profile_json(&r, pid, &p)?;
+    out["consent"] = super::consent::consent_json(&app.consent, &p.consent);
+    Ok(Json(out))
 }
 
 #[derive(Debug, Deserialize)]

@@ -21,6 +21,7 @@ use spoor_store::StoreError;
 pub fn item(
     d: &Destination,
     sub: &ProfileSubscription,
+    consent: &spoor_core::consent::ConsentRules,
     state: &StateStore,
     seq: u64,
     received_ms: i64,
@@ -48,6 +49,10 @@ pub fn item(
     let Some(profile) = r.profile(pid)? else {
         return Ok(None);
     };
+    // The profile is data about the person: it leaves only with their consent.
+    if !consent.allows(&profile.consent, &d.purposes) {
+        return Ok(None);
+    }
     let changed: Vec<&String> = profile
         .traits
         .iter()

@@ -14,10 +14,14 @@
 
 use super::mapping::Jq;
 use super::model::Destination;
+use crate::privacy::enforce;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
+use spoor_core::consent::ConsentRules;
+use spoor_core::identity::ProfileId;
 use spoor_store::log::LogReader;
+use spoor_store::state::StateReader;
 use spoor_store::state::{MembershipChange, StateStore};
 use spoor_store::StoreError;
 
@@ -107,10 +111,97 @@ pub(super) fn as_text(v: &Option<Value>) -> Option<String> {
     }
 }
 
-/// The delivery item of a stored event, if the destination subscribes to it.
+/// The profile that owns an event's `userId` (else `anonymousId`) now.
+fn event_owner(reader: &StateReader, head: &Head) -> Result<Option<ProfileId>, StoreError> {
+    let uid = as_text(&head.message.user_id);
+    let aid = as_text(&head.message.anonymous_id);
+    for (kind, v) in [("user_id", &uid), ("anonymous_id", &aid)] {
+        if let Some(v) = v {
+            if let Some(p) = reader.owner(kind, v)? {
+                return Ok(Some(p));
+            }
+        }
+    }
+    Ok(None)
+}
+
+/// Exits for the audiences (that the destination takes exits of) a person is a member of,
+/// when the event at `seq` withdrew consent to one of the destination's purposes: the
+/// destination must forget them although their membership did not change. Keyed by the
+/// event and audience, so a re-send after a crash is the same request.
+fn consent_exits(
+    d: &Destination,
+    consent: &ConsentRules,
+    reader: &StateReader,
+    seq: u64,
+    received_ms: i64,
+    payload: &[u8],
+) -> Result<Vec<Item>, StoreError> {
+    // Only an event that mentions consent can state it: skip the rest without parsing.
+    let mentions = |w: &str| !w.is_empty() && payload.windows(w.len()).any(|x| x == w.as_bytes());
+    if !mentions("consent") && !mentions(consent.consent_trait()) {
+        return Ok(Vec::new());
+    }
+    let Ok(head) = serde_json::from_slice::<Head>(payload) else {
+        return Ok(Vec::new());
+    };
+    let Some(owner) = event_owner(reader, &head)? else {
+        return Ok(Vec::new());
+    };
+    let withdrawn = enforce::withdrawn_at(reader, consent, owner, seq, &d.purposes)?;
+    if withdrawn.is_empty() {
+        return Ok(Vec::new());
+    }
+    let Some(live) = reader.resolve(owner)? else {
+        return Ok(Vec::new());
+    };
+    let Some(profile) = reader.profile(live)? else {
+        return Ok(Vec::new());
+    };
+    let at = chrono::DateTime::from_timestamp_millis(received_ms).map(|t| t.to_rfc3339());
+    Ok(profile
+        .activation
+        .members
+        .keys()
+        .filter(|a| {
+            d.subscriptions
+                .audiences
+                .iter()
+                .any(|s| s.exited && (s.audience == "*" || &s.audience == *a))
+        })
+        .map(|audience| {
+            let k = key(&d.name, "consent-exit", &format!("{seq}:{audience}"));
+            let body = json!({
+                "id": k,
+                "kind": "audience",
+                "destination": d.name,
+                "audience": audience,
+                "action": "exited",
+                "profile_id": live.to_string(),
+                "at": at,
+                "cause": "consent_withdrawn",
+                "purposes": withdrawn,
+                "seq": seq,
+            });
+            Item {
+                key: k,
+                body,
+                profile: Some(live.to_string()),
+                kind: "audience",
+                what: format!("exited {audience} (consent withdrawn)"),
+                source_ms: received_ms,
+                pos: (seq, 0),
+            }
+        })
+        .collect())
+}
+
+/// The delivery item of a stored event, if the destination subscribes to it and the person
+/// consents to the destination's purposes.
 fn event_item(
     d: &Destination,
     c: &Compiled,
+    consent: &ConsentRules,
     state: &StateStore,
     seq: u64,
     received_ms: i64,
@@ -149,16 +240,11 @@ fn event_item(
     let uid = as_text(&head.message.user_id);
     let aid = as_text(&head.message.anonymous_id);
     let reader = state.reader()?;
-    let mut profile = None;
-    for (kind, v) in [("user_id", &uid), ("anonymous_id", &aid)] {
-        if let Some(v) = v {
-            if let Some(p) = reader.owner(kind, v)? {
-                profile = Some(p.to_string());
-                break;
-            }
-        }
+    let owner = event_owner(&reader, &head)?;
+    if !enforce::allows(&reader, consent, owner, &d.purposes)? {
+        return Ok(None);
     }
-    let profile = profile.or_else(|| {
+    let profile = owner.map(|p| p.to_string()).or_else(|| {
         uid.map(|u| format!("user_id:{u}"))
             .or(aid.map(|a| format!("anonymous_id:{a}")))
     });
@@ -173,14 +259,21 @@ fn event_item(
     }))
 }
 
-/// The delivery item of a membership change, if the destination subscribes to it.
-fn change_item(d: &Destination, no: u64, c: &MembershipChange) -> Option<Item> {
+/// The delivery item of a membership change, if the destination subscribes to it. An entry
+/// needs the person's consent to the destination's purposes; an exit is always sent.
+fn change_item(
+    d: &Destination,
+    consent: &ConsentRules,
+    reader: &StateReader,
+    no: u64,
+    c: &MembershipChange,
+) -> Result<Option<Item>, StoreError> {
     let wanted = d.subscriptions.audiences.iter().any(|s| {
         (s.audience == "*" || s.audience == c.audience)
             && if c.entered { s.entered } else { s.exited }
     });
-    if !wanted {
-        return None;
+    if !wanted || c.entered && !enforce::allows(reader, consent, Some(c.profile), &d.purposes)? {
+        return Ok(None);
     }
     let action = if c.entered { "entered" } else { "exited" };
     let at = chrono::DateTime::from_timestamp_millis(c.at_ms).map(|t| t.to_rfc3339());
@@ -197,7 +290,7 @@ fn change_item(d: &Destination, no: u64, c: &MembershipChange) -> Option<Item> {
         "cause": c.cause,
         "seq": c.seq,
     });
-    Some(Item {
+    Ok(Some(Item {
         key: k,
         body,
         profile: Some(c.profile.to_string()),
@@ -205,14 +298,20 @@ fn change_item(d: &Destination, no: u64, c: &MembershipChange) -> Option<Item> {
         what: format!("{action} {}", c.audience),
         source_ms: c.at_ms,
         pos: (0, no),
-    })
+    }))
 }
 
 /// Items after `from`, at most `max`, and the position they (and the unsubscribed entries
 /// between them) take the destination to.
+///
+/// A destination with purposes reads events only up to the last durable checkpoint too:
+/// its consent gate must see the effect of every event before it (a consent given or
+/// withdrawn in the event itself included).
+#[allow(clippy::too_many_arguments)]
 pub fn gather(
     d: &Destination,
     c: &Compiled,
+    consent: &ConsentRules,
     log: &LogReader,
     state: &StateStore,
     from: Pos,
@@ -224,8 +323,10 @@ pub fn gather(
     let wants_changes = !d.subscriptions.audiences.is_empty()
         || d.subscriptions.profiles.is_some()
         || d.kind == super::model::DestinationType::Postgres;
+    let gated = !d.purposes.is_empty();
     let durable = state.durable_reader()?;
-    let bound = if wants_changes {
+    let reader = state.reader()?;
+    let bound = if wants_changes || gated {
         log.last_seq().min(durable.processed_seq()?)
     } else {
         log.last_seq()
@@ -262,14 +363,29 @@ pub fn gather(
             i += 1;
             let before = pos;
             pos.0 = e.seq;
-            let change = match &d.subscriptions.profiles {
-                Some(sub) => {
-                    super::profile_change::item(d, sub, state, e.seq, e.received_ms, &e.payload)?
+            if gated && !d.subscriptions.audiences.is_empty() {
+                for mut it in consent_exits(d, consent, &reader, e.seq, e.received_ms, &e.payload)?
+                {
+                    it.pos = before;
+                    items.push(it);
                 }
+            }
+            let change = match &d.subscriptions.profiles {
+                Some(sub) => super::profile_change::item(
+                    d,
+                    sub,
+                    consent,
+                    state,
+                    e.seq,
+                    e.received_ms,
+                    &e.payload,
+                )?,
                 None => None,
             };
             if !d.subscriptions.events.is_empty() {
-                if let Some(mut it) = event_item(d, c, state, e.seq, e.received_ms, &e.payload)? {
+                if let Some(mut it) =
+                    event_item(d, c, consent, state, e.seq, e.received_ms, &e.payload)?
+                {
                     // Handled only with the profile change that follows it (same seq), so a
                     // crash between the two re-sends the event rather than skip the change.
                     it.pos = if change.is_some() { before } else { pos };
@@ -288,7 +404,7 @@ pub fn gather(
             j += 1;
             after_seq = s;
             pos.1 = no;
-            if let Some(mut it) = change_item(d, no, change) {
+            if let Some(mut it) = change_item(d, consent, &reader, no, change)? {
                 it.pos = pos;
                 items.push(it);
             }

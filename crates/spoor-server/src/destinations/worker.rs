@@ -26,6 +26,8 @@ pub struct Context {
     pub state: StateStore,
     pub store: Arc<DeliveryStore>,
     pub http: reqwest::Client,
+    /// Consent purposes and defaults: the gate of [`crate::privacy::enforce`].
+    pub consent: Arc<spoor_core::consent::ConsentRules>,
     /// How long an idle worker waits before it looks for new items.
     pub poll: Duration,
 }
@@ -125,7 +127,7 @@ async fn step(
     let (ctx2, d2, c2) = (ctx.clone(), d.clone(), c.clone());
     let max = d.batch_size() * 16;
     let (items, end) = tokio::task::spawn_blocking(move || {
-        source::gather(&d2, &c2, &ctx2.log, &ctx2.state, from, max)
+        source::gather(&d2, &c2, &ctx2.consent, &ctx2.log, &ctx2.state, from, max)
     })
     .await
     .map_err(|e| e.to_string())?

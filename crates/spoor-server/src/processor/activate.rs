@@ -35,6 +35,8 @@ pub struct Engine {
     pub idle: bool,
     /// The wall clock in ms (injected, so tests run at fixed times).
     pub now: Arc<dyn Fn() -> i64 + Send + Sync>,
+    /// Consent purposes and defaults, for `consented to` conditions.
+    pub consent: Arc<spoor_core::consent::ConsentRules>,
     /// The audiences in nesting order, with what each depends on as indexes into this
     /// list (evaluation walks it without name lookups).
     slots: Vec<Slot>,
@@ -58,6 +60,8 @@ pub struct Touched {
     pub channels: bool,
     pub devices: bool,
     pub groups: bool,
+    /// The event stated consent.
+    pub consent: bool,
 }
 
 /// Membership changes of one evaluation, and the person's timer before and after.
@@ -80,6 +84,7 @@ impl Engine {
             computed: ComputedSet::default(),
             idle: true,
             now,
+            consent: Arc::default(),
             slots: Vec::new(),
             by_event: HashMap::new(),
             any_name: Vec::new(),
@@ -214,6 +219,7 @@ impl Engine {
                 || touched.channels && deps.channels
                 || touched.devices && deps.devices
                 || touched.groups && !deps.group_traits.is_empty()
+                || touched.consent && deps.consent
                 || !computed.is_empty() && deps.computed.iter().any(|c| computed.contains(c))
                 || self.slots[i].reads.iter().any(|r| changed[*r])
         });
@@ -293,7 +299,7 @@ impl Engine {
                 continue;
             }
             let f = facts.get_or_insert_with(|| {
-                let mut f = ProfileFacts::from_profile(p);
+                let mut f = ProfileFacts::with_consent(p, &self.consent);
                 f.computed = act.values.clone();
                 f.audiences = act.members.keys().cloned().collect();
                 f

@@ -77,7 +77,10 @@ pub fn apply_resolution(
             })?;
         }
     }
-    state.with_profile(pid, |p| p.apply(view))?;
+    let stated = state.with_profile(pid, |p| {
+        p.apply(view);
+        p.apply_consent(view, &engine.consent)
+    })?;
     state.add_timeline(pid, view.timestamp_ms, view.seq);
     if !engine.idle {
         let fact = EventFact::from_view(view);
@@ -87,6 +90,7 @@ pub fn apply_resolution(
             channels: view.utm.is_some(),
             devices: view.user_agent.is_some(),
             groups: view.kind == EventType::Group,
+            consent: stated,
         };
         // After a merge two people's states became one: everything is re-evaluated.
         let full = !res.merged.is_empty();

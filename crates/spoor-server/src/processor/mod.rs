@@ -101,6 +101,8 @@ struct Command {
 /// Everything one processing step needs besides the state.
 pub struct Pipeline {
     pub rules: IdentityRules,
+    /// Consent purposes and mappings (also in `engine`, which evaluates `consented to`).
+    pub consent: Arc<spoor_core::consent::ConsentRules>,
     pub identifiers: Vec<IdentifierSource>,
     /// Computed traits and audiences.
     pub engine: activate::Engine,
@@ -113,14 +115,18 @@ impl Pipeline {
     pub fn new(
         identity: &IdentityConfig,
         cfg: &ProcessorConfig,
+        consent: Arc<spoor_core::consent::ConsentRules>,
         defs: crate::defs::DefsHandle,
         now: NowMs,
     ) -> Result<Self, String> {
+        let mut engine = activate::Engine::new(defs, now);
+        engine.consent = consent.clone();
         Ok(Self {
             rules: IdentityRules::new(identity.clone())
                 .map_err(|e| format!("identity config: {e}"))?,
+            consent,
             identifiers: cfg.identifiers.clone(),
-            engine: activate::Engine::new(defs, now),
+            engine,
         })
     }
 }
@@ -402,6 +408,7 @@ pub fn rebuild(
     let pipeline = Pipeline::new(
         &cfg.identity,
         &cfg.processor,
+        Arc::new(cfg.privacy.rules()?),
         defs.clone(),
         Arc::new(|| chrono::Utc::now().timestamp_millis()),
     )?;

@@ -134,7 +134,17 @@ fn verify_with_python(secret: &str, got: &[crate::receiver::Got]) {
 
 #[tokio::test]
 async fn events_are_filtered_mapped_signed_and_delivered_once() {
-    let srv = start().await;
+    // The destination serves `analytics`, which this workspace grants by default (opt-out):
+    // consent is enforced (see privacy.rs), and nobody here withdrew it.
+    let srv = TestServer::start_with(|c| {
+        c.processor.checkpoint_ms = 100;
+        c.destinations.poll_ms = 10;
+        c.privacy.default_consent.insert(
+            "analytics".into(),
+            spoor_core::consent::ConsentValue::Granted,
+        );
+    })
+    .await;
     let rx = Receiver::start().await;
     let d = create(
         &srv,

@@ -10,6 +10,7 @@ mod exports;
 mod fixtures;
 mod ingest;
 mod memberships;
+mod privacy;
 mod profiles;
 mod receiver;
 mod sinks;

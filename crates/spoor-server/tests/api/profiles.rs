@@ -273,6 +273,8 @@ fn random_events(seed: u64, n: usize) -> Vec<Value> {
                 1 => json!({"type": "track", "anonymousId": anon, "event": "Viewed", "properties": {"email": format!("u{}@x.com", next(15))}, "timestamp": ts, "messageId": format!("r{i}")}),
                 2 => json!({"type": "alias", "userId": user, "previousId": anon, "timestamp": ts, "messageId": format!("r{i}")}),
                 3 => json!({"type": "group", "userId": user, "groupId": format!("g{}", next(3)), "traits": {"size": next(100)}, "timestamp": ts, "messageId": format!("r{i}")}),
+                // Consent statements (Segment's consent object), which merges must join.
+                5 => json!({"type": "track", "anonymousId": anon, "event": "Consent", "context": {"consent": {"categoryPreferences": {"Advertising": next(2) == 0, "analytics": next(2) == 0}}}, "timestamp": ts, "messageId": format!("r{i}")}),
                 _ => json!({"type": "page", "anonymousId": anon, "name": "P", "context": {"campaign": {"source": format!("s{}", next(3))}}, "timestamp": ts, "messageId": format!("r{i}")}),
             }
         })
