@@ -52,6 +52,11 @@ enum Command {
     /// Measure performance (prints figures; never part of the test suite).
     #[command(subcommand)]
     Bench(commands::bench::BenchCmd),
+    /// Web UI accounts: create (admin, marketer, viewer), list, delete.
+    #[command(subcommand)]
+    Users(commands::users::UsersCmd),
+    /// Start Spoor on a fresh data dir filled with a living demo shop (UI at /ui/).
+    Demo(commands::demo::DemoArgs),
 }
 
 fn main() -> ExitCode {
@@ -72,6 +77,8 @@ fn main() -> ExitCode {
         Command::Destinations(c) => commands::destinations::run(c),
         Command::Rebuild(a) => commands::state::rebuild(a),
         Command::Bench(c) => commands::bench::run(c),
+        Command::Users(c) => commands::users::run(c),
+        Command::Demo(a) => commands::demo::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

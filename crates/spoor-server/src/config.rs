@@ -23,6 +23,9 @@ pub struct Config {
     pub identity: spoor_core::identity::IdentityConfig,
     pub destinations: DestinationsConfig,
     pub log: LogConfig,
+    /// The web UI: sessions and login rate limiting.
+    #[serde(default)]
+    pub ui: crate::ui::UiConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

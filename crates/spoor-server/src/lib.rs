@@ -11,6 +11,7 @@ pub mod destinations;
 pub mod error;
 pub mod metrics;
 pub mod processor;
+pub mod ui;
 
 use auth::{Auth, FirstStart};
 use config::Config;
@@ -48,6 +49,8 @@ pub struct Inner {
     pub defs: defs::DefsHandle,
     /// Destinations and their delivery workers (started by [`serve`]).
     pub destinations: Arc<destinations::Destinations>,
+    /// Web UI accounts and sessions.
+    pub users: Arc<ui::users::Users>,
 }
 
 impl Deref for AppState {
@@ -62,6 +65,8 @@ impl Deref for AppState {
 pub struct InitSecrets {
     pub write_key: Option<String>,
     pub admin_token: Option<String>,
+    /// Password of the first web UI user `admin` (`SPOOR_INIT_ADMIN_PASSWORD`).
+    pub admin_password: Option<String>,
 }
 
 fn open_log(
@@ -118,7 +123,11 @@ impl AppState {
         })?;
         let meta = Arc::new(MetaStore::open(&dir.join("meta"))?);
         let auth = Auth::new(meta.clone())?;
-        let first = auth.initialize(init.write_key, init.admin_token)?;
+        let mut first = auth.initialize(init.write_key, init.admin_token)?;
+        let users = Arc::new(ui::users::Users::open(meta.clone(), cfg.ui.clone())?);
+        if let Some(admin) = users.initialize(init.admin_password)? {
+            first.get_or_insert_with(Default::default).ui_admin = Some(admin);
+        }
         let metrics = Arc::new(Metrics::default());
         let (writer, reader) = open_log(dir.join("log"), &cfg, &metrics, &clock, true)?;
         let (rejects, rejects_reader) =
@@ -157,6 +166,7 @@ impl AppState {
             rules,
             defs,
             destinations,
+            users,
         };
         Ok((Self(Arc::new(inner)), first))
     }

@@ -173,7 +173,7 @@ fn rule_error(e: ParseError) -> ApiError {
 }
 
 /// The rule of a request: exactly one of text or JSON, checked against `catalog`.
-fn read_rule(
+pub(crate) fn read_rule(
     text: Option<&str>,
     json: Option<&Value>,
     catalog: &Catalog,
@@ -269,7 +269,7 @@ async fn show(
     Ok(Json(audience_out(a, &app.defs.backfills())))
 }
 
-async fn create(
+pub(crate) async fn create(
     State(app): State<AppState>,
     caller: Caller,
     body: Bytes,
@@ -325,7 +325,7 @@ async fn create(
 
 /// Replaces the rule (and the description, when given). The revision is bumped when the
 /// rule changes, which makes the processor backfill the audience.
-async fn replace(
+pub(crate) async fn replace(
     State(app): State<AppState>,
     caller: Caller,
     Path(name): Path<String>,
@@ -396,7 +396,7 @@ async fn remove(
 }
 
 /// Checks a rule and converts it: the canonical text, the JSON form and what it reads.
-async fn validate(
+pub(crate) async fn validate(
     State(app): State<AppState>,
     caller: Caller,
     body: Bytes,
@@ -469,7 +469,12 @@ fn events_of(
     Ok(out)
 }
 
-fn run_preview(app: &AppState, rule: &Rule, sample: usize, scan: usize) -> Result<Value, ApiError> {
+pub(crate) fn run_preview(
+    app: &AppState,
+    rule: &Rule,
+    sample: usize,
+    scan: usize,
+) -> Result<Value, ApiError> {
     let started = Instant::now();
     let now = now_ms(app);
     let deps = Dependencies::of(rule);

@@ -12,6 +12,7 @@ pub mod profiles;
 pub mod settings;
 pub mod sources;
 pub mod tokens;
+pub mod users;
 
 use crate::AppState;
 use axum::extract::{MatchedPath, Request, State};
@@ -37,6 +38,8 @@ pub fn router(app: AppState) -> Router {
         .merge(computed::routes())
         .merge(destinations::routes())
         .merge(health::routes())
+        .merge(users::routes())
+        .merge(crate::ui::routes())
         .layer(middleware::from_fn_with_state(app.clone(), count_requests))
         .with_state(app)
 }
