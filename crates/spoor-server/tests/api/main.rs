@@ -12,3 +12,4 @@ mod ingest;
 mod memberships;
 mod profiles;
 mod receiver;
+mod ui;
