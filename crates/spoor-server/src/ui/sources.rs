@@ -106,8 +106,8 @@ pub async fn page(
         snippets(&host, "YOUR_WRITE_KEY")
     );
     b.push_str(
-        r#"<h2>Live event debugger</h2><p class="muted">The newest events, refreshed every 2 seconds; click one for its full JSON.</p>
-<div id="debugger" hx-get="/ui/debugger" hx-trigger="load, every 2s" hx-swap="innerHTML"></div>"#,
+        r#"<h2>Live event debugger</h2><p class="muted">The newest events, refreshed every 2 seconds; click one for its full JSON (refreshing pauses while one is open).</p>
+<div id="debugger" hx-get="/ui/debugger" hx-trigger="load, every 2s [!document.querySelector('#debugger details[open]')]" hx-swap="innerHTML"></div>"#,
     );
     Ok(html::layout(&who.user, who.csrf(), "Sources", "/ui/sources", &b).into_response())
 }
@@ -121,7 +121,7 @@ fn event_row(seq: u64, v: &Value) -> String {
         .or(m["anonymousId"].as_str())
         .unwrap_or("");
     format!(
-        r#"<li data-seq="{seq}"><details><summary><span class="icon">{i}</span> <b>{k}</b> {n} <span class="who">{w}</span> <span class="muted">{t} · #{seq}</span></summary><pre>{j}</pre></details></li>"#,
+        r#"<li data-seq="{seq}"><details><summary><span class="icon">{i}</span> <b>{k}</b> {n} <span class="uid">{w}</span> <span class="muted">{t} · #{seq}</span></summary><pre>{j}</pre></details></li>"#,
         i = html::icon(kind, name),
         k = esc(kind),
         n = esc(name),
