@@ -96,11 +96,11 @@ try {
 
   step = 'create an audience and watch the preview size';
   await page.goto(base + '/ui/audiences/new');
-  const name = `e2e-shoes-${run}`;
+  const name = `e2e-vips-${run}`;
   await page.fill('input[name=name]', name);
-  await page.locator('textarea[name=rule]').pressSequentially('performed "Product Viewed" where category = ', { delay: 5 });
+  await page.locator('textarea[name=rule]').pressSequentially('trait plan = ', { delay: 5 });
   await page.locator('.rule-error').waitFor();
-  await page.locator('textarea[name=rule]').pressSequentially('"shoes"', { delay: 5 });
+  await page.locator('textarea[name=rule]').pressSequentially('"vip"', { delay: 5 });
   await page.locator('#preview-size').waitFor();
   const size = Number((await page.locator('#preview-size').textContent()).replace(/[^0-9]/g, ''));
   check(size >= 1, `the preview counts at least the seeded person, got ${size}`);

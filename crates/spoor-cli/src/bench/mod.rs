@@ -8,6 +8,7 @@ pub mod export;
 pub mod identity_quality;
 pub mod ingest;
 pub mod shop;
+pub mod ui;
 
 use spoor_core::ingest::{normalize, BatchIn, IngestContext, Limits};
 use spoor_core::SourceId;

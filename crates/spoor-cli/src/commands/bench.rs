@@ -22,6 +22,8 @@ pub enum BenchCmd {
     /// Webhook deliveries/s (single and batched) to a local receiver, and the delay a healthy
     /// destination sees while another one is failing.
     Destinations(crate::bench::destinations::DestinationBenchArgs),
+    /// Web UI render times (profile card, audience preview, overview…) with many profiles.
+    Ui(crate::bench::ui::UiBenchArgs),
 }
 
 pub fn run(cmd: BenchCmd) -> anyhow::Result<()> {
@@ -32,5 +34,6 @@ pub fn run(cmd: BenchCmd) -> anyhow::Result<()> {
         BenchCmd::Audiences(a) => crate::bench::audiences::run(a),
         BenchCmd::Export(a) => crate::bench::export::run(a),
         BenchCmd::Destinations(a) => crate::bench::destinations::run(a),
+        BenchCmd::Ui(a) => crate::bench::ui::run(a),
     }
 }

@@ -437,9 +437,10 @@ async fn preview(
         .scan
         .unwrap_or(PREVIEW_SCAN_DEFAULT)
         .clamp(1, PREVIEW_SCAN_MAX);
-    let out = tokio::task::spawn_blocking(move || run_preview(&app, &rule, sample, scan))
-        .await
-        .map_err(ApiError::internal)??;
+    let out =
+        tokio::task::spawn_blocking(move || run_preview(&app, &rule, sample, scan, PREVIEW_BUDGET))
+            .await
+            .map_err(ApiError::internal)??;
     Ok(Json(out))
 }
 
@@ -469,11 +470,14 @@ fn events_of(
     Ok(out)
 }
 
+/// `budget`: the time after which the scan stops and the size is estimated from what was
+/// evaluated (the API allows 2 s; the UI's live preview less, as it runs while typing).
 pub(crate) fn run_preview(
     app: &AppState,
     rule: &Rule,
     sample: usize,
     scan: usize,
+    budget: Duration,
 ) -> Result<Value, ApiError> {
     let started = Instant::now();
     let now = now_ms(app);
@@ -495,7 +499,7 @@ pub(crate) fn run_preview(
             if scanned >= scan {
                 break 'scan;
             }
-            if started.elapsed() > PREVIEW_BUDGET {
+            if started.elapsed() > budget {
                 truncated = true;
                 break 'scan;
             }
