@@ -55,6 +55,11 @@ enum Command {
     /// Measure performance (prints figures; never part of the test suite).
     #[command(subcommand)]
     Bench(commands::bench::BenchCmd),
+    /// Web UI accounts: create (admin, marketer, viewer), list, delete.
+    #[command(subcommand)]
+    Users(commands::users::UsersCmd),
+    /// Start Spoor on a fresh data dir filled with a living demo shop (UI at /ui/).
+    Demo(commands::demo::DemoArgs),
 }
 
 fn main() -> ExitCode {
@@ -76,6 +81,8 @@ fn main() -> ExitCode {
         Command::Rebuild(a) => commands::state::rebuild(a),
         Command::Bench(c) => commands::bench::run(c),
         Command::Privacy(c) => commands::privacy::run(c),
+        Command::Users(c) => commands::users::run(c),
+        Command::Demo(a) => commands::demo::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

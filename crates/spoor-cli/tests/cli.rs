@@ -812,6 +812,14 @@ fn first_start_prints_the_secrets_once() {
         .trim()
         .to_owned();
     assert!(key.len() >= 16 && token.len() >= 16, "{out}");
+    // The web UI's first user, with its password, once.
+    assert!(out.contains("created web UI user 'admin'"), "{out}");
+    let password = after(&out, "password:")
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_owned();
+    assert!(password.len() >= 16, "{out}");
 
     // They work.
     let (s, v) = first.post(
@@ -835,6 +843,7 @@ fn first_start_prints_the_secrets_once() {
     assert!(out2.contains("spoor listening"), "{out2}");
     assert!(!out2.contains("First start"), "{out2}");
     assert!(!out2.contains(&key) && !out2.contains(&token), "{out2}");
+    assert!(!out2.contains(&password), "{out2}");
     let (s, _) = common::admin_get(&second.url, &token, "/v1/admin/status");
     assert_eq!(s, 200, "the first token still works");
     let r = http()

@@ -120,12 +120,14 @@ pub struct Auth {
 const INITIALIZED: &str = "initialized";
 
 /// Printed once, on the first start of an empty data directory.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct FirstStart {
     /// The `default` source and its write key, when it had to be created.
     pub source: Option<(Source, String)>,
     /// The initial admin token and its secret, when it had to be created.
     pub token: Option<(Token, String)>,
+    /// The first web UI user (`admin`) and its password, when it had to be created.
+    pub ui_admin: Option<(String, String)>,
 }
 
 /// Source as the API shows it (no hash).
@@ -301,7 +303,11 @@ impl Auth {
             None
         };
         self.meta.put_json(INITIALIZED, &true)?;
-        Ok((source.is_some() || token.is_some()).then_some(FirstStart { source, token }))
+        Ok((source.is_some() || token.is_some()).then_some(FirstStart {
+            source,
+            token,
+            ui_admin: None,
+        }))
     }
 
     pub fn sources(&self) -> Result<Vec<Source>, ApiError> {

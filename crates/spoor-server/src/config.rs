@@ -26,6 +26,9 @@ pub struct Config {
     /// Consent purposes, PII controls (see `spoor config`).
     #[serde(default)]
     pub privacy: crate::privacy::PrivacyConfig,
+    /// The web UI: sessions and login rate limiting.
+    #[serde(default)]
+    pub ui: crate::ui::UiConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

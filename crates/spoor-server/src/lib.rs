@@ -12,6 +12,7 @@ pub mod error;
 pub mod metrics;
 pub mod privacy;
 pub mod processor;
+pub mod ui;
 
 use auth::{Auth, FirstStart};
 use config::Config;
@@ -55,6 +56,8 @@ pub struct Inner {
     pub pii: privacy::pii::Pii,
     /// Who did what through the admin API (see [`privacy::audit`]).
     pub audit: privacy::audit::AuditLog,
+    /// Web UI accounts and sessions.
+    pub users: Arc<ui::users::Users>,
 }
 
 impl Deref for AppState {
@@ -69,6 +72,8 @@ impl Deref for AppState {
 pub struct InitSecrets {
     pub write_key: Option<String>,
     pub admin_token: Option<String>,
+    /// Password of the first web UI user `admin` (`SPOOR_INIT_ADMIN_PASSWORD`).
+    pub admin_password: Option<String>,
 }
 
 fn open_log(
@@ -125,7 +130,11 @@ impl AppState {
         })?;
         let meta = Arc::new(MetaStore::open(&dir.join("meta"))?);
         let auth = Auth::new(meta.clone())?;
-        let first = auth.initialize(init.write_key, init.admin_token)?;
+        let mut first = auth.initialize(init.write_key, init.admin_token)?;
+        let users = Arc::new(ui::users::Users::open(meta.clone(), cfg.ui.clone())?);
+        if let Some(admin) = users.initialize(init.admin_password)? {
+            first.get_or_insert_with(Default::default).ui_admin = Some(admin);
+        }
         let metrics = Arc::new(Metrics::default());
         let (writer, reader) = open_log(dir.join("log"), &cfg, &metrics, &clock, true)?;
         let (rejects, rejects_reader) =
@@ -172,6 +181,7 @@ impl AppState {
             consent,
             pii,
             audit,
+            users,
         };
         Ok((Self(Arc::new(inner)), first))
     }

@@ -191,6 +191,7 @@ async fn run_async(args: DestinationBenchArgs) -> anyhow::Result<()> {
     let init = InitSecrets {
         write_key: Some(WRITE_KEY.into()),
         admin_token: Some(ADMIN_TOKEN.into()),
+        admin_password: None,
     };
     let (app, _) = AppState::open(cfg.clone(), Arc::new(spoor_core::SystemClock), init)
         .map_err(|e| anyhow::anyhow!("{e:?}"))?;

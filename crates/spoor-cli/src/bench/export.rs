@@ -44,6 +44,7 @@ pub fn run(args: ExportBenchArgs) -> anyhow::Result<()> {
     let init = InitSecrets {
         write_key: None,
         admin_token: Some(TOKEN.into()),
+        admin_password: None,
     };
     let (app, _) = AppState::open(cfg, Arc::new(spoor_core::SystemClock), init)
         .map_err(|e| anyhow::anyhow!("{e:?}"))?;

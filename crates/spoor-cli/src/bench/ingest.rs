@@ -125,6 +125,7 @@ pub fn run(args: IngestBenchArgs) -> anyhow::Result<()> {
             let init = InitSecrets {
                 write_key: Some(BENCH_KEY.into()),
                 admin_token: None,
+                admin_password: None,
             };
             let (app, _) = AppState::open(cfg, Arc::new(spoor_core::SystemClock), init)
                 .map_err(|e| anyhow::anyhow!("{e:?}"))?;

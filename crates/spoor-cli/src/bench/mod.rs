@@ -10,6 +10,7 @@ pub mod ingest;
 pub mod privacy;
 pub mod shop;
 pub mod sinks;
+pub mod ui;
 
 use spoor_core::ingest::{normalize, BatchIn, IngestContext, Limits};
 use spoor_core::SourceId;

@@ -80,6 +80,7 @@ pub fn run(args: PrivacyBenchArgs) -> anyhow::Result<()> {
         InitSecrets {
             write_key: None,
             admin_token: Some(TOKEN.into()),
+            admin_password: None,
         },
     )
     .map_err(|e| anyhow::anyhow!("{e:?}"))?;

@@ -25,6 +25,8 @@ pub enum BenchCmd {
     /// What privacy costs: consent in the processor, the PII rewrite, the Consent API, an
     /// access export.
     Privacy(crate::bench::privacy::PrivacyBenchArgs),
+    /// Web UI render times (profile card, audience preview, overview…) with many profiles.
+    Ui(crate::bench::ui::UiBenchArgs),
 }
 
 pub fn run(cmd: BenchCmd) -> anyhow::Result<()> {
@@ -36,5 +38,6 @@ pub fn run(cmd: BenchCmd) -> anyhow::Result<()> {
         BenchCmd::Export(a) => crate::bench::export::run(a),
         BenchCmd::Destinations(a) => crate::bench::destinations::run(a),
         BenchCmd::Privacy(a) => crate::bench::privacy::run(a),
+        BenchCmd::Ui(a) => crate::bench::ui::run(a),
     }
 }

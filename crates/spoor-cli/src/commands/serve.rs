@@ -49,6 +49,9 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         admin_token: std::env::var("SPOOR_INIT_ADMIN_TOKEN")
             .ok()
             .filter(|s| !s.is_empty()),
+        admin_password: std::env::var("SPOOR_INIT_ADMIN_PASSWORD")
+            .ok()
+            .filter(|s| !s.is_empty()),
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -77,6 +80,10 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             if let Some((token, secret)) = &f.token {
                 println!("  created an admin token");
                 println!("  admin token ({}): {secret}", token.id);
+            }
+            if let Some((user, password)) = &f.ui_admin {
+                println!("  created web UI user '{user}' (role admin)");
+                println!("  password:  {password}   (log in at /ui/login)");
             }
         }
         let listener = tokio::net::TcpListener::bind(&listen)

@@ -173,7 +173,7 @@ fn rule_error(e: ParseError) -> ApiError {
 }
 
 /// The rule of a request: exactly one of text or JSON, checked against `catalog`.
-fn read_rule(
+pub(crate) fn read_rule(
     text: Option<&str>,
     json: Option<&Value>,
     catalog: &Catalog,
@@ -269,7 +269,7 @@ async fn show(
     Ok(Json(audience_out(a, &app.defs.backfills())))
 }
 
-async fn create(
+pub(crate) async fn create(
     State(app): State<AppState>,
     caller: Caller,
     body: Bytes,
@@ -325,7 +325,7 @@ async fn create(
 
 /// Replaces the rule (and the description, when given). The revision is bumped when the
 /// rule changes, which makes the processor backfill the audience.
-async fn replace(
+pub(crate) async fn replace(
     State(app): State<AppState>,
     caller: Caller,
     Path(name): Path<String>,
@@ -396,7 +396,7 @@ async fn remove(
 }
 
 /// Checks a rule and converts it: the canonical text, the JSON form and what it reads.
-async fn validate(
+pub(crate) async fn validate(
     State(app): State<AppState>,
     caller: Caller,
     body: Bytes,
@@ -437,9 +437,10 @@ async fn preview(
         .scan
         .unwrap_or(PREVIEW_SCAN_DEFAULT)
         .clamp(1, PREVIEW_SCAN_MAX);
-    let out = tokio::task::spawn_blocking(move || run_preview(&app, &rule, sample, scan))
-        .await
-        .map_err(ApiError::internal)??;
+    let out =
+        tokio::task::spawn_blocking(move || run_preview(&app, &rule, sample, scan, PREVIEW_BUDGET))
+            .await
+            .map_err(ApiError::internal)??;
     Ok(Json(out))
 }
 
@@ -469,7 +470,15 @@ fn events_of(
     Ok(out)
 }
 
-fn run_preview(app: &AppState, rule: &Rule, sample: usize, scan: usize) -> Result<Value, ApiError> {
+/// `budget`: the time after which the scan stops and the size is estimated from what was
+/// evaluated (the API allows 2 s; the UI's live preview less, as it runs while typing).
+pub(crate) fn run_preview(
+    app: &AppState,
+    rule: &Rule,
+    sample: usize,
+    scan: usize,
+    budget: Duration,
+) -> Result<Value, ApiError> {
     let started = Instant::now();
     let now = now_ms(app);
     let deps = Dependencies::of(rule);
@@ -490,7 +499,7 @@ fn run_preview(app: &AppState, rule: &Rule, sample: usize, scan: usize) -> Resul
             if scanned >= scan {
                 break 'scan;
             }
-            if started.elapsed() > PREVIEW_BUDGET {
+            if started.elapsed() > budget {
                 truncated = true;
                 break 'scan;
             }

@@ -187,7 +187,10 @@ async fn reachable(d: &Destination) -> Result<(), ApiError> {
     Ok(())
 }
 
-async fn list(State(app): State<AppState>, caller: Caller) -> Result<Json<Value>, ApiError> {
+pub(crate) async fn list(
+    State(app): State<AppState>,
+    caller: Caller,
+) -> Result<Json<Value>, ApiError> {
     caller.require(Need::Admin)?;
     let all = app.destinations.store.destinations()?;
     let v: Vec<Value> = all
@@ -373,7 +376,7 @@ pub struct PageQuery {
     pub limit: Option<usize>,
 }
 
-async fn dead_letters(
+pub(crate) async fn dead_letters(
     State(app): State<AppState>,
     caller: Caller,
     Path(name): Path<String>,
@@ -403,7 +406,7 @@ pub struct ReplayIn {
 
 /// Moves dead letters to the replay queue; the worker sends them before new items, with
 /// their original idempotency keys, mapped with the current mapping.
-async fn replay(
+pub(crate) async fn replay(
     State(app): State<AppState>,
     caller: Caller,
     Path(name): Path<String>,
@@ -456,7 +459,7 @@ pub struct LogQuery {
 
 /// What was delivered (or dead-lettered) about one person, newest first, over all of
 /// their merged profiles and identifiers.
-async fn profile_log(
+pub(crate) async fn profile_log(
     State(app): State<AppState>,
     caller: Caller,
     Path(pref): Path<String>,

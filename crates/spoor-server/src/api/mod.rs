@@ -14,6 +14,7 @@ pub mod profiles;
 pub mod settings;
 pub mod sources;
 pub mod tokens;
+pub mod users;
 
 use crate::AppState;
 use axum::extract::{FromRequestParts, MatchedPath, Request, State};
@@ -41,6 +42,8 @@ pub fn router(app: AppState) -> Router {
         .merge(health::routes())
         .merge(consent::routes())
         .merge(privacy::routes())
+        .merge(users::routes())
+        .merge(crate::ui::routes())
         .layer(middleware::from_fn_with_state(app.clone(), count_requests))
         .layer(middleware::from_fn_with_state(app.clone(), audit))
         .with_state(app)

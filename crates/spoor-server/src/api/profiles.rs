@@ -116,12 +116,12 @@ fn audience_list(p: &Profile) -> Vec<Value> {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct HistoryQuery {
-    limit: Option<usize>,
+pub(crate) struct HistoryQuery {
+    pub(crate) limit: Option<usize>,
 }
 
 /// The audiences a person is in now, and their entries and exits, newest first.
-async fn audiences(
+pub(crate) async fn audiences(
     State(app): State<AppState>,
     caller: Caller,
     Path(pref): Path<String>,
@@ -175,7 +175,7 @@ async fn show(
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct PageQuery {
-    limit: Option<usize>,
+    pub(crate) limit: Option<usize>,
     cursor: Option<String>,
 }
 
@@ -230,7 +230,7 @@ async fn events(
 
 /// The identity graph of a person: identifiers with when they were seen, merged profiles,
 /// and every decision (created, linked, merged, refused — with the rule) that shaped it.
-async fn identity(
+pub(crate) async fn identity(
     State(app): State<AppState>,
     caller: Caller,
     Path(pref): Path<String>,
@@ -261,26 +261,26 @@ async fn identity(
     })))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct SearchQuery {
+pub(crate) struct SearchQuery {
     /// Identifier type to search (with `prefix`).
     #[serde(rename = "type")]
-    kind: Option<String>,
-    prefix: Option<String>,
+    pub(crate) kind: Option<String>,
+    pub(crate) prefix: Option<String>,
     /// A trait to match (with `value`): scans profiles, bounded per request.
     #[serde(rename = "trait")]
-    trait_name: Option<String>,
-    value: Option<String>,
-    limit: Option<usize>,
-    cursor: Option<String>,
+    pub(crate) trait_name: Option<String>,
+    pub(crate) value: Option<String>,
+    pub(crate) limit: Option<usize>,
+    pub(crate) cursor: Option<String>,
 }
 
 const MAX_TRAIT_SCAN: usize = 50_000;
 
 /// Lists profiles: by identifier prefix (`?type=email&prefix=ann`), by trait
 /// (`?trait=plan&value=pro`), or all, paged by cursor.
-async fn search(
+pub(crate) async fn search(
     State(app): State<AppState>,
     caller: Caller,
     Query(q): Query<SearchQuery>,
@@ -411,7 +411,7 @@ pub struct SplitIn {
 
 /// Undoes a merge or detaches an identifier. Admin only. The profiles of both sides are
 /// re-derived from the log, and the decision is kept as a rule for all future events.
-async fn split(
+pub(crate) async fn split(
     State(app): State<AppState>,
     caller: Caller,
     Path(pref): Path<String>,

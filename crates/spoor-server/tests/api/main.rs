@@ -14,3 +14,4 @@ mod privacy;
 mod profiles;
 mod receiver;
 mod sinks;
+mod ui;

@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 pub const WRITE_KEY: &str = "test-write-key";
 pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
+pub const ADMIN_PASSWORD: &str = "test-admin-password";
 
 pub struct TestServer {
     pub url: String,
@@ -52,6 +53,7 @@ impl TestServer {
         let init = InitSecrets {
             write_key: Some(WRITE_KEY.into()),
             admin_token: Some(ADMIN_TOKEN.into()),
+            admin_password: Some(ADMIN_PASSWORD.into()),
         };
         let (app, _) = AppState::open(cfg, clock, init)
             .unwrap_or_else(|e| panic!("cannot open the data directory: {e:?}"));

@@ -1,0 +1,291 @@
+//! `spoor bench ui`: how fast the web UI's pages render with many profiles.
+//!
+//! A live server in this process with the demo's computed traits and audiences, `--people`
+//! profiles (each an identify with e-mail and traits and two product views from the same
+//! browser) plus 100 demo shoppers with full histories (sessions, carts, orders, second
+//! devices, merges). Then, over HTTP with a logged-in session as a browser would: the
+//! profile card of demo shoppers, the audience preview of a trait rule and of an event rule,
+//! and the overview, audience list and debugger. Prints p50/p95/max per page.
+
+use crate::commands::demo::{definitions, Visitor};
+use anyhow::{ensure, Context};
+use clap::Args;
+use serde_json::{json, Value};
+use spoor_core::ids::SourceId;
+use spoor_server::config::{Config, Overrides};
+use spoor_server::ui::users::Role;
+use spoor_server::{AppState, InitSecrets};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+#[derive(Args, Debug, Clone)]
+pub struct UiBenchArgs {
+    /// Profiles in the store (besides 100 demo shoppers).
+    #[arg(long, default_value_t = 1_000_000)]
+    pub people: u64,
+    /// Requests per page measured.
+    #[arg(long, default_value_t = 30)]
+    pub requests: usize,
+}
+
+const TOKEN: &str = "bench-ui-admin-token-0123456789";
+const SHOPPERS: u64 = 100;
+
+pub fn run(args: UiBenchArgs) -> anyhow::Result<()> {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new("warn"))
+        .with_writer(std::io::stderr)
+        .try_init();
+    let tmp = tempfile::tempdir()?;
+    let cfg = Config::load(
+        None,
+        &Overrides {
+            listen: None,
+            data_dir: Some(tmp.path().to_path_buf()),
+        },
+    )?;
+    let init = InitSecrets {
+        write_key: None,
+        admin_token: Some(TOKEN.into()),
+        admin_password: None,
+    };
+    let (app, _) = AppState::open(cfg, Arc::new(spoor_core::SystemClock), init)
+        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))?;
+    let url = format!("http://{}", listener.local_addr()?);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let served = app.clone();
+    let server = rt.spawn(async move {
+        let _ = spoor_server::serve(served, listener, async {
+            let _ = stopped.await;
+        })
+        .await;
+    });
+    let http = reqwest::Client::new();
+    let (traits, audiences) = definitions();
+    rt.block_on(async {
+        for (path, defs) in [("computed-traits", &traits), ("audiences", &audiences)] {
+            for d in defs {
+                let r = http
+                    .post(format!("{url}/v1/{path}"))
+                    .bearer_auth(TOKEN)
+                    .json(d)
+                    .send()
+                    .await?;
+                ensure!(r.status().is_success(), "{path}: {}", r.status());
+            }
+        }
+        anyhow::Ok(())
+    })?;
+    println!(
+        "spoor bench ui: {} profiles + {SHOPPERS} demo shoppers, the demo's {} computed traits and {} audiences; pages over HTTP on loopback",
+        args.people,
+        traits.len(),
+        audiences.len()
+    );
+
+    let started = Instant::now();
+    let now = chrono::Utc::now().timestamp_millis();
+    let mut rng = crate::bench::shop::Rng::new(11);
+    let mut shoppers = Vec::new();
+    for person in 0..SHOPPERS {
+        for s in 0..3 {
+            let start = now - 86_400_000 * (3 - s) - rng.below(3_600_000) as i64;
+            Visitor {
+                rng: &mut rng,
+                person,
+            }
+            .session(start, &mut shoppers);
+        }
+    }
+    append(&app, &shoppers)?;
+    let mut batch = Vec::with_capacity(1500);
+    for i in 0..args.people {
+        let p = SHOPPERS + i;
+        let anon = format!("bench-anon-{p}");
+        let cat = ["shoes", "bags", "watches"][(p % 3) as usize];
+        batch.push(json!({"type": "identify", "userId": format!("bu{p}"), "anonymousId": anon,
+            "traits": {"email": format!("person.{p}@example.com"), "plan": if p.is_multiple_of(10) { "vip" } else { "member" }, "city": "Utrecht"}}));
+        for _ in 0..2 {
+            batch.push(
+                json!({"type": "track", "event": "Product Viewed", "anonymousId": anon,
+                "properties": {"category": cat, "price": 50}}),
+            );
+        }
+        if batch.len() >= 1500 {
+            append(&app, &batch)?;
+            batch.clear();
+        }
+        if i > 0 && i % 100_000 == 0 {
+            println!(
+                "  … {i} people appended ({:.0} s), {} events processed",
+                started.elapsed().as_secs_f64(),
+                app.processor.status.processed_seq.load(Ordering::Relaxed)
+            );
+        }
+    }
+    append(&app, &batch)?;
+    let last = app.reader.last_seq();
+    while app.processor.status.processed_seq.load(Ordering::Acquire) < last {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let processed_in = started.elapsed().as_secs_f64();
+    // Measure the steady state: right after a bulk load the processor's pending layer holds
+    // most profiles until the checkpoint lands, and scans (previews) merge all of it.
+    let deadline = Instant::now() + Duration::from_secs(600);
+    while app.processor.status.durable_seq.load(Ordering::Acquire) < last
+        && Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let profiles = app.processor.status.live_profiles.load(Ordering::Relaxed);
+    println!(
+        "  setup                   {last} events ingested and processed in {processed_in:.0} s, checkpointed after {:.0} s ({profiles} live profiles)",
+        started.elapsed().as_secs_f64()
+    );
+
+    app.users
+        .create("bench", Role::Admin, "bench-password")
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let (session, s) = app
+        .users
+        .login("bench", "bench-password", "127.0.0.1")
+        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    let cookie = format!("spoor_session={session}");
+    let csrf = s.csrf;
+    let emails: Vec<String> = (0..SHOPPERS)
+        .filter(|p| !p.is_multiple_of(3))
+        .filter_map(|p| {
+            let r = app.state.reader().ok()?;
+            let name = [
+                "ann", "bram", "chloe", "daan", "eva", "finn", "gijs", "hanna", "iris", "jens",
+                "lotte", "milan", "noor", "sem", "tess", "vera",
+            ][(p % 16) as usize];
+            let e = format!("{name}.{p}@example.com");
+            r.owner("email", &e).ok()??;
+            Some(e)
+        })
+        .collect();
+    ensure!(!emails.is_empty(), "no demo shopper logged in");
+    rt.block_on(async {
+        let get = |path: String| {
+            let req = http.get(format!("{url}{path}")).header("cookie", &cookie);
+            async move {
+                let r = req.send().await?;
+                ensure!(r.status() == 200, "{}", r.status());
+                let _ = r.bytes().await?;
+                anyhow::Ok(())
+            }
+        };
+        let mut cards = Vec::new();
+        for i in 0..args.requests {
+            let e = &emails[i % emails.len()];
+            cards.push(time(get(format!("/ui/profiles/email:{e}"))).await?);
+        }
+        report("profile card (demo shopper)", cards);
+        for (what, rule) in [
+            ("audience preview, trait rule", r#"trait plan = "vip""#),
+            ("audience preview, event rule", r#"performed "Product Viewed" where category = "shoes" at least 2 times within 30d"#),
+        ] {
+            let mut ts = Vec::new();
+            let mut last = Value::Null;
+            for _ in 0..args.requests.min(10) {
+                let req = http
+                    .post(format!("{url}/ui/audiences/preview"))
+                    .header("cookie", &cookie)
+                    .header("x-csrf-token", &csrf)
+                    .header("content-type", "application/x-www-form-urlencoded")
+                    .body(format!("rule={}", url_encode(rule)));
+                let t = Instant::now();
+                let body = req.send().await?.text().await?;
+                ts.push(t.elapsed());
+                last = json!(preview_text(&body));
+            }
+            report(what, ts);
+            println!("      → {}", last.as_str().unwrap_or("").trim());
+        }
+        for (what, path) in [
+            ("overview", "/ui/"),
+            ("audience list (sizes)", "/ui/audiences"),
+            ("debugger (newest 50)", "/ui/debugger"),
+            ("profile search by e-mail prefix", "/ui/profiles?q=person.12"),
+        ] {
+            let mut ts = Vec::new();
+            for _ in 0..args.requests.min(10) {
+                ts.push(time(get(path.to_owned())).await?);
+            }
+            report(what, ts);
+        }
+        anyhow::Ok(())
+    })?;
+    let _ = stop.send(());
+    let _ = rt.block_on(server);
+    app.processor.stop();
+    Ok(())
+}
+
+/// The preview's headline ("≈ 1234 of 1000100 profiles match (…)") without its tags.
+fn preview_text(body: &str) -> String {
+    let Some(start) = body.find("<p class=\"preview-size\">") else {
+        return body.chars().take(200).collect();
+    };
+    let p = &body[start..];
+    let p = &p[..p.find("</p>").unwrap_or(p.len())];
+    let mut out = String::new();
+    let mut in_tag = false;
+    for c in p.chars() {
+        match c {
+            '<' => in_tag = true,
+            '>' => in_tag = false,
+            c if !in_tag => out.push(c),
+            _ => {}
+        }
+    }
+    out
+}
+
+fn url_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' => (b as char).to_string(),
+            b' ' => "+".into(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+async fn time(
+    f: impl std::future::Future<Output = anyhow::Result<()>>,
+) -> anyhow::Result<Duration> {
+    let t = Instant::now();
+    f.await?;
+    Ok(t.elapsed())
+}
+
+fn report(what: &str, mut ts: Vec<Duration>) {
+    ts.sort();
+    let at = |p: f64| ts[((ts.len() - 1) as f64 * p).round() as usize].as_secs_f64() * 1000.0;
+    println!(
+        "  {what:<34} p50 {:>7.1} ms  p95 {:>7.1} ms  max {:>7.1} ms  ({} requests)",
+        at(0.5),
+        at(0.95),
+        at(1.0),
+        ts.len()
+    );
+}
+
+/// Appends events straight to the log (as ingest would after parsing), in batches.
+fn append(app: &AppState, events: &[Value]) -> anyhow::Result<()> {
+    let source = SourceId::parse("src_bench").context("source id")?;
+    for chunk in events.chunks(500) {
+        let body = serde_json::to_vec(&json!({ "batch": chunk }))?;
+        let recs = super::batch_records(&body, &source, chrono::Utc::now())?;
+        app.writer.append_blocking(recs)?;
+    }
+    Ok(())
+}
