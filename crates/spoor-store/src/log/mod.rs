@@ -92,6 +92,7 @@
 //! is why clients retry with the same dedupe key.
 
 mod dedupe;
+mod erase;
 mod event_log;
 mod frame;
 mod reader;
@@ -105,6 +106,7 @@ mod tests;
 use std::path::PathBuf;
 
 pub use crate::error::StoreError;
+pub use erase::is_tombstone;
 pub use event_log::EventLog;
 pub use frame::MAX_PAYLOAD_BYTES;
 pub use reader::{LogIter, LogReader};
