@@ -23,6 +23,9 @@ pub struct Config {
     pub identity: spoor_core::identity::IdentityConfig,
     pub destinations: DestinationsConfig,
     pub log: LogConfig,
+    /// Right to erasure: suppression default, compaction at start-up.
+    #[serde(default)]
+    pub erasure: crate::erasure::ErasureConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

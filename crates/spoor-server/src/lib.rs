@@ -8,6 +8,7 @@ pub mod body;
 pub mod config;
 pub mod defs;
 pub mod destinations;
+pub mod erasure;
 pub mod error;
 pub mod metrics;
 pub mod processor;
@@ -48,6 +49,8 @@ pub struct Inner {
     pub defs: defs::DefsHandle,
     /// Destinations and their delivery workers (started by [`serve`]).
     pub destinations: Arc<destinations::Destinations>,
+    /// Erasure jobs and the suppression list.
+    pub privacy: Arc<erasure::Privacy>,
 }
 
 impl Deref for AppState {
@@ -116,6 +119,12 @@ impl AppState {
         std::fs::create_dir_all(&dir).map_err(|e| {
             ApiError::internal(format!("cannot create data dir {}: {e}", dir.display()))
         })?;
+        if cfg.erasure.compact_on_start
+            && erasure::compact::pending(&dir).map_err(ApiError::Internal)?
+        {
+            let done = erasure::compact::compact_data_dir(&dir).map_err(ApiError::Internal)?;
+            tracing::info!(databases = done.len(), "databases rewritten after erasure");
+        }
         let meta = Arc::new(MetaStore::open(&dir.join("meta"))?);
         let auth = Auth::new(meta.clone())?;
         let first = auth.initialize(init.write_key, init.admin_token)?;
@@ -126,7 +135,7 @@ impl AppState {
         let state = StateStore::open(&dir.join("state"))?;
         let defs = defs::DefsHandle::open(meta.clone())?;
         let now_clock = clock.clone();
-        let pipeline = processor::Pipeline::new(
+        let mut pipeline = processor::Pipeline::new(
             &cfg.identity,
             &cfg.processor,
             defs.clone(),
@@ -135,13 +144,19 @@ impl AppState {
         .map_err(ApiError::InvalidRequest)?;
         let rules = spoor_core::identity::IdentityRules::new(cfg.identity.clone())
             .map_err(|e| ApiError::InvalidRequest(e.to_string()))?;
+        let destinations = Arc::new(destinations::Destinations::open(&dir.join("destinations"))?);
+        let privacy = Arc::new(erasure::Privacy::open(meta.clone())?);
+        pipeline.erase = Some(processor::erase::EraseCtx {
+            privacy: privacy.clone(),
+            rejects: rejects_reader.clone(),
+            deliveries: destinations.store.clone(),
+        });
         let processor = processor::Processor::spawn(
             reader.clone(),
             state.clone(),
             pipeline,
             cfg.processor.clone(),
         )?;
-        let destinations = Arc::new(destinations::Destinations::open(&dir.join("destinations"))?);
         let inner = Inner {
             cfg,
             auth,
@@ -157,6 +172,7 @@ impl AppState {
             rules,
             defs,
             destinations,
+            privacy,
         };
         Ok((Self(Arc::new(inner)), first))
     }

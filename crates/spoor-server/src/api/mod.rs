@@ -3,6 +3,7 @@
 pub mod audiences;
 pub mod computed;
 pub mod destinations;
+pub mod erasure;
 pub mod events;
 pub mod exports;
 pub mod health;
@@ -37,6 +38,7 @@ pub fn router(app: AppState) -> Router {
         .merge(computed::routes())
         .merge(destinations::routes())
         .merge(health::routes())
+        .merge(erasure::routes())
         .layer(middleware::from_fn_with_state(app.clone(), count_requests))
         .with_state(app)
 }

@@ -159,3 +159,8 @@ pub struct LogEntry {
     pub dedupe_key: Option<u64>,
     pub payload: Vec<u8>,
 }
+
+/// fsyncs a directory (after a rename in it), for the other stores' file swaps.
+pub fn sync_dir_pub(dir: &std::path::Path) -> Result<(), StoreError> {
+    segment::sync_dir(dir)
+}
