@@ -6,6 +6,7 @@ mod audiences;
 mod bad_input;
 mod common;
 mod destinations;
+mod erasure;
 mod exports;
 mod fixtures;
 mod ingest;
