@@ -148,6 +148,7 @@ impl AppState {
         let privacy = Arc::new(erasure::Privacy::open(meta.clone())?);
         pipeline.erase = Some(processor::erase::EraseCtx {
             privacy: privacy.clone(),
+            retention: cfg.retention.clone(),
             rejects: rejects_reader.clone(),
             deliveries: destinations.store.clone(),
         });

@@ -19,6 +19,70 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/privacy/erasures/{id}", get(show))
         .route("/v1/privacy/suppressions", get(suppressions))
         .route("/v1/privacy/suppressions/{hash}", delete(unsuppress))
+        .route("/v1/privacy/retention", get(retention))
+        .route(
+            "/v1/privacy/retention/policies",
+            axum::routing::put(set_policies),
+        )
+        .route(
+            "/v1/privacy/retention/run",
+            axum::routing::post(run_retention),
+        )
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PoliciesIn {
+    pub policies: Vec<crate::erasure::retention::RetentionPolicy>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunQ {
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
+async fn retention(State(app): State<AppState>, caller: Caller) -> Result<Json<Value>, ApiError> {
+    caller.require(Need::Admin)?;
+    let api = app.privacy.api_policies().map_err(ApiError::Internal)?;
+    let last = app.privacy.last_retention().map_err(ApiError::Internal)?;
+    Ok(Json(json!({
+        "interval_minutes": app.cfg.retention.interval_minutes,
+        "config_policies": app.cfg.retention.policies,
+        "api_policies": api,
+        "last_run": last,
+    })))
+}
+
+async fn set_policies(
+    State(app): State<AppState>,
+    caller: Caller,
+    Json(body): Json<PoliciesIn>,
+) -> Result<Json<Value>, ApiError> {
+    caller.require(Need::Admin)?;
+    for p in &body.policies {
+        p.validate().map_err(ApiError::InvalidRequest)?;
+    }
+    app.privacy
+        .set_api_policies(&body.policies)
+        .map_err(ApiError::Internal)?;
+    tracing::info!(policies = body.policies.len(), by = %caller.token_id, "retention policies set");
+    Ok(Json(json!({ "api_policies": body.policies })))
+}
+
+async fn run_retention(
+    State(app): State<AppState>,
+    caller: Caller,
+    Query(q): Query<RunQ>,
+) -> Result<Json<Value>, ApiError> {
+    caller.require(Need::Admin)?;
+    let report = app
+        .processor
+        .retention(q.dry_run)
+        .await
+        .map_err(ApiError::Conflict)?;
+    Ok(Json(json!({ "retention": report })))
 }
 
 #[derive(Debug, Deserialize)]

@@ -17,6 +17,7 @@
 //!   erasure is complete on disk. See ARCHITECTURE ("Erasure").
 
 pub mod compact;
+pub mod retention;
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -29,6 +30,8 @@ use std::sync::Arc;
 const JOBS: &str = "erasure.jobs";
 const SUPPRESSIONS: &str = "erasure.suppressions";
 const COMPACT_PENDING: &str = "erasure.compact_pending";
+const RETENTION_POLICIES: &str = "retention.policies";
+const RETENTION_LAST: &str = "retention.last_run";
 /// Finished jobs kept for their status (older ones are dropped).
 const KEEP_JOBS: usize = 10_000;
 
@@ -273,6 +276,32 @@ impl Privacy {
         }
         ids.into_iter()
             .any(|(kind, value)| set.contains(&identifier_hash(kind, value)))
+    }
+
+    /// Retention policies set through the API (the config's come on top).
+    pub fn api_policies(&self) -> Result<Vec<retention::RetentionPolicy>, String> {
+        Ok(self
+            .meta
+            .get_json(RETENTION_POLICIES)
+            .map_err(err)?
+            .unwrap_or_default())
+    }
+
+    /// Replaces the API's retention policies (each validated first; nothing is stored if
+    /// one is bad).
+    pub fn set_api_policies(&self, p: &[retention::RetentionPolicy]) -> Result<(), String> {
+        for pol in p {
+            pol.validate()?;
+        }
+        self.meta.put_json(RETENTION_POLICIES, &p).map_err(err)
+    }
+
+    pub fn last_retention(&self) -> Result<Option<retention::RetentionReport>, String> {
+        self.meta.get_json(RETENTION_LAST).map_err(err)
+    }
+
+    pub fn set_last_retention(&self, r: &retention::RetentionReport) -> Result<(), String> {
+        self.meta.put_json(RETENTION_LAST, r).map_err(err)
     }
 
     /// Marks that stale pages may hold erased data until the databases are rewritten.

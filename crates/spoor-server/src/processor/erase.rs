@@ -32,6 +32,8 @@ const MIN_NEEDLE: usize = 5;
 #[derive(Clone)]
 pub struct EraseCtx {
     pub privacy: Arc<Privacy>,
+    /// `[retention]`: the config's policies and the interval of periodic runs.
+    pub retention: crate::erasure::retention::RetentionConfig,
     pub rejects: LogReader,
     pub deliveries: Arc<DeliveryStore>,
 }
@@ -188,7 +190,9 @@ pub fn run_erase(
                         profile: *c,
                         entered: false,
                         at_ms: now_ms,
-                        seq: 0,
+                        // Ordered after everything applied so far (destinations
+                        // deliver a change after the event at its seq).
+                        seq: state.processed_seq(),
                         cause: ChangeCause::Deleted,
                     });
                     exits += 1;

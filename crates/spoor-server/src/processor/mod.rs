@@ -8,6 +8,7 @@ pub mod activate;
 mod apply;
 pub mod backfill;
 pub mod erase;
+pub mod retention;
 mod split;
 
 pub use apply::apply_event;
@@ -101,6 +102,13 @@ enum Command {
     },
     /// Run an erasure job (already stored as queued); the reply, if any, gets the job
     /// as finished.
+    /// Apply (or with `dry_run` count) the retention policies.
+    Retention {
+        dry_run: bool,
+        reply: tokio::sync::oneshot::Sender<
+            Result<crate::erasure::retention::RetentionReport, String>,
+        >,
+    },
     Erase {
         job: crate::erasure::ErasureJob,
         reply: Option<tokio::sync::oneshot::Sender<Result<crate::erasure::ErasureJob, String>>>,
@@ -296,6 +304,13 @@ impl Processor {
                 lower_priority(cfg.nice);
                 let mut clock = CheckpointClock::new(&cfg);
                 let mut resume = true;
+                let retention_every = pipeline
+                    .erase
+                    .as_ref()
+                    .map(|c| c.retention.interval_minutes)
+                    .filter(|m| *m > 0)
+                    .map(|m| Duration::from_secs(m * 60));
+                let mut last_retention = Instant::now();
                 let fail = |e: StoreError, seq: u64| {
                     tracing::error!(error = %e, seq, "processor stopped");
                     st.failed.store(true, Ordering::Relaxed);
@@ -326,6 +341,11 @@ impl Processor {
                         Ok(None) => {}
                         Err(e) => return fail(e, state.processed_seq()),
                     }
+                    if retention_every.is_some_and(|every| last_retention.elapsed() >= every) {
+                        last_retention = Instant::now();
+                        let _ = run_retention_now(&mut state, &store, &reader, &pipeline, false);
+                        publish(&st, &state);
+                    }
                     if resume {
                         resume = false;
                         resume_erasures(&mut state, &store, &reader, &pipeline);
@@ -341,6 +361,12 @@ impl Processor {
                                 if let Err(e) = &out {
                                     tracing::warn!(error = %e, "split refused");
                                 }
+                                let _ = reply.send(out);
+                            }
+                            Command::Retention { dry_run, reply } => {
+                                let out = run_retention_now(
+                                    &mut state, &store, &reader, &pipeline, dry_run,
+                                );
                                 let _ = reply.send(out);
                             }
                             Command::Erase { job, reply } => {
@@ -401,6 +427,21 @@ impl Processor {
             .map_err(|_| "the processor has stopped".to_string())?
     }
 
+    /// Asks the processor to apply (or count, `dry_run`) the retention policies now.
+    pub async fn retention(
+        &self,
+        dry_run: bool,
+    ) -> Result<crate::erasure::retention::RetentionReport, String> {
+        let (reply, rx) = tokio::sync::oneshot::channel();
+        self.commands
+            .lock()
+            .map_err(|_| "processor unavailable".to_string())?
+            .send(Command::Retention { dry_run, reply })
+            .map_err(|_| "the processor has stopped".to_string())?;
+        rx.await
+            .map_err(|_| "the processor has stopped".to_string())?
+    }
+
     /// Hands a stored (queued) erasure job to the processor; with `wait`, returns the job
     /// once it has finished.
     pub async fn erase(
@@ -438,6 +479,36 @@ impl Drop for Processor {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// Runs the retention policies (config + API) once and records the report.
+fn run_retention_now(
+    state: &mut ProcessorState,
+    store: &StateStore,
+    reader: &LogReader,
+    p: &Pipeline,
+    dry_run: bool,
+) -> Result<crate::erasure::retention::RetentionReport, String> {
+    let Some(ctx) = &p.erase else {
+        return Err("retention is not available in this process".into());
+    };
+    let mut policies = ctx.retention.policies.clone();
+    policies.extend(ctx.privacy.api_policies()?);
+    let now = (p.engine.now)();
+    let out = retention::run_retention(state, store, reader, p, &policies, dry_run, now);
+    match &out {
+        Ok(r) if !dry_run => {
+            tracing::info!(
+                erased = r.erased,
+                profiles = r.profiles_rederived,
+                "retention applied"
+            );
+            ctx.privacy.set_last_retention(r)?;
+        }
+        Ok(_) => {}
+        Err(e) => tracing::error!(error = %e, "retention failed"),
+    }
+    out
 }
 
 /// Runs one erasure job, recording a failure in the job.

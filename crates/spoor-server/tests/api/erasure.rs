@@ -31,11 +31,12 @@ const NEEDLES: &[&str] = &[
     "Quuxington",
 ];
 
-async fn call(srv: &TestServer, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+pub async fn call(srv: &TestServer, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
     let url = format!("{}{path}", srv.url);
     let mut req = match method {
         "POST" => srv.http.post(url),
         "DELETE" => srv.http.delete(url),
+        "PUT" => srv.http.put(url),
         _ => srv.http.get(url),
     }
     .bearer_auth(ADMIN_TOKEN);
@@ -47,7 +48,7 @@ async fn call(srv: &TestServer, method: &str, path: &str, body: Option<Value>) -
     (s, resp.json().await.unwrap_or(Value::Null))
 }
 
-fn tweak(c: &mut spoor_server::config::Config) {
+pub fn tweak(c: &mut spoor_server::config::Config) {
     c.processor.checkpoint_ms = 100;
     c.destinations.poll_ms = 10;
 }
@@ -160,7 +161,7 @@ fn leaks(dir: &Path) -> Vec<String> {
     out
 }
 
-fn dump(dir: &Path) -> Vec<String> {
+pub fn dump(dir: &Path) -> Vec<String> {
     spoor_store::state::StateStore::open(&dir.join("state"))
         .unwrap()
         .durable_reader()
@@ -253,16 +254,23 @@ async fn erasure_leaves_no_byte_of_the_person_in_the_data_directory() {
         assert_eq!(s, 404, "{r}");
     }
     // The exit reaches the destination, with the profile id only.
-    let exit = rx
-        .wait_for("/hook", rx.delivered("/hook").len() + 1)
-        .await
-        .into_iter()
-        .find(|i| i["kind"] == "audience" && i.to_string().contains("\"entered\":false"))
-        .map(|i| i.to_string().to_lowercase());
-    if let Some(exit) = exit {
-        for n in NEEDLES {
-            assert!(!exit.contains(&n.to_ascii_lowercase()), "{exit}");
+    let mut exit = None;
+    for _ in 0..400 {
+        exit = rx
+            .delivered("/hook")
+            .into_iter()
+            .find(|i| i["kind"] == "audience" && i["action"] == "exited");
+        if exit.is_some() {
+            break;
         }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let exit = exit
+        .expect("the exit is delivered")
+        .to_string()
+        .to_lowercase();
+    for n in NEEDLES {
+        assert!(!exit.contains(&n.to_ascii_lowercase()), "{exit}");
     }
     let n_events = srv.events().await.len();
     assert_eq!(

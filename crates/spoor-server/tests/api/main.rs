@@ -13,3 +13,4 @@ mod ingest;
 mod memberships;
 mod profiles;
 mod receiver;
+mod retention;

@@ -283,12 +283,10 @@ impl ProcessorState {
     /// Deletes the rows saying which events carried this identifier (an erasure), at the
     /// next checkpoint.
     pub fn drop_ident_events(&mut self, kind: &str, value: &str) {
-        self.drop_ident_events
-            .push(super::tables::ident_hash(&super::tables::ident_key(
-                kind, value,
-            )));
-        self.ident_events
-            .retain(|(h, _)| !self.drop_ident_events.contains(h));
+        let gone = super::tables::ident_hash(&super::tables::ident_key(kind, value));
+        self.drop_ident_events.push(gone);
+        // Rows added before this call go; rows added after it (a re-derivation) stay.
+        self.ident_events.retain(|(h, _)| *h != gone);
     }
 
     pub fn add_decision(
