@@ -52,6 +52,9 @@ enum Command {
     /// Measure performance (prints figures; never part of the test suite).
     #[command(subcommand)]
     Bench(commands::bench::BenchCmd),
+    /// Privacy: erase a person, the suppression list, retention, compaction.
+    #[command(subcommand)]
+    Privacy(commands::erasure::ErasureCmd),
 }
 
 fn main() -> ExitCode {
@@ -72,6 +75,7 @@ fn main() -> ExitCode {
         Command::Destinations(c) => commands::destinations::run(c),
         Command::Rebuild(a) => commands::state::rebuild(a),
         Command::Bench(c) => commands::bench::run(c),
+        Command::Privacy(c) => commands::erasure::run(c),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

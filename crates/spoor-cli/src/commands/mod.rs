@@ -4,6 +4,7 @@ pub mod admin;
 pub mod audiences;
 pub mod bench;
 pub mod destinations;
+pub mod erasure;
 pub mod export;
 pub mod import;
 pub mod serve;

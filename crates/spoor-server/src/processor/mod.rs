@@ -304,6 +304,7 @@ impl Processor {
                 lower_priority(cfg.nice);
                 let mut clock = CheckpointClock::new(&cfg);
                 let mut resume = true;
+                let resume_after = reader.last_seq();
                 let retention_every = pipeline
                     .erase
                     .as_ref()
@@ -346,7 +347,9 @@ impl Processor {
                         let _ = run_retention_now(&mut state, &store, &reader, &pipeline, false);
                         publish(&st, &state);
                     }
-                    if resume {
+                    // Unfinished erasures resume once the log written before the restart
+                    // is applied again: their person may be in it (not yet checkpointed).
+                    if resume && state.processed_seq() >= resume_after {
                         resume = false;
                         resume_erasures(&mut state, &store, &reader, &pipeline);
                         publish(&st, &state);
