@@ -22,6 +22,9 @@ pub enum BenchCmd {
     /// Webhook deliveries/s (single and batched) to a local receiver, and the delay a healthy
     /// destination sees while another one is failing.
     Destinations(crate::bench::destinations::DestinationBenchArgs),
+    /// Time to erase one person among many profiles and events, and to rewrite the
+    /// databases afterwards.
+    Erasure(crate::bench::erasure::ErasureBenchArgs),
 }
 
 pub fn run(cmd: BenchCmd) -> anyhow::Result<()> {
@@ -32,5 +35,6 @@ pub fn run(cmd: BenchCmd) -> anyhow::Result<()> {
         BenchCmd::Audiences(a) => crate::bench::audiences::run(a),
         BenchCmd::Export(a) => crate::bench::export::run(a),
         BenchCmd::Destinations(a) => crate::bench::destinations::run(a),
+        BenchCmd::Erasure(a) => crate::bench::erasure::run(a),
     }
 }
