@@ -281,6 +281,7 @@ async fn erasure_leaves_no_byte_of_the_person_in_the_data_directory() {
     // Offline: rewrite the databases (as `spoor privacy compact` / start-up does).
     let cfg = srv.app.cfg.clone();
     let dir = srv.stop().await;
+    eprintln!("before the rewrite: {:?}", leaks(dir.path()));
     let rewritten = spoor_server::erasure::compact::compact_data_dir(dir.path()).unwrap();
     assert!(rewritten.len() >= 3, "{rewritten:?}");
     let leaks = leaks(dir.path());
