@@ -45,8 +45,10 @@ fn person_batch(from: u64, to: u64, per: u64, at: i64) -> Vec<Value> {
                       "traits": {"email": format!("Person.{i}@Example.com"), "name": format!("Name {i}"),
                                  "phone": format!("+31 6 {:08}", i % 100_000_000)}}));
         for n in 1..per {
-            v.push(json!({"type": "track", "userId": format!("u{i}"), "event": "Clicked",
-                          "messageId": format!("t-{i}-{n}"), "properties": {"n": n}}));
+            v.push(
+                json!({"type": "track", "userId": format!("u{i}"), "event": "Clicked",
+                          "messageId": format!("t-{i}-{n}"), "properties": {"n": n}}),
+            );
         }
     }
     v
@@ -58,7 +60,10 @@ pub fn run(args: ErasureBenchArgs) -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .try_init();
     let tmp = tempfile::tempdir()?;
-    let dir = args.data_dir.clone().unwrap_or_else(|| tmp.path().to_path_buf());
+    let dir = args
+        .data_dir
+        .clone()
+        .unwrap_or_else(|| tmp.path().to_path_buf());
     let cfg = Config::load(
         None,
         &Overrides {
@@ -104,7 +109,10 @@ pub fn run(args: ErasureBenchArgs) -> anyhow::Result<()> {
     let total = reader.last_seq();
     ensure!(total == people * per, "log holds {total}");
     drop((writer, reader));
-    println!("  log written             {total} events in {:.1} s", t.elapsed().as_secs_f64());
+    println!(
+        "  log written             {total} events in {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
 
     // 2. One audience everyone is in, and the state.
     {
@@ -163,7 +171,11 @@ pub fn run(args: ErasureBenchArgs) -> anyhow::Result<()> {
             .map_err(|e| anyhow::anyhow!(e))?
             .context("a finished job")?;
         let ms = t.elapsed().as_secs_f64() * 1000.0;
-        ensure!(done.events as u64 == per, "erased {} events, not {per}", done.events);
+        ensure!(
+            done.events as u64 == per,
+            "erased {} events, not {per}",
+            done.events
+        );
         println!(
             "  erase u{who:<10}        {ms:8.1} ms  ({} events, {} exits)",
             done.events, done.exits

@@ -267,6 +267,11 @@ impl Privacy {
         Ok(true)
     }
 
+    /// Whether the suppression list has any entry (the processor skips the check if not).
+    pub fn has_suppressions(&self) -> bool {
+        !self.suppressed.read().is_empty()
+    }
+
     /// Whether any of these (normalised) identifiers is suppressed. Free when the list is
     /// empty, one SHA-256 per identifier otherwise.
     pub fn is_suppressed<'a>(&self, ids: impl IntoIterator<Item = (&'a str, &'a str)>) -> bool {

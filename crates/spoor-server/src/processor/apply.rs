@@ -31,7 +31,7 @@ pub fn apply_event(
         }
     };
     let identifiers = extract_identifiers(&view, &p.identifiers);
-    if let Some(ctx) = &p.erase {
+    if let Some(ctx) = p.erase.as_ref().filter(|c| c.privacy.has_suppressions()) {
         let normalised: Vec<_> = identifiers
             .iter()
             .filter_map(|(kind, raw)| p.rules.normalize(kind, raw).ok())
