@@ -7,7 +7,9 @@
 
 mod common;
 
-use common::{free_port, http, run, spoor_cmd, Init, Rng, Server, ADMIN_TOKEN, WRITE_KEY};
+use common::{
+    free_port, http, run, spoor_admin, spoor_cmd, Init, Rng, Server, ADMIN_TOKEN, WRITE_KEY,
+};
 use serde_json::{json, Value};
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -172,6 +174,26 @@ fn kill_9_during_erasure_leaves_a_consistent_resumable_data_dir() {
             assert_eq!(s, 200, "{v}");
             assert_eq!(v["event_count"], OTHER_EVENTS, "{v}");
         }
+        // The CLI shows the job and the suppressed identifiers (hashes, no values).
+        let out = spoor_admin(&server, Some(ADMIN_TOKEN), &["privacy", "erasures"]);
+        out.assert_ok();
+        assert!(
+            out.stdout.contains("done") && out.stdout.contains("compaction pending"),
+            "{out}"
+        );
+        let out = spoor_admin(&server, Some(ADMIN_TOKEN), &["privacy", "suppression"]);
+        out.assert_ok();
+        assert!(
+            out.stdout.contains("email") && !out.stdout.to_lowercase().contains("victim"),
+            "{out}"
+        );
+        let out = spoor_admin(
+            &server,
+            Some(ADMIN_TOKEN),
+            &["privacy", "erase", "email:nobody@example.com"],
+        );
+        out.assert_failed();
+        assert!(out.stderr.contains("404"), "{out}");
         drop(server);
 
         // Offline compaction (a kill -9 leaves it pending): afterwards no file holds them.
