@@ -49,7 +49,7 @@ enum Command {
     Rebuild(commands::state::RebuildArgs),
     /// Bulk-import Segment events (NDJSON) or records (CSV) through the import API.
     Import(commands::import::ImportArgs),
-    /// Privacy: consent per purpose, a person's data export (art. 15), the audit log.
+    /// Privacy: consent, access export (art. 15), erasure (art. 17), suppression, retention, audit.
     #[command(subcommand)]
     Privacy(commands::privacy::PrivacyCmd),
     /// Measure performance (prints figures; never part of the test suite).

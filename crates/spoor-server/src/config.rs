@@ -29,6 +29,12 @@ pub struct Config {
     /// The web UI: sessions and login rate limiting.
     #[serde(default)]
     pub ui: crate::ui::UiConfig,
+    /// Right to erasure: suppression default, compaction at start-up.
+    #[serde(default)]
+    pub erasure: crate::erasure::ErasureConfig,
+    /// How long events are kept, per event name and per source.
+    #[serde(default)]
+    pub retention: crate::erasure::retention::RetentionConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -167,6 +173,9 @@ impl Config {
         }
         if self.storage.segment_bytes < 1024 * 1024 {
             return bad("storage.segment_bytes must be at least 1 MiB".into());
+        }
+        for p in &self.retention.policies {
+            p.validate().map_err(ConfigError)?;
         }
         if let Err(e) = spoor_core::identity::IdentityRules::new(self.identity.clone()) {
             return bad(format!("identity: {e}"));

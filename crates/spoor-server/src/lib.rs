@@ -8,6 +8,7 @@ pub mod body;
 pub mod config;
 pub mod defs;
 pub mod destinations;
+pub mod erasure;
 pub mod error;
 pub mod metrics;
 pub mod privacy;
@@ -58,6 +59,8 @@ pub struct Inner {
     pub audit: privacy::audit::AuditLog,
     /// Web UI accounts and sessions.
     pub users: Arc<ui::users::Users>,
+    /// Erasure jobs and the suppression list.
+    pub privacy: Arc<erasure::Privacy>,
 }
 
 impl Deref for AppState {
@@ -128,6 +131,12 @@ impl AppState {
         std::fs::create_dir_all(&dir).map_err(|e| {
             ApiError::internal(format!("cannot create data dir {}: {e}", dir.display()))
         })?;
+        if cfg.erasure.compact_on_start
+            && erasure::compact::pending(&dir).map_err(ApiError::Internal)?
+        {
+            let done = erasure::compact::compact_data_dir(&dir).map_err(ApiError::Internal)?;
+            tracing::info!(databases = done.len(), "databases rewritten after erasure");
+        }
         let meta = Arc::new(MetaStore::open(&dir.join("meta"))?);
         let auth = Auth::new(meta.clone())?;
         let mut first = auth.initialize(init.write_key, init.admin_token)?;
@@ -144,7 +153,7 @@ impl AppState {
         let now_clock = clock.clone();
         let consent = Arc::new(cfg.privacy.rules().map_err(ApiError::InvalidRequest)?);
         let pii = privacy::pii::Pii::new(&cfg.privacy);
-        let pipeline = processor::Pipeline::new(
+        let mut pipeline = processor::Pipeline::new(
             &cfg.identity,
             &cfg.processor,
             consent.clone(),
@@ -154,13 +163,20 @@ impl AppState {
         .map_err(ApiError::InvalidRequest)?;
         let rules = spoor_core::identity::IdentityRules::new(cfg.identity.clone())
             .map_err(|e| ApiError::InvalidRequest(e.to_string()))?;
+        let destinations = Arc::new(destinations::Destinations::open(&dir.join("destinations"))?);
+        let privacy = Arc::new(erasure::Privacy::open(meta.clone())?);
+        pipeline.erase = Some(processor::erase::EraseCtx {
+            privacy: privacy.clone(),
+            retention: cfg.retention.clone(),
+            rejects: rejects_reader.clone(),
+            deliveries: destinations.store.clone(),
+        });
         let processor = processor::Processor::spawn(
             reader.clone(),
             state.clone(),
             pipeline,
             cfg.processor.clone(),
         )?;
-        let destinations = Arc::new(destinations::Destinations::open(&dir.join("destinations"))?);
         let audit =
             privacy::audit::AuditLog::open(&dir.join("audit")).map_err(ApiError::internal)?;
         let inner = Inner {
@@ -182,6 +198,7 @@ impl AppState {
             pii,
             audit,
             users,
+            privacy,
         };
         Ok((Self(Arc::new(inner)), first))
     }

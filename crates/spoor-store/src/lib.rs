@@ -5,6 +5,7 @@
 pub mod error;
 pub mod log;
 pub mod meta;
+pub mod rewrite;
 pub mod state;
 
 pub use error::{StoreError, StoreResult};

@@ -152,6 +152,18 @@ impl MetaStore {
         Ok(v)
     }
 
+    /// Rewrites `dir/meta.redb` into a fresh file (no stale pages; see
+    /// [`crate::rewrite`]). The store must not be open.
+    pub fn rewrite(dir: &Path) -> Result<Option<(u64, u64)>, StoreError> {
+        crate::rewrite::rewrite_redb(&dir.join("meta.redb"), |r, w| {
+            use crate::rewrite::copy_table;
+            copy_table(r, w, SOURCES)?;
+            copy_table(r, w, TOKENS)?;
+            copy_table(r, w, KV)?;
+            Ok(())
+        })
+    }
+
     /// A small JSON value under a key (bookkeeping such as import progress).
     pub fn get_json<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, StoreError> {
         self.get(KV, key)?.map(|b| decode(&b)).transpose()

@@ -4,6 +4,7 @@
 pub mod audiences;
 pub mod destinations;
 pub mod e2e;
+pub mod erasure;
 pub mod export;
 pub mod identity_quality;
 pub mod ingest;

@@ -27,6 +27,9 @@ pub enum BenchCmd {
     Privacy(crate::bench::privacy::PrivacyBenchArgs),
     /// Web UI render times (profile card, audience preview, overview…) with many profiles.
     Ui(crate::bench::ui::UiBenchArgs),
+    /// Time to erase one person among many profiles and events, and to rewrite the
+    /// databases afterwards.
+    Erasure(crate::bench::erasure::ErasureBenchArgs),
 }
 
 pub fn run(cmd: BenchCmd) -> anyhow::Result<()> {
@@ -39,5 +42,6 @@ pub fn run(cmd: BenchCmd) -> anyhow::Result<()> {
         BenchCmd::Destinations(a) => crate::bench::destinations::run(a),
         BenchCmd::Privacy(a) => crate::bench::privacy::run(a),
         BenchCmd::Ui(a) => crate::bench::ui::run(a),
+        BenchCmd::Erasure(a) => crate::bench::erasure::run(a),
     }
 }

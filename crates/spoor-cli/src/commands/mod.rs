@@ -5,6 +5,7 @@ pub mod audiences;
 pub mod bench;
 pub mod demo;
 pub mod destinations;
+pub mod erasure;
 pub mod export;
 pub mod import;
 pub mod privacy;

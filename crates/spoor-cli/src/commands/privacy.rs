@@ -52,9 +52,16 @@ pub enum PrivacyCmd {
         #[command(flatten)]
         conn: Conn,
     },
+    /// Erasure, suppression, retention and compaction (`commands/erasure.rs`).
+    #[command(flatten)]
+    Erasure(super::erasure::ErasureCmd),
 }
 
 pub fn run(cmd: PrivacyCmd) -> anyhow::Result<()> {
+    // Erasure commands run on their own (compaction needs no server and no runtime).
+    if let PrivacyCmd::Erasure(c) = cmd {
+        return super::erasure::run(c);
+    }
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -78,6 +85,7 @@ pub fn run(cmd: PrivacyCmd) -> anyhow::Result<()> {
                 json,
                 conn,
             } => audit(&Client::new(&conn)?, limit, cursor, json).await,
+            PrivacyCmd::Erasure(c) => Err(anyhow::anyhow!("not reached: {c:?}")),
         }
     })
 }

@@ -109,6 +109,9 @@ impl Filter {
     }
 
     fn matches(&self, e: &LogEntry) -> bool {
+        if e.is_erased() {
+            return false; // erased (privacy): nothing of it is shown, not even its seq
+        }
         if self.since_ms.is_some_and(|s| e.timestamp_ms < s)
             || self.until_ms.is_some_and(|u| e.timestamp_ms >= u)
         {

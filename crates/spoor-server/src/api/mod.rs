@@ -4,6 +4,7 @@ pub mod audiences;
 pub mod computed;
 pub mod consent;
 pub mod destinations;
+pub mod erasure;
 pub mod events;
 pub mod exports;
 pub mod health;
@@ -44,6 +45,7 @@ pub fn router(app: AppState) -> Router {
         .merge(privacy::routes())
         .merge(users::routes())
         .merge(crate::ui::routes())
+        .merge(erasure::routes())
         .layer(middleware::from_fn_with_state(app.clone(), count_requests))
         .layer(middleware::from_fn_with_state(app.clone(), audit))
         .with_state(app)

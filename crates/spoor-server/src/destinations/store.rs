@@ -152,6 +152,21 @@ fn dec<T: DeserializeOwned>(b: &[u8]) -> R<T> {
 }
 
 impl DeliveryStore {
+    /// Rewrites `dir/destinations.redb` into a fresh file (no stale pages; see
+    /// `spoor_store::rewrite`). The store must not be open.
+    pub fn rewrite(dir: &Path) -> Result<Option<(u64, u64)>, spoor_store::StoreError> {
+        spoor_store::rewrite::rewrite_redb(&dir.join("destinations.redb"), |r, w| {
+            use spoor_store::rewrite::copy_table;
+            copy_table(r, w, DESTS)?;
+            copy_table(r, w, STATE)?;
+            copy_table(r, w, DEAD)?;
+            copy_table(r, w, REPLAY)?;
+            copy_table(r, w, PLOG)?;
+            copy_table(r, w, COUNTERS)?;
+            Ok(())
+        })
+    }
+
     pub fn open(dir: &Path) -> R<Self> {
         std::fs::create_dir_all(dir).map_err(|e| err(format!("{}: {e}", dir.display())))?;
         let db = Database::create(dir.join("destinations.redb")).map_err(err)?;
@@ -352,6 +367,45 @@ impl DeliveryStore {
         }
         tx.commit().map_err(err)?;
         Ok(moved)
+    }
+
+    /// Right to erasure: deletes the delivery log rows filed under any of `keys` (profile
+    /// ids, `user_id:…`, `anonymous_id:…`) and every dead letter and replay whose profiles
+    /// include one of `keys` or whose stored items mention one of `needles` (lowercase
+    /// values of the person's identifiers). Returns how many rows went.
+    pub fn erase_person(&self, keys: &[String], needles: &[String]) -> R<usize> {
+        let tx = self.db.begin_write().map_err(err)?;
+        let mut gone = 0;
+        {
+            let mut plog = tx.open_table(PLOG).map_err(err)?;
+            for k in keys {
+                let n = plog
+                    .extract_from_if((k.as_str(), 0)..=(k.as_str(), u64::MAX), |_, _| true)
+                    .map_err(err)?
+                    .count();
+                gone += n;
+            }
+            for table in [DEAD, REPLAY] {
+                let mut t = tx.open_table(table).map_err(err)?;
+                let mut hit: Vec<(String, u64)> = Vec::new();
+                for row in t.iter().map_err(err)? {
+                    let (k, v) = row.map_err(err)?;
+                    let text = String::from_utf8_lossy(v.value()).to_lowercase();
+                    let d: Option<DeadLetter> = serde_json::from_slice(v.value()).ok();
+                    let by_key = d.is_some_and(|d| d.profiles.iter().any(|p| keys.contains(p)));
+                    if by_key || needles.iter().any(|n| !n.is_empty() && text.contains(n)) {
+                        let (name, id) = k.value();
+                        hit.push((name.to_owned(), id));
+                    }
+                }
+                for (name, id) in hit {
+                    t.remove((name.as_str(), id)).map_err(err)?;
+                    gone += 1;
+                }
+            }
+        }
+        tx.commit().map_err(err)?;
+        Ok(gone)
     }
 
     /// The newest `limit` log rows of the given profile keys, newest first.

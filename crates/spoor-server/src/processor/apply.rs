@@ -20,6 +20,9 @@ pub fn apply_event(
     p: &Pipeline,
     e: &LogEntry,
 ) -> Result<(), StoreError> {
+    if e.is_erased() {
+        return Ok(()); // erased (privacy or retention): nothing to apply
+    }
     let view = match parse_event(e.seq, e.timestamp_ms, &e.payload) {
         Ok(v) => v,
         Err(err) => {
@@ -28,6 +31,24 @@ pub fn apply_event(
         }
     };
     let identifiers = extract_identifiers(&view, &p.identifiers);
+    if let Some(ctx) = p.erase.as_ref().filter(|c| c.privacy.has_suppressions()) {
+        let normalised: Vec<_> = identifiers
+            .iter()
+            .filter_map(|(kind, raw)| p.rules.normalize(kind, raw).ok())
+            .collect();
+        if ctx.privacy.is_suppressed(
+            normalised
+                .iter()
+                .map(|i| (i.kind.as_str(), i.value.as_str())),
+        ) {
+            // An erased person with suppression on: drop it, and erase it after the batch.
+            p.suppressed
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(e.seq);
+            return Ok(());
+        }
+    }
     for (kind, raw) in &identifiers {
         if let Ok(id) = p.rules.normalize(kind, raw) {
             state.add_ident_event(id.kind.as_str(), &id.value, e.seq);

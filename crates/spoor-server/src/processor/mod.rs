@@ -7,6 +7,8 @@
 pub mod activate;
 mod apply;
 pub mod backfill;
+pub mod erase;
+pub mod retention;
 mod split;
 
 pub use apply::apply_event;
@@ -93,9 +95,24 @@ pub struct Processor {
 }
 
 /// Work only the processor may do (it is the single writer of the state).
-struct Command {
-    req: SplitRequest,
-    reply: tokio::sync::oneshot::Sender<Result<SplitOutcome, String>>,
+enum Command {
+    Split {
+        req: SplitRequest,
+        reply: tokio::sync::oneshot::Sender<Result<SplitOutcome, String>>,
+    },
+    /// Run an erasure job (already stored as queued); the reply, if any, gets the job
+    /// as finished.
+    /// Apply (or with `dry_run` count) the retention policies.
+    Retention {
+        dry_run: bool,
+        reply: tokio::sync::oneshot::Sender<
+            Result<crate::erasure::retention::RetentionReport, String>,
+        >,
+    },
+    Erase {
+        job: crate::erasure::ErasureJob,
+        reply: Option<tokio::sync::oneshot::Sender<Result<crate::erasure::ErasureJob, String>>>,
+    },
 }
 
 /// Everything one processing step needs besides the state.
@@ -106,6 +123,11 @@ pub struct Pipeline {
     pub identifiers: Vec<IdentifierSource>,
     /// Computed traits and audiences.
     pub engine: activate::Engine,
+    /// Erasure jobs and the suppression list (none in `spoor rebuild` and benches).
+    pub erase: Option<erase::EraseCtx>,
+    /// Seqs of events dropped because they carry a suppressed identifier, to be erased
+    /// from the log after the batch.
+    pub suppressed: std::sync::Mutex<Vec<u64>>,
 }
 
 /// The wall clock the audience engine evaluates windows against, in ms.
@@ -127,6 +149,8 @@ impl Pipeline {
             consent,
             identifiers: cfg.identifiers.clone(),
             engine,
+            erase: None,
+            suppressed: std::sync::Mutex::new(Vec::new()),
         })
     }
 }
@@ -234,6 +258,17 @@ pub fn process_range(
             apply_event(state, pipeline, e)?;
             state.set_processed(e.seq);
         }
+        let dropped = std::mem::take(
+            &mut *pipeline
+                .suppressed
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()),
+        );
+        if !dropped.is_empty() {
+            // Events of erased people that arrived again: gone from the log too.
+            let n = reader.erase(&dropped)?;
+            tracing::info!(events = n, "suppressed events erased");
+        }
         clock.events += batch.len();
         publish(status, state);
         if clock.checkpoint(state, status, false)? {
@@ -274,6 +309,15 @@ impl Processor {
             .spawn(move || {
                 lower_priority(cfg.nice);
                 let mut clock = CheckpointClock::new(&cfg);
+                let mut resume = true;
+                let resume_after = reader.last_seq();
+                let retention_every = pipeline
+                    .erase
+                    .as_ref()
+                    .map(|c| c.retention.interval_minutes)
+                    .filter(|m| *m > 0)
+                    .map(|m| Duration::from_secs(m * 60));
+                let mut last_retention = Instant::now();
                 let fail = |e: StoreError, seq: u64| {
                     tracing::error!(error = %e, seq, "processor stopped");
                     st.failed.store(true, Ordering::Relaxed);
@@ -304,15 +348,45 @@ impl Processor {
                         Ok(None) => {}
                         Err(e) => return fail(e, state.processed_seq()),
                     }
+                    if retention_every.is_some_and(|every| last_retention.elapsed() >= every) {
+                        last_retention = Instant::now();
+                        let _ = run_retention_now(&mut state, &store, &reader, &pipeline, false);
+                        publish(&st, &state);
+                    }
+                    // Unfinished erasures resume once the log written before the restart
+                    // is applied again: their person may be in it (not yet checkpointed).
+                    if resume && state.processed_seq() >= resume_after {
+                        resume = false;
+                        resume_erasures(&mut state, &store, &reader, &pipeline);
+                        publish(&st, &state);
+                    }
                     while let Ok(cmd) = rx.try_recv() {
                         let now = chrono::Utc::now().timestamp_millis();
-                        let out =
-                            split::run_split(&mut state, &store, &reader, &pipeline, cmd.req, now);
-                        publish(&st, &state);
-                        if let Err(e) = &out {
-                            tracing::warn!(error = %e, "split refused");
+                        match cmd {
+                            Command::Split { req, reply } => {
+                                let out = split::run_split(
+                                    &mut state, &store, &reader, &pipeline, req, now,
+                                );
+                                if let Err(e) = &out {
+                                    tracing::warn!(error = %e, "split refused");
+                                }
+                                let _ = reply.send(out);
+                            }
+                            Command::Retention { dry_run, reply } => {
+                                let out = run_retention_now(
+                                    &mut state, &store, &reader, &pipeline, dry_run,
+                                );
+                                let _ = reply.send(out);
+                            }
+                            Command::Erase { job, reply } => {
+                                let out =
+                                    run_erase_job(&mut state, &store, &reader, &pipeline, &job);
+                                if let Some(reply) = reply {
+                                    let _ = reply.send(out);
+                                }
+                            }
                         }
-                        let _ = cmd.reply.send(out);
+                        publish(&st, &state);
                     }
                     let until = reader.last_seq();
                     if state.processed_seq() >= until {
@@ -356,10 +430,49 @@ impl Processor {
         self.commands
             .lock()
             .map_err(|_| "processor unavailable".to_string())?
-            .send(Command { req, reply })
+            .send(Command::Split { req, reply })
             .map_err(|_| "the processor has stopped".to_string())?;
         rx.await
             .map_err(|_| "the processor has stopped".to_string())?
+    }
+
+    /// Asks the processor to apply (or count, `dry_run`) the retention policies now.
+    pub async fn retention(
+        &self,
+        dry_run: bool,
+    ) -> Result<crate::erasure::retention::RetentionReport, String> {
+        let (reply, rx) = tokio::sync::oneshot::channel();
+        self.commands
+            .lock()
+            .map_err(|_| "processor unavailable".to_string())?
+            .send(Command::Retention { dry_run, reply })
+            .map_err(|_| "the processor has stopped".to_string())?;
+        rx.await
+            .map_err(|_| "the processor has stopped".to_string())?
+    }
+
+    /// Hands a stored (queued) erasure job to the processor; with `wait`, returns the job
+    /// once it has finished.
+    pub async fn erase(
+        &self,
+        job: crate::erasure::ErasureJob,
+        wait: bool,
+    ) -> Result<Option<crate::erasure::ErasureJob>, String> {
+        let (reply, rx) = tokio::sync::oneshot::channel();
+        self.commands
+            .lock()
+            .map_err(|_| "processor unavailable".to_string())?
+            .send(Command::Erase {
+                job,
+                reply: wait.then_some(reply),
+            })
+            .map_err(|_| "the processor has stopped".to_string())?;
+        if !wait {
+            return Ok(None);
+        }
+        rx.await
+            .map_err(|_| "the processor has stopped".to_string())?
+            .map(Some)
     }
 
     /// Stops after the current step (its checkpoint is committed).
@@ -374,6 +487,85 @@ impl Processor {
 impl Drop for Processor {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+/// Runs the retention policies (config + API) once and records the report.
+fn run_retention_now(
+    state: &mut ProcessorState,
+    store: &StateStore,
+    reader: &LogReader,
+    p: &Pipeline,
+    dry_run: bool,
+) -> Result<crate::erasure::retention::RetentionReport, String> {
+    let Some(ctx) = &p.erase else {
+        return Err("retention is not available in this process".into());
+    };
+    let mut policies = ctx.retention.policies.clone();
+    policies.extend(ctx.privacy.api_policies()?);
+    let now = (p.engine.now)();
+    let out = retention::run_retention(state, store, reader, p, &policies, dry_run, now);
+    match &out {
+        Ok(r) if !dry_run => {
+            tracing::info!(
+                erased = r.erased,
+                profiles = r.profiles_rederived,
+                "retention applied"
+            );
+            ctx.privacy.set_last_retention(r)?;
+        }
+        Ok(_) => {}
+        Err(e) => tracing::error!(error = %e, "retention failed"),
+    }
+    out
+}
+
+/// Runs one erasure job, recording a failure in the job.
+fn run_erase_job(
+    state: &mut ProcessorState,
+    store: &StateStore,
+    reader: &LogReader,
+    p: &Pipeline,
+    job: &crate::erasure::ErasureJob,
+) -> Result<crate::erasure::ErasureJob, String> {
+    let Some(ctx) = &p.erase else {
+        return Err("erasure is not available in this process".into());
+    };
+    let now = chrono::Utc::now().timestamp_millis();
+    let out = erase::run_erase(state, store, reader, p, ctx, job, now);
+    match &out {
+        Ok(j) => {
+            tracing::info!(job = %j.id, events = j.events, profiles = j.profiles, "erasure done")
+        }
+        Err(e) => {
+            tracing::error!(job = %job.id, error = %e, "erasure failed");
+            let _ = ctx.privacy.update_job(&job.id, |j| {
+                j.status = crate::erasure::JobStatus::Failed;
+                j.error = Some(e.clone());
+            });
+        }
+    }
+    out
+}
+
+/// Runs the erasure jobs a crash or stop left unfinished (every step is idempotent).
+fn resume_erasures(
+    state: &mut ProcessorState,
+    store: &StateStore,
+    reader: &LogReader,
+    p: &Pipeline,
+) {
+    let Some(ctx) = &p.erase else {
+        return;
+    };
+    match ctx.privacy.unfinished() {
+        Ok(jobs) => {
+            for job in jobs {
+                tracing::info!(job = %job.id, step = %job.step, "resuming an erasure");
+                let _ = run_erase_job(state, store, reader, p, &job);
+            }
+        }
+        Err(e) => tracing::error!(error = %e, "cannot read erasure jobs"),
     }
 }
 

@@ -139,6 +139,8 @@ impl EventLog {
         }
         let dir = opts.dir.clone();
         fs::create_dir_all(&dir).map_err(|e| StoreError::io(&dir, e))?;
+        // An erasure a crash interrupted is completed before any frame is validated.
+        super::erase::redo_journal(&dir)?;
         let firsts = segment::list_segments(&dir)?;
         let mut segs: Vec<SegMeta> = Vec::with_capacity(firsts.len() + 1);
         let (file, active) = match firsts.split_last() {
@@ -166,6 +168,8 @@ impl EventLog {
         let shared = Arc::new(Shared {
             segs: RwLock::new(segs),
             last_seq: AtomicU64::new(last_seq),
+            dir: dir.clone(),
+            erase: RwLock::new(()),
         });
         Ok(EventLog {
             opts,

@@ -92,6 +92,7 @@
 //! is why clients retry with the same dedupe key.
 
 mod dedupe;
+mod erase;
 mod event_log;
 mod frame;
 mod reader;
@@ -105,6 +106,7 @@ mod tests;
 use std::path::PathBuf;
 
 pub use crate::error::StoreError;
+pub use erase::is_tombstone;
 pub use event_log::EventLog;
 pub use frame::MAX_PAYLOAD_BYTES;
 pub use reader::{LogIter, LogReader};
@@ -156,4 +158,9 @@ pub struct LogEntry {
     pub received_ms: i64,
     pub dedupe_key: Option<u64>,
     pub payload: Vec<u8>,
+}
+
+/// fsyncs a directory (after a rename in it), for the other stores' file swaps.
+pub fn sync_dir_pub(dir: &std::path::Path) -> Result<(), StoreError> {
+    segment::sync_dir(dir)
 }

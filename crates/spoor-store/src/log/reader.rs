@@ -20,6 +20,11 @@ pub(crate) struct Shared {
     pub segs: RwLock<Vec<SegMeta>>,
     /// Last durable seq, for a lock-free `last_seq()`.
     pub last_seq: AtomicU64,
+    /// The log's directory (the eraser's journal lives there).
+    pub dir: PathBuf,
+    /// Readers hold it (shared) while they read frames; the eraser (exclusive) while it
+    /// overwrites some, so no read sees a half-erased frame. See `erase.rs`.
+    pub erase: RwLock<()>,
 }
 
 impl Shared {
@@ -55,7 +60,7 @@ struct Located {
 /// A cheap, cloneable handle for concurrent reads of durable records.
 #[derive(Clone)]
 pub struct LogReader {
-    shared: Arc<Shared>,
+    pub(crate) shared: Arc<Shared>,
 }
 
 impl std::fmt::Debug for LogReader {
@@ -126,6 +131,7 @@ impl LogReader {
         out: &mut Vec<LogEntry>,
     ) -> StoreResult<Option<Pos>> {
         let (mut next, mut bytes, limit) = (from, 0usize, out.len() + max);
+        let _erasing = self.shared.erase.read().unwrap_or_else(|e| e.into_inner());
         while out.len() < limit && bytes < max_bytes {
             let Some(loc) = self.locate(next, hint) else {
                 break;

@@ -37,6 +37,9 @@ pub struct ChangeSet {
     /// ([`super::ident_hash`] of the identifier key, seq): which events carried an
     /// identifier.
     pub ident_events: Vec<(u64, u64)>,
+    /// Identifier hashes whose event rows are all deleted before `ident_events` are added
+    /// (an erasure).
+    pub drop_ident_events: Vec<u64>,
     /// ((profile or 0, seq, index), decision). A later entry with the same key replaces an
     /// earlier one.
     pub decisions: Vec<((u64, u64, u32), Arc<Decision>)>,

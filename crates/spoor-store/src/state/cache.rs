@@ -40,6 +40,7 @@ pub struct ProcessorState {
     /// ([`ident_hash`], seq) rows since the last checkpoint (only splits read them, after a
     /// checkpoint).
     ident_events: Vec<(u64, u64)>,
+    drop_ident_events: Vec<u64>,
     c_ident: HashMap<String, Option<u64>>,
     c_pident: HashMap<u64, Option<Arc<ProfileIdentity>>>,
     c_profiles: HashMap<u64, Option<Arc<Profile>>>,
@@ -107,6 +108,7 @@ impl ProcessorState {
             shared,
             mem,
             ident_events: Vec::new(),
+            drop_ident_events: Vec::new(),
             c_ident: HashMap::new(),
             c_pident: HashMap::new(),
             c_profiles: HashMap::new(),
@@ -146,6 +148,7 @@ impl ProcessorState {
         self.processed_seq != self.durable_seq
             || self.rules_dirty
             || !self.ident_events.is_empty()
+            || !self.drop_ident_events.is_empty()
             || self.mem.has_changes()
             || !self.shared.read().cur.is_empty()
     }
@@ -277,6 +280,15 @@ impl ProcessorState {
         self.ident_events.push((h, seq));
     }
 
+    /// Deletes the rows saying which events carried this identifier (an erasure), at the
+    /// next checkpoint.
+    pub fn drop_ident_events(&mut self, kind: &str, value: &str) {
+        let gone = super::tables::ident_hash(&super::tables::ident_key(kind, value));
+        self.drop_ident_events.push(gone);
+        // Rows added before this call go; rows added after it (a re-derivation) stay.
+        self.ident_events.retain(|(h, _)| *h != gone);
+    }
+
     pub fn add_decision(
         &mut self,
         pid: Option<ProfileId>,
@@ -349,6 +361,7 @@ impl ProcessorState {
                     .flat_map(|(p, rows)| rows.iter().map(move |(ts, seq)| (*p, *ts, *seq)))
                     .collect(),
                 ident_events: std::mem::take(&mut self.ident_events),
+                drop_ident_events: std::mem::take(&mut self.drop_ident_events),
                 decisions: l
                     .decisions
                     .iter()

@@ -28,6 +28,29 @@ impl RedbBackend {
     }
 }
 
+impl RedbBackend {
+    /// Rewrites `dir/state.redb` into a fresh file (no stale pages; see
+    /// [`crate::rewrite`]). The store must not be open.
+    pub fn rewrite(dir: &Path) -> Result<Option<(u64, u64)>, StoreError> {
+        crate::rewrite::rewrite_redb(&dir.join("state.redb"), |r, w| {
+            use crate::rewrite::copy_table;
+            copy_table(r, w, IDENT)?;
+            copy_table(r, w, PIDENT)?;
+            copy_table(r, w, PROFILES)?;
+            copy_table(r, w, GROUPS)?;
+            copy_table(r, w, TIMELINE)?;
+            copy_table(r, w, IDENT_EVENTS)?;
+            copy_table(r, w, DECISIONS)?;
+            copy_table(r, w, META)?;
+            copy_table(r, w, AUDIENCE_MEMBERS)?;
+            copy_table(r, w, TIMERS)?;
+            copy_table(r, w, MEMBERSHIP_HISTORY)?;
+            copy_table(r, w, MEMBERSHIP_FEED)?;
+            Ok(())
+        })
+    }
+}
+
 impl StateBackend for RedbBackend {
     fn commit(&self, c: &mut ChangeSet) -> Result<(), StoreError> {
         // In key order: a B-tree takes sorted inserts several times faster than random ones
@@ -82,6 +105,10 @@ impl StateBackend for RedbBackend {
                 t.insert(*k, ()).map_err(engine_err)?;
             }
             let mut t = tx.open_table(IDENT_EVENTS).map_err(engine_err)?;
+            for h in &c.drop_ident_events {
+                t.retain_in((*h, 0)..=(*h, u64::MAX), |_, _| false)
+                    .map_err(engine_err)?;
+            }
             for (k, seq) in &c.ident_events {
                 t.insert((*k, *seq), ()).map_err(engine_err)?;
             }

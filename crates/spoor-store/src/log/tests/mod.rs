@@ -1,5 +1,6 @@
 //! Tests of the event log against real files in temporary directories.
 
+mod erase;
 mod model;
 mod pipeline;
 mod recovery;
