@@ -121,6 +121,9 @@ pub fn subject(prefix: &str, body: &Value) -> String {
     if body["kind"] == "profile" {
         return format!("{prefix}.profiles.changed");
     }
+    if body["kind"] == "erasure" {
+        return format!("{prefix}.profiles.erased");
+    }
     if body["kind"] == "audience" {
         let aud = body["audience"].as_str().unwrap_or_default();
         let action = body["action"].as_str().unwrap_or_default();
@@ -286,6 +289,8 @@ mod tests {
             subject("p.x", &track),
             "p.x.events.track.Order_Completed_v2___"
         );
+        let erased = json!({"kind": "erasure", "profile_id": "prof_1", "action": "erased"});
+        assert_eq!(subject("p", &erased), "p.profiles.erased");
         let empty = json!({"kind": "event", "event": {"type": "track", "message": {}}});
         assert_eq!(subject("p", &empty), "p.events.track._");
         let ident = json!({"kind": "event", "event": {"type": "identify", "message": {}}});

@@ -158,7 +158,16 @@ fn rfc3339(ms: i64) -> Value {
 /// Reads the current state of every profile `items` touch (blocking: redb reads).
 pub fn plan(d: &Destination, state: &StateStore, items: &[Item]) -> Result<Plan, String> {
     let mut touched = BTreeSet::new();
+    // An erased person's rows go whatever the state says when the notice is handled (the
+    // erasure removes the profile from the state after it queues the notice).
+    let mut erased = BTreeSet::new();
     for it in items {
+        if it.kind == "erasure" {
+            if let Some(p) = it.body["profile_id"].as_str().and_then(ProfileId::parse) {
+                erased.insert(p);
+            }
+            continue;
+        }
         let raw = if it.kind == "audience" {
             it.body["profile_id"].as_str().map(str::to_owned)
         } else {
@@ -175,9 +184,9 @@ pub fn plan(d: &Destination, state: &StateStore, items: &[Item]) -> Result<Plan,
             .any(|s| s.audience == "*" || s.audience == name)
     };
     let r = state.reader().map_err(|e| e.to_string())?;
-    let mut deleted = BTreeSet::new();
+    let mut deleted = erased.clone();
     let mut live = BTreeSet::new();
-    for p in touched {
+    for p in touched.difference(&erased).copied() {
         match r.resolve(p).map_err(|e| e.to_string())? {
             Some(s) => {
                 if s != p {

@@ -373,17 +373,32 @@ impl DeliveryStore {
     /// ids, `user_id:…`, `anonymous_id:…`) and every dead letter and replay whose profiles
     /// include one of `keys` or whose stored items mention one of `needles` (lowercase
     /// values of the person's identifiers). Returns how many rows went.
+    ///
+    /// Every destination the log shows delivered something about the person gets a
+    /// **deletion notice** in its replay queue, in the same transaction (so a crash cannot
+    /// lose it once the rows that proved the delivery are gone): one item per erased profile
+    /// id, `{"id", "kind": "erasure", "destination", "profile_id", "action": "erased"}`,
+    /// carrying nothing else about the person. Webhooks receive it, NATS publishes it on
+    /// `<prefix>.profiles.erased`, a PostgreSQL sync deletes the profile's rows.
     pub fn erase_person(&self, keys: &[String], needles: &[String]) -> R<usize> {
         let tx = self.db.begin_write().map_err(err)?;
         let mut gone = 0;
         {
             let mut plog = tx.open_table(PLOG).map_err(err)?;
+            let mut told: std::collections::BTreeSet<String> = Default::default();
             for k in keys {
-                let n = plog
+                for row in plog
                     .extract_from_if((k.as_str(), 0)..=(k.as_str(), u64::MAX), |_, _| true)
                     .map_err(err)?
-                    .count();
-                gone += n;
+                {
+                    let (_, v) = row.map_err(err)?;
+                    if let Ok(r) = serde_json::from_slice::<LogRow>(v.value()) {
+                        if r.outcome != "dead_letter" && r.kind != "erasure" {
+                            told.insert(r.destination);
+                        }
+                    }
+                    gone += 1;
+                }
             }
             for table in [DEAD, REPLAY] {
                 let mut t = tx.open_table(table).map_err(err)?;
@@ -403,9 +418,68 @@ impl DeliveryStore {
                     gone += 1;
                 }
             }
+            // After the sweep above, which would take them for rows about the person.
+            self.queue_erasure_notices(&tx, &told, keys)?;
         }
         tx.commit().map_err(err)?;
         Ok(gone)
+    }
+
+    /// Queues the deletion notices of [`Self::erase_person`] for the destinations in `told`
+    /// that still exist. Their ids come from a range of their own (high bit set), so they
+    /// never collide with dead-letter ids, and sort after replays an admin asked for.
+    fn queue_erasure_notices(
+        &self,
+        tx: &redb::WriteTransaction,
+        told: &std::collections::BTreeSet<String>,
+        keys: &[String],
+    ) -> R<()> {
+        let profiles: Vec<&String> = keys.iter().filter(|k| k.starts_with("prof_")).collect();
+        if told.is_empty() || profiles.is_empty() {
+            return Ok(());
+        }
+        let dests = tx.open_table(DESTS).map_err(err)?;
+        let mut counters = tx.open_table(COUNTERS).map_err(err)?;
+        let mut next = counters
+            .get("erasure_notice")
+            .map_err(err)?
+            .map_or(0, |v| v.value());
+        let mut replay = tx.open_table(REPLAY).map_err(err)?;
+        let at = Utc::now();
+        for name in told {
+            if dests.get(name.as_str()).map_err(err)?.is_none() {
+                continue;
+            }
+            next += 1;
+            let items: Vec<Value> = profiles
+                .iter()
+                .map(|p| {
+                    serde_json::json!({
+                        "id": super::source::key(name, "erasure", p),
+                        "kind": "erasure",
+                        "destination": name,
+                        "profile_id": p,
+                        "action": "erased",
+                        "at": at.to_rfc3339(),
+                    })
+                })
+                .collect();
+            let notice = DeadLetter {
+                id: (1 << 63) | next,
+                key: super::source::key(name, "erasure", profiles[0]),
+                items,
+                profiles: profiles.iter().map(|p| p.to_string()).collect(),
+                error: "deletion notice (erasure)".into(),
+                status: None,
+                attempts: 0,
+                at,
+            };
+            replay
+                .insert((name.as_str(), notice.id), enc(&notice)?.as_slice())
+                .map_err(err)?;
+        }
+        counters.insert("erasure_notice", next).map_err(err)?;
+        Ok(())
     }
 
     /// The newest `limit` log rows of the given profile keys, newest first.

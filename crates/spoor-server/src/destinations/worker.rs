@@ -113,6 +113,7 @@ async fn step(
                 kind: match body["kind"].as_str() {
                     Some("audience") => "audience",
                     Some("profile") => "profile",
+                    Some("erasure") => "erasure",
                     _ => "event",
                 },
                 what: "replay".into(),

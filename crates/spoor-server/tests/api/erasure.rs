@@ -272,6 +272,35 @@ async fn erasure_leaves_no_byte_of_the_person_in_the_data_directory() {
     for n in NEEDLES {
         assert!(!exit.contains(&n.to_ascii_lowercase()), "{exit}");
     }
+    // So does a deletion notice, to the destination that delivered about the person (the
+    // one that only dead-lettered never received anything), with the profile id only.
+    let mut notice = None;
+    for _ in 0..400 {
+        notice = rx
+            .delivered("/hook")
+            .into_iter()
+            .find(|i| i["kind"] == "erasure");
+        if notice.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let notice = notice.expect("the deletion notice is delivered");
+    assert_eq!(notice["action"], "erased", "{notice}");
+    assert!(
+        notice["profile_id"]
+            .as_str()
+            .is_some_and(|p| p.starts_with("prof_")),
+        "{notice}"
+    );
+    let text = notice.to_string().to_lowercase();
+    for n in NEEDLES {
+        assert!(!text.contains(&n.to_ascii_lowercase()), "{text}");
+    }
+    assert!(!rx
+        .got("/broken")
+        .iter()
+        .any(|r| r.json().to_string().contains(r#""kind":"erasure""#)));
     let n_events = srv.events().await.len();
     assert_eq!(
         n_events, 18,

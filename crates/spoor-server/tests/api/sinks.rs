@@ -241,6 +241,23 @@ async fn postgres_sync_upserts_profiles_and_memberships_and_reflects_exits() {
         3,
         "{v}"
     );
+
+    // Erasing u2 (in no audience: no exit to carry it) sends the sync a deletion notice,
+    // and its profile row goes.
+    let (s, v) = call(
+        &srv,
+        "POST",
+        "/v1/privacy/erasures?wait=true",
+        Some(json!({"ref": "user_id:u2"})),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    let (profiles, members) = wait_tables(&c, &schema, "u2 erased", |(p, _)| {
+        !p.contains_key(&p2)
+    })
+    .await;
+    assert_eq!(profiles.len(), 2, "{profiles:?}");
+    assert_eq!(members, vec![("pros".into(), p3.clone())]);
     c.batch_execute(&format!("DROP SCHEMA \"{schema}\" CASCADE"))
         .await
         .unwrap();
