@@ -129,6 +129,12 @@ try {
   await page.goto(base + '/ui/destinations');
   await page.screenshot({ path: join(shots, '07-destinations.png'), fullPage: true });
 
+  step = 'privacy page';
+  await page.goto(base + '/ui/privacy');
+  await page.getByRole('heading', { name: 'Erase a person' }).waitFor();
+  await page.getByRole('heading', { name: /Audit log/ }).waitFor();
+  await page.screenshot({ path: join(shots, '09-privacy.png'), fullPage: true });
+
   step = 'a viewer is refused an admin action';
   await api('POST', '/v1/admin/users', { name: `viewer${run}`, role: 'viewer', password: 'viewer-password' });
   const vpage = await (await browser.newContext({ viewport: { width: 1280, height: 900 } })).newPage();

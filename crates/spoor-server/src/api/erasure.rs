@@ -104,7 +104,7 @@ pub struct WaitQ {
     pub wait: bool,
 }
 
-async fn create(
+pub(crate) async fn create(
     State(app): State<AppState>,
     caller: Caller,
     Query(q): Query<WaitQ>,

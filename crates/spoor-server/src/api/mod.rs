@@ -101,19 +101,40 @@ async fn audit(State(app): State<AppState>, req: Request, next: Next) -> Respons
                 .or_else(|| h.strip_prefix("bearer "))
         })
         .map(|t| t.trim().to_owned());
-    let (Some(token), Some(action)) = (bearer, classify(&method, &route)) else {
+    let Some(action) = classify(&method, &route) else {
         return next.run(req).await;
     };
+    // An API call names its token; a web UI request its logged-in user.
+    let ui_user = if bearer.is_none() && route.starts_with("/ui") {
+        crate::ui::session::cookie(req.headers(), crate::ui::session::COOKIE)
+            .and_then(|t| app.users.session(&t))
+            .map(|(_, u)| format!("ui:{}", u.name))
+    } else {
+        None
+    };
+    let who = match (bearer, ui_user) {
+        (Some(token), _) => app
+            .auth
+            .caller_for_token(&token)
+            .map(|c| c.token_id.to_string()),
+        (None, Some(user)) => Some(user),
+        // No token, or a UI request without a session (refused by the page: nothing read).
+        (None, None) => return next.run(req).await,
+    };
+    // A person named in the query (the UI's access export) is recorded like a path one.
+    let query_ref = req.uri().query().and_then(|q| {
+        url::form_urlencoded::parse(q.as_bytes())
+            .find(|(k, _)| k == "ref")
+            .map(|(_, v)| pseudonymise(&v))
+    });
     let (mut parts, body) = req.into_parts();
-    let target: Vec<String> = axum::extract::RawPathParams::from_request_parts(&mut parts, &app)
-        .await
-        .map(|ps| ps.iter().map(|(_, v)| pseudonymise(v)).collect())
-        .unwrap_or_default();
+    let mut target: Vec<String> =
+        axum::extract::RawPathParams::from_request_parts(&mut parts, &app)
+            .await
+            .map(|ps| ps.iter().map(|(_, v)| pseudonymise(v)).collect())
+            .unwrap_or_default();
+    target.extend(query_ref);
     let req = Request::from_parts(parts, body);
-    let who = app
-        .auth
-        .caller_for_token(&token)
-        .map(|c| c.token_id.to_string());
     let resp = next.run(req).await;
     let rec = AuditRecord {
         at: app.clock.now(),

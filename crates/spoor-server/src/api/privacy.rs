@@ -140,7 +140,7 @@ fn head(app: &AppState, r: &StateReader, pid: ProfileId) -> Result<Map<String, V
     Ok(m)
 }
 
-async fn export(
+pub(crate) async fn export(
     State(app): State<AppState>,
     caller: Caller,
     Path(pref): Path<String>,

@@ -107,6 +107,43 @@ impl AuditLog {
         Ok(())
     }
 
+    /// The newest `limit` records (oldest first), read from the end of the file so the cost
+    /// does not grow with the log: a record is a short line, so `limit` × 1 KiB from the end
+    /// holds them (fewer come back only if records are unusually long).
+    pub fn tail(&self, limit: usize) -> Result<Vec<AuditRecord>, AuditError> {
+        let len = std::fs::metadata(&self.path)
+            .map_err(|e| AuditError(e.to_string()))?
+            .len();
+        let start = len.saturating_sub(limit as u64 * 1024);
+        let mut f = File::open(&self.path).map_err(|e| AuditError(e.to_string()))?;
+        f.seek(SeekFrom::Start(start))
+            .map_err(|e| AuditError(e.to_string()))?;
+        let mut rd = BufReader::new(f);
+        let mut line = String::new();
+        if start > 0 {
+            // Skip the partial line the window starts in.
+            rd.read_line(&mut line)
+                .map_err(|e| AuditError(e.to_string()))?;
+        }
+        let mut out = std::collections::VecDeque::with_capacity(limit + 1);
+        loop {
+            line.clear();
+            let n = rd
+                .read_line(&mut line)
+                .map_err(|e| AuditError(e.to_string()))?;
+            if n == 0 || !line.ends_with('\n') {
+                break;
+            }
+            if let Ok(r) = serde_json::from_str(line.trim_end()) {
+                out.push_back(r);
+                if out.len() > limit {
+                    out.pop_front();
+                }
+            }
+        }
+        Ok(out.into())
+    }
+
     /// Up to `limit` records from byte offset `cursor` (oldest first), and the cursor of
     /// the next page when there is more. A torn last line (a crash mid-write) is skipped.
     pub fn read(
@@ -147,7 +184,17 @@ impl AuditLog {
 
 /// What kind of audited request this is, or `None` when it is not audited.
 pub fn classify(method: &str, route: &str) -> Option<&'static str> {
-    let reads_personal = route.starts_with("/v1/profiles") || route.starts_with("/v1/privacy");
+    // The web UI's pages and forms are audited like the API they call (`ui:<user>`).
+    if route == "/ui/login" || route == "/ui/logout" || route.starts_with("/ui/assets") {
+        return None;
+    }
+    let reads_personal = route.starts_with("/v1/profiles")
+        || route.starts_with("/v1/privacy")
+        || route.starts_with("/ui/profiles")
+        || route.starts_with("/ui/privacy");
+    if route.starts_with("/ui") && !reads_personal && matches!(method, "GET" | "HEAD") {
+        return None;
+    }
     let export = route.ends_with("/export") || route.ends_with("/privacy-export");
     // POSTs that only evaluate (a preview returns sample profiles) read, not change.
     let evaluates = route.ends_with("/preview") || route.ends_with("/validate");
@@ -219,8 +266,39 @@ mod tests {
     }
 
     #[test]
+    fn tail_gives_the_newest_records_in_order_past_a_partial_window() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = AuditLog::open(dir.path()).unwrap();
+        // More than the window of 2 records (2 KiB) holds, so the window starts mid-line.
+        for i in 0..60 {
+            log.append(&rec(200 + i), false).unwrap();
+        }
+        log.sync().unwrap();
+        let t = log.tail(2).unwrap();
+        assert_eq!(t.iter().map(|r| r.status).collect::<Vec<_>>(), [258, 259]);
+        let all = log.tail(1000).unwrap();
+        assert_eq!(all.len(), 60);
+        assert_eq!(all[0].status, 200);
+        assert!(AuditLog::open(tempfile::tempdir().unwrap().path())
+            .unwrap()
+            .tail(5)
+            .unwrap()
+            .is_empty());
+    }
+
+    #[test]
     fn what_is_audited() {
         assert_eq!(classify("GET", "/v1/profiles/{pref}"), Some("read"));
+        assert_eq!(classify("GET", "/ui/profiles/{pref}"), Some("read"));
+        assert_eq!(classify("GET", "/ui/privacy/export"), Some("export"));
+        assert_eq!(classify("POST", "/ui/privacy/erase"), Some("change"));
+        assert_eq!(
+            classify("POST", "/ui/profiles/{pref}/split"),
+            Some("change")
+        );
+        assert_eq!(classify("POST", "/ui/audiences/preview"), Some("read"));
+        assert_eq!(classify("GET", "/ui/audiences"), None);
+        assert_eq!(classify("POST", "/ui/login"), None);
         assert_eq!(
             classify("GET", "/v1/profiles/{pref}/privacy-export"),
             Some("export")

@@ -68,6 +68,7 @@ const NAV: &[(&str, &str, Role)] = &[
     ("/ui/audiences", "Audiences", Role::Viewer),
     ("/ui/sources", "Sources", Role::Viewer),
     ("/ui/destinations", "Destinations", Role::Viewer),
+    ("/ui/privacy", "Privacy", Role::Admin),
 ];
 
 /// The page around `body`: navigation, the user, logout, and htmx's CSRF header.

@@ -15,6 +15,7 @@
 pub mod audiences;
 pub mod html;
 pub mod overview;
+pub mod privacy;
 pub mod profiles;
 pub mod session;
 pub mod sources;
@@ -97,4 +98,7 @@ pub fn routes() -> Router<AppState> {
         .route("/ui/audiences/preview", post(audiences::preview))
         .route("/ui/audiences/overlap", get(audiences::overlap))
         .route("/ui/audiences/{name}", get(audiences::editor))
+        .route("/ui/privacy", get(privacy::page))
+        .route("/ui/privacy/erase", post(privacy::erase))
+        .route("/ui/privacy/export", get(privacy::export))
 }

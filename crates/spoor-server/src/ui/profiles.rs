@@ -345,6 +345,26 @@ pub async fn card(
         }
     }
     b.push_str("</table></section>");
+    // Consent per purpose: what destinations and audiences that require a purpose see.
+    b.push_str("<section><h2>Consent</h2><table class=\"consent\">");
+    let consent = crate::api::consent::consent_json(&app.consent, &p.consent);
+    if let Some(m) = consent.as_object() {
+        for (purpose, c) in m {
+            let value = c["value"].as_str().unwrap_or("?");
+            let how = if c["default"] == true {
+                "default (never stated)".to_owned()
+            } else {
+                format!("{} via {}", when(&c["at"]), esc(&val(&c["via"])))
+            };
+            let _ = write!(
+                b,
+                "<tr><th>{}</th><td class=\"consent-{v}\">{v}</td><td class=\"muted\">{how}</td></tr>",
+                esc(purpose),
+                v = esc(value),
+            );
+        }
+    }
+    b.push_str("</table></section>");
     // Deliveries.
     b.push_str("<section><h2>Deliveries</h2><table>");
     match del["deliveries"].as_array() {

@@ -252,10 +252,8 @@ async fn postgres_sync_upserts_profiles_and_memberships_and_reflects_exits() {
     )
     .await;
     assert_eq!(s, 200, "{v}");
-    let (profiles, members) = wait_tables(&c, &schema, "u2 erased", |(p, _)| {
-        !p.contains_key(&p2)
-    })
-    .await;
+    let (profiles, members) =
+        wait_tables(&c, &schema, "u2 erased", |(p, _)| !p.contains_key(&p2)).await;
     assert_eq!(profiles.len(), 2, "{profiles:?}");
     assert_eq!(members, vec![("pros".into(), p3.clone())]);
     c.batch_execute(&format!("DROP SCHEMA \"{schema}\" CASCADE"))

@@ -128,6 +128,8 @@ const PAGES: &[&str] = &[
     "/ui/sources",
     "/ui/debugger",
     "/ui/destinations",
+    "/ui/privacy",
+    "/ui/privacy/export?ref=user_id:u1",
 ];
 
 /// Every state-changing route of the UI (the login form has its own double-submit check).
@@ -137,6 +139,7 @@ const POSTS: &[&str] = &[
     "/ui/audiences/preview",
     "/ui/profiles/prof_x/split",
     "/ui/destinations/x/replay",
+    "/ui/privacy/erase",
 ];
 
 #[tokio::test]
@@ -446,4 +449,103 @@ async fn the_rule_editor_points_at_errors_and_previews_sizes() {
         html.contains("trait plan =</textarea>") && html.contains("rule-error"),
         "{html}"
     );
+}
+
+#[tokio::test]
+async fn the_privacy_page_exports_and_erases_for_admins_only_and_the_card_shows_consent() {
+    let s = TestServer::start().await;
+    create_user(&s, "vera", "viewer").await;
+    s.send_processed(vec![
+        json!({"type": "identify", "userId": "u1", "traits": {"email": "zed@example.com"},
+               "context": {"consent": {"categoryPreferences": {"advertising": true}}}}),
+        json!({"type": "track", "userId": "u1", "event": "Order Completed"}),
+        json!({"type": "identify", "userId": "u2", "traits": {"email": "amy@example.com"}}),
+    ])
+    .await;
+    let (st, p) = s.admin_get("/v1/profiles/user_id:u1").await;
+    assert_eq!(st, 200, "{p}");
+    let pid = p["id"].as_str().unwrap().to_owned();
+
+    // The card shows consent per purpose: stated, or the default.
+    let mut a = Browser::new(&s);
+    let acsrf = a.logged_in("admin", ADMIN_PASSWORD).await;
+    let (_, card) = a.get(&format!("/ui/profiles/{pid}")).await;
+    assert!(card.contains("<h2>Consent</h2>"), "{card}");
+    assert!(
+        card.contains("consent-granted"),
+        "advertising was granted: {card}"
+    );
+    assert!(card.contains("default (never stated)"), "{card}");
+
+    // A viewer neither sees nor uses the page.
+    let mut v = Browser::new(&s);
+    let vcsrf = v.logged_in("vera", "password-of-vera").await;
+    let (_, home) = v.get("/ui/").await;
+    assert!(
+        !home.contains("href=\"/ui/privacy\""),
+        "no Privacy link for a viewer"
+    );
+    assert_eq!(v.get("/ui/privacy").await.0, 403);
+    assert_eq!(v.get("/ui/privacy/export?ref=user_id:u1").await.0, 403);
+    let r = v
+        .post(
+            "/ui/privacy/erase",
+            &[("_csrf", &vcsrf), ("ref", "user_id:u1")],
+        )
+        .await;
+    assert_eq!(r.status(), 403);
+    assert_eq!(s.admin_get("/v1/profiles/user_id:u1").await.0, 200);
+
+    // An admin downloads the access export, then erases the person.
+    let (st, page) = a.get("/ui/privacy").await;
+    assert_eq!(st, 200, "{page}");
+    assert!(page.contains("no erasures"), "{page}");
+    assert!(
+        page.contains("/v1/profiles/{pref}"),
+        "the API read is audited: {page}"
+    );
+    let (st, export) = a.get("/ui/privacy/export?ref=email:zed@example.com").await;
+    assert_eq!(st, 200, "{export}");
+    assert!(export.contains("zed@example.com") && export.contains("Order Completed"));
+    let r = a
+        .post(
+            "/ui/privacy/erase",
+            &[
+                ("_csrf", &acsrf),
+                ("ref", "email:zed@example.com"),
+                ("suppress", "1"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    assert!(r.text().await.unwrap().contains("<b>done</b>"));
+    assert_eq!(s.admin_get("/v1/profiles/user_id:u1").await.0, 404);
+    assert_eq!(s.admin_get("/v1/profiles/user_id:u2").await.0, 200);
+    let (_, page) = a.get("/ui/privacy").await;
+    assert!(page.contains("era_"), "the job is listed: {page}");
+    // The UI's own reads, exports and changes are audited under the user's name.
+    for what in [
+        "ui:admin",
+        "POST /ui/privacy/erase",
+        "GET /ui/privacy/export",
+        "GET /ui/profiles/{pref}",
+    ] {
+        assert!(page.contains(what), "{what} is audited: {page}");
+    }
+    assert!(
+        page.contains("ui:vera"),
+        "refused attempts are audited too: {page}"
+    );
+    assert!(
+        !page.contains("zed@example.com"),
+        "the page holds no erased value"
+    );
+    // A bad reference is an error that names it, not a crash.
+    let r = a
+        .post(
+            "/ui/privacy/erase",
+            &[("_csrf", &acsrf), ("ref", "email:nobody@example.com")],
+        )
+        .await;
+    assert_eq!(r.status(), 404);
 }
