@@ -35,6 +35,9 @@ pub struct Config {
     /// How long events are kept, per event name and per source.
     #[serde(default)]
     pub retention: crate::erasure::retention::RetentionConfig,
+    /// Audience files written on a schedule (`[[exports.schedules]]`).
+    #[serde(default)]
+    pub exports: crate::scheduled_exports::ExportsConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -159,6 +162,7 @@ impl Config {
                 self.server.listen
             ));
         }
+        self.exports.validate().map_err(ConfigError)?;
         let l = self.ingest.limits();
         if l.max_event_bytes == 0
             || l.max_batch_bytes < l.max_event_bytes

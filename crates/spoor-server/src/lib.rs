@@ -13,6 +13,7 @@ pub mod error;
 pub mod metrics;
 pub mod privacy;
 pub mod processor;
+pub mod scheduled_exports;
 pub mod ui;
 
 use auth::{Auth, FirstStart};
@@ -221,6 +222,7 @@ pub async fn serve(
         })
         .await
         .map_err(std::io::Error::other)?;
+    scheduled_exports::spawn(&app);
     let router = api::router(app.clone());
     // Audited reads are synced within a second even when no later record comes.
     let syncing = {

@@ -53,20 +53,20 @@ const FEED_PAGE: usize = 10_000;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct ExportQuery {
+pub(crate) struct ExportQuery {
     /// `csv` (default) or `ndjson`.
-    format: Option<String>,
+    pub(crate) format: Option<String>,
     /// `true` (default) or `false` for plain normalised e-mail and phone.
-    hashed: Option<String>,
+    pub(crate) hashed: Option<String>,
     /// Comma-separated trait names to add as columns.
-    traits: Option<String>,
+    pub(crate) traits: Option<String>,
     /// A change number: export only what changed after it.
-    since: Option<String>,
+    pub(crate) since: Option<String>,
     /// `first` (default: one row per profile) or `all` (a row per e-mail/phone).
-    identifiers: Option<String>,
+    pub(crate) identifiers: Option<String>,
     /// A consent purpose (`advertising`): members who do not consent to it are left out
     /// (their `remove` rows of a delta stay).
-    purpose: Option<String>,
+    pub(crate) purpose: Option<String>,
 }
 
 fn bad(msg: String) -> ApiError {
@@ -128,7 +128,7 @@ impl Plan {
     }
 }
 
-async fn export(
+pub(crate) async fn export(
     State(app): State<AppState>,
     caller: Caller,
     Path(name): Path<String>,

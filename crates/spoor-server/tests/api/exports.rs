@@ -296,3 +296,117 @@ async fn bad_exports_are_refused_with_reasons() {
         .unwrap();
     assert_eq!(anon.status().as_u16(), 401);
 }
+
+/// The files of a scheduled export's directory, by name (cursor and `.part` files included).
+fn files_in(dir: &std::path::Path) -> BTreeMap<String, String> {
+    std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.filter_map(Result::ok)
+                .map(|e| {
+                    let name = e.file_name().to_string_lossy().into_owned();
+                    (name, std::fs::read_to_string(e.path()).unwrap_or_default())
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Waits (30 s at most) until a file of the schedule satisfies `f`; returns its name.
+async fn wait_file(dir: &std::path::Path, what: &str, f: impl Fn(&str, &str) -> bool) -> String {
+    for _ in 0..300 {
+        if let Some((name, _)) = files_in(dir).into_iter().find(|(n, t)| f(n, t)) {
+            return name;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("{what}: not written in 30 s: {:?}", files_in(dir));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scheduled_delta_exports_write_whole_files_with_entries_then_removals() {
+    let out = tempfile::tempdir().unwrap();
+    let dir = out.path().to_path_buf();
+    let srv = TestServer::start_with(|c| {
+        c.exports.schedules = vec![spoor_server::scheduled_exports::ScheduledExport {
+            name: "pros-sync".into(),
+            audience: "pros".into(),
+            every_secs: 1,
+            delta: true,
+            format: None,
+            hashed: None,
+            traits: None,
+            purpose: None,
+            dir: dir.clone(),
+        }];
+    })
+    .await;
+    // Runs before the audience exists fail (logged) and are retried at the next tick.
+    define_pros(&srv).await;
+    srv.send_processed(vec![identify(
+        "u0",
+        "i0",
+        json!({"plan": "pro", "email": " Ann@Example.com "}),
+    )])
+    .await;
+    let added = wait_file(&dir, "Ann added", |n, t| {
+        n.ends_with(".csv") && t.lines().any(|l| l.starts_with("add,") && l.contains(ANN))
+    })
+    .await;
+    assert!(added.starts_with("pros-sync-"), "{added}");
+
+    // Ann leaves: a delta file with her removal (and not her addition again).
+    srv.send_processed(vec![identify("u0", "i1", json!({"plan": "free"}))])
+        .await;
+    let removed = wait_file(&dir, "Ann removed", |n, t| {
+        n.ends_with("-delta.csv")
+            && t.lines()
+                .any(|l| l.starts_with("remove,") && l.contains(ANN))
+    })
+    .await;
+    let text = &files_in(&dir)[&removed];
+    assert!(
+        !text.contains("add,"),
+        "only the change since the last run: {text}"
+    );
+    assert_eq!(
+        text.lines().next().unwrap(),
+        "action,id,user_id,email_sha256,phone_sha256"
+    );
+    let all = files_in(&dir);
+    assert!(all.contains_key(".pros-sync.cursor"), "{all:?}");
+    assert!(!all.keys().any(|n| n.ends_with(".part")), "{all:?}");
+    // Unchanged runs write no file.
+    let n = all.len();
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    assert_eq!(files_in(&dir).len(), n, "{:?}", files_in(&dir));
+}
+
+#[test]
+fn scheduled_exports_config_errors_name_the_entry() {
+    use spoor_server::scheduled_exports::{ExportsConfig, ScheduledExport};
+    let one = |name: &str, every: u64, format: Option<&str>| ScheduledExport {
+        name: name.into(),
+        audience: "a".into(),
+        every_secs: every,
+        delta: false,
+        format: format.map(str::to_owned),
+        hashed: None,
+        traits: None,
+        purpose: None,
+        dir: "exports".into(),
+    };
+    let check = |v: Vec<ScheduledExport>| ExportsConfig { schedules: v }.validate();
+    assert!(check(vec![one("ok", 60, Some("ndjson"))]).is_ok());
+    assert!(check(vec![one("a b", 60, None)])
+        .unwrap_err()
+        .contains("\"a b\""));
+    assert!(check(vec![one("x", 0, None)])
+        .unwrap_err()
+        .contains("every_secs"));
+    assert!(check(vec![one("x", 1, Some("xml"))])
+        .unwrap_err()
+        .contains("xml"));
+    assert!(check(vec![one("x", 1, None), one("x", 2, None)])
+        .unwrap_err()
+        .contains("twice"));
+}
