@@ -223,6 +223,7 @@ pub async fn serve(
         .await
         .map_err(std::io::Error::other)?;
     scheduled_exports::spawn(&app);
+    ui::sizes::spawn(&app);
     let router = api::router(app.clone());
     // Audited reads are synced within a second even when no later record comes.
     let syncing = {

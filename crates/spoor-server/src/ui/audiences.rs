@@ -34,16 +34,24 @@ pub async fn list(State(app): State<AppState>, who: UiUser) -> Result<Response, 
     if who.user.role >= Role::Marketer {
         b.push_str(r#"<p><a class="button" href="/ui/audiences/new">New audience</a></p>"#);
     }
-    b.push_str("<table class=\"audiences\"><tr><th>name</th><th class=\"num\">members</th><th>rule</th><th>updated</th><th>backfill</th></tr>");
+    let history = super::sizes::SizeHistory::load(&app);
+    let now_ms = app.clock.now().timestamp_millis();
+    b.push_str("<table class=\"audiences\"><tr><th>name</th><th class=\"num\">members</th><th class=\"num\">24 h</th><th>30 days</th><th>rule</th><th>updated</th><th>backfill</th></tr>");
     for a in defs.audiences.values() {
         let size = r.audience_size(&a.name)?;
+        let change = match history.change_24h(&a.name, size, now_ms) {
+            Some(c) if c > 0 => format!("+{c}"),
+            Some(c) => c.to_string(),
+            None => String::new(),
+        };
+        let spark = history.sparkline(&a.name);
         let bf = backfills
             .get(&a.name)
             .map(|b| format!("{}/{}", b.done, b.total))
             .unwrap_or_else(|| "done".into());
         let _ = write!(
             b,
-            r#"<tr><td><a href="/ui/audiences/{u}">{n}</a><div class="muted">{d}</div></td><td class="num size">{size}</td><td><code>{rule}</code></td><td>{up}</td><td>{bf}</td></tr>"#,
+            r#"<tr><td><a href="/ui/audiences/{u}">{n}</a><div class="muted">{d}</div></td><td class="num size">{size}</td><td class="num change">{change}</td><td>{spark}</td><td><code>{rule}</code></td><td>{up}</td><td>{bf}</td></tr>"#,
             u = url(&a.name),
             n = esc(&a.name),
             d = esc(&a.description),
@@ -52,7 +60,7 @@ pub async fn list(State(app): State<AppState>, who: UiUser) -> Result<Response, 
         );
     }
     if defs.audiences.is_empty() {
-        b.push_str(r#"<tr><td colspan="5" class="muted">no audiences yet</td></tr>"#);
+        b.push_str(r#"<tr><td colspan="7" class="muted">no audiences yet</td></tr>"#);
     }
     b.push_str("</table>");
     // Overlap of two audiences.

@@ -18,6 +18,7 @@ pub mod overview;
 pub mod privacy;
 pub mod profiles;
 pub mod session;
+pub mod sizes;
 pub mod sources;
 pub mod users;
 
@@ -44,6 +45,8 @@ pub struct UiConfig {
     pub login_window_secs: u64,
     /// How long a lockout lasts, seconds.
     pub login_lockout_secs: u64,
+    /// Seconds between samples of the audience sizes the audience list draws over time.
+    pub size_sample_secs: u64,
 }
 
 impl Default for UiConfig {
@@ -54,6 +57,7 @@ impl Default for UiConfig {
             login_max_failures: 5,
             login_window_secs: 900,
             login_lockout_secs: 300,
+            size_sample_secs: 3600,
         }
     }
 }

@@ -549,3 +549,44 @@ async fn the_privacy_page_exports_and_erases_for_admins_only_and_the_card_shows_
         .await;
     assert_eq!(r.status(), 404);
 }
+
+#[tokio::test]
+async fn the_audience_list_shows_the_change_over_24_hours_and_a_line_of_sizes() {
+    let s = TestServer::start_with(|c| c.ui.size_sample_secs = 1).await;
+    s.define(|d| {
+        d.audiences.insert(
+            "vips".into(),
+            spoor_core::audience::AudienceDefinition {
+                name: "vips".into(),
+                description: String::new(),
+                rule: spoor_core::audience::parse(r#"trait plan = "vip""#).unwrap(),
+                created_ms: 0,
+                updated_ms: 0,
+                revision: 1,
+            },
+        );
+    })
+    .await;
+    // Let the sampler see the empty audience, then two people enter.
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    s.send_processed(vec![
+        json!({"type": "identify", "userId": "u1", "traits": {"plan": "vip"}}),
+        json!({"type": "identify", "userId": "u2", "traits": {"plan": "vip"}}),
+    ])
+    .await;
+    let mut b = Browser::new(&s);
+    b.logged_in("admin", ADMIN_PASSWORD).await;
+    let (_, list) = b.get("/ui/audiences").await;
+    assert!(list.contains(r#"<td class="num change">+2</td>"#), "{list}");
+    // After the next sample the 30-day line has two points.
+    let mut drawn = false;
+    for _ in 0..50 {
+        let (_, list) = b.get("/ui/audiences").await;
+        if list.contains("<polyline") {
+            drawn = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(drawn, "a line of sizes is drawn");
+}
