@@ -222,8 +222,9 @@ pub async fn serve(
         })
         .await
         .map_err(std::io::Error::other)?;
-    scheduled_exports::spawn(&app);
-    ui::sizes::spawn(&app);
+    // Background tasks hold the app; they are stopped below so the data directory is free.
+    let mut background = scheduled_exports::spawn(&app);
+    background.push(ui::sizes::spawn(&app));
     let router = api::router(app.clone());
     // Audited reads are synced within a second even when no later record comes.
     let syncing = {
@@ -245,8 +246,11 @@ pub async fn serve(
     .await;
     // Workers hold the stores open; stop them so the data directory can be reopened.
     app.destinations.shutdown().await;
-    syncing.abort();
-    let _ = syncing.await;
+    background.push(syncing);
+    for task in background {
+        task.abort();
+        let _ = task.await;
+    }
     if let Err(e) = app.audit.sync() {
         tracing::error!(error = %e, "cannot sync the audit log");
     }

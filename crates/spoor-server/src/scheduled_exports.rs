@@ -106,11 +106,13 @@ impl ExportsConfig {
     }
 }
 
-/// Starts one task per schedule; they stop with the runtime.
-pub fn spawn(app: &AppState) {
+/// Starts one task per schedule; `serve` aborts them when it stops (a run cut short leaves
+/// at most a `*.part` file and the old cursor, so the next start repeats it).
+pub fn spawn(app: &AppState) -> Vec<tokio::task::JoinHandle<()>> {
+    let mut tasks = Vec::new();
     for s in app.cfg.exports.schedules.clone() {
         let app = app.clone();
-        tokio::spawn(async move {
+        tasks.push(tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(s.every_secs));
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
@@ -129,8 +131,9 @@ pub fn spawn(app: &AppState) {
                     ),
                 }
             }
-        });
+        }));
     }
+    tasks
 }
 
 fn dir_of(app: &AppState, s: &ScheduledExport) -> PathBuf {

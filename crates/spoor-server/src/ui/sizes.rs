@@ -104,8 +104,10 @@ pub fn record(app: &AppState) -> Result<(), String> {
     std::fs::rename(&tmp, &p).map_err(|e| format!("{}: {e}", p.display()))
 }
 
-/// Samples every `ui.size_sample_secs` (the first at start-up) until the runtime stops.
-pub fn spawn(app: &AppState) {
+/// Samples every `ui.size_sample_secs` (the first at start-up); `serve` aborts the task when
+/// it stops. A sample is a few bitmap lengths and one small file, so it runs inline rather
+/// than on the blocking pool (where an aborted task could not be stopped).
+pub fn spawn(app: &AppState) -> tokio::task::JoinHandle<()> {
     let app = app.clone();
     tokio::spawn(async move {
         let every = Duration::from_secs(app.cfg.ui.size_sample_secs.max(1));
@@ -113,14 +115,11 @@ pub fn spawn(app: &AppState) {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
-            let a = app.clone();
-            match tokio::task::spawn_blocking(move || record(&a)).await {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => tracing::warn!(error = %e, "cannot sample audience sizes"),
-                Err(e) => tracing::warn!(error = %e, "audience size sampling stopped"),
+            if let Err(e) = record(&app) {
+                tracing::warn!(error = %e, "cannot sample audience sizes");
             }
         }
-    });
+    })
 }
 
 #[cfg(test)]
