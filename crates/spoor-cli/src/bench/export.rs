@@ -14,9 +14,7 @@ use serde_json::{json, Value};
 use spoor_core::audience::{parse, AudienceDefinition};
 use spoor_core::ids::SourceId;
 
-use spoor_server::config::{Config, Overrides};
-use spoor_server::{AppState, InitSecrets};
-use std::sync::Arc;
+use spoor_server::AppState;
 use std::time::{Duration, Instant};
 
 #[derive(Args, Debug, Clone)]
@@ -29,25 +27,7 @@ pub struct ExportBenchArgs {
 const TOKEN: &str = "bench-export-admin-token-0123456789";
 
 pub fn run(args: ExportBenchArgs) -> anyhow::Result<()> {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new("warn"))
-        .with_writer(std::io::stderr)
-        .try_init();
-    let tmp = tempfile::tempdir()?;
-    let cfg = Config::load(
-        None,
-        &Overrides {
-            listen: None,
-            data_dir: Some(tmp.path().to_path_buf()),
-        },
-    )?;
-    let init = InitSecrets {
-        write_key: None,
-        admin_token: Some(TOKEN.into()),
-        admin_password: None,
-    };
-    let (app, _) = AppState::open(cfg, Arc::new(spoor_core::SystemClock), init)
-        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    let (_tmp, app) = super::open_app(TOKEN)?;
     app.defs
         .update(|d| {
             let rule = parse(r#"trait plan = "pro""#).map_err(|e| e.to_string())?;
@@ -80,16 +60,8 @@ pub fn run(args: ExportBenchArgs) -> anyhow::Result<()> {
         .worker_threads(2)
         .enable_all()
         .build()?;
-    let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))?;
-    let url = format!("http://{}", listener.local_addr()?);
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let served = app.clone();
-    let server = rt.spawn(async move {
-        let _ = spoor_server::serve(served, listener, async {
-            let _ = stopped.await;
-        })
-        .await;
-    });
+    let served = super::Served::start(&rt, &app)?;
+    let url = served.url.clone();
 
     let http = reqwest::Client::new();
     let path = format!("{url}/v1/audiences/pros/export");
@@ -124,8 +96,7 @@ pub fn run(args: ExportBenchArgs) -> anyhow::Result<()> {
     ensure!(delta.lines == leaving + 1, "delta: {} lines", delta.lines);
     delta.print("delta CSV (a tenth left)", leaving);
 
-    let _ = stop.send(());
-    let _ = rt.block_on(server);
+    served.stop(&rt);
     app.processor.stop();
     Ok(())
 }

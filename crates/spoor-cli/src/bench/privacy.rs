@@ -10,12 +10,10 @@ use anyhow::{ensure, Context};
 use clap::Args;
 use serde_json::{json, Value};
 use spoor_core::ids::SourceId;
-use spoor_server::config::{Config, Overrides};
 use spoor_server::privacy::pii::{Pii, RedactAction, RedactRule};
 use spoor_server::privacy::PrivacyConfig;
-use spoor_server::{AppState, InitSecrets};
+use spoor_server::AppState;
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 #[derive(Args, Debug, Clone)]
@@ -62,28 +60,7 @@ fn process(app: &AppState, events: Vec<Value>) -> anyhow::Result<f64> {
 }
 
 pub fn run(args: PrivacyBenchArgs) -> anyhow::Result<()> {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new("warn"))
-        .with_writer(std::io::stderr)
-        .try_init();
-    let tmp = tempfile::tempdir()?;
-    let cfg = Config::load(
-        None,
-        &Overrides {
-            listen: None,
-            data_dir: Some(tmp.path().to_path_buf()),
-        },
-    )?;
-    let (app, _) = AppState::open(
-        cfg,
-        Arc::new(spoor_core::SystemClock),
-        InitSecrets {
-            write_key: None,
-            admin_token: Some(TOKEN.into()),
-            admin_password: None,
-        },
-    )
-    .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    let (_tmp, app) = super::open_app(TOKEN)?;
     let n = args.events;
     println!("spoor bench privacy: {n} events per run");
 
@@ -140,16 +117,8 @@ pub fn run(args: PrivacyBenchArgs) -> anyhow::Result<()> {
         .worker_threads(2)
         .enable_all()
         .build()?;
-    let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))?;
-    let url = format!("http://{}", listener.local_addr()?);
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let served = app.clone();
-    let server = rt.spawn(async move {
-        let _ = spoor_server::serve(served, listener, async {
-            let _ = stopped.await;
-        })
-        .await;
-    });
+    let served = super::Served::start(&rt, &app)?;
+    let url = served.url.clone();
     let http = reqwest::Client::new();
     let mut lat = Vec::new();
     for i in 0..200 {
@@ -199,8 +168,7 @@ pub fn run(args: PrivacyBenchArgs) -> anyhow::Result<()> {
         bytes as f64 / 1e6,
         events as f64 / secs
     );
-    let _ = stop.send(());
-    let _ = rt.block_on(server);
+    served.stop(&rt);
     app.processor.stop();
     Ok(())
 }

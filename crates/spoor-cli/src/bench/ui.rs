@@ -12,11 +12,9 @@ use anyhow::{ensure, Context};
 use clap::Args;
 use serde_json::{json, Value};
 use spoor_core::ids::SourceId;
-use spoor_server::config::{Config, Overrides};
 use spoor_server::ui::users::Role;
-use spoor_server::{AppState, InitSecrets};
+use spoor_server::AppState;
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 #[derive(Args, Debug, Clone)]
@@ -33,39 +31,13 @@ const TOKEN: &str = "bench-ui-admin-token-0123456789";
 const SHOPPERS: u64 = 100;
 
 pub fn run(args: UiBenchArgs) -> anyhow::Result<()> {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new("warn"))
-        .with_writer(std::io::stderr)
-        .try_init();
-    let tmp = tempfile::tempdir()?;
-    let cfg = Config::load(
-        None,
-        &Overrides {
-            listen: None,
-            data_dir: Some(tmp.path().to_path_buf()),
-        },
-    )?;
-    let init = InitSecrets {
-        write_key: None,
-        admin_token: Some(TOKEN.into()),
-        admin_password: None,
-    };
-    let (app, _) = AppState::open(cfg, Arc::new(spoor_core::SystemClock), init)
-        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    let (_tmp, app) = super::open_app(TOKEN)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()?;
-    let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))?;
-    let url = format!("http://{}", listener.local_addr()?);
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let served = app.clone();
-    let server = rt.spawn(async move {
-        let _ = spoor_server::serve(served, listener, async {
-            let _ = stopped.await;
-        })
-        .await;
-    });
+    let served = super::Served::start(&rt, &app)?;
+    let url = served.url.clone();
     let http = reqwest::Client::new();
     let (traits, audiences) = definitions();
     rt.block_on(async {
@@ -223,8 +195,7 @@ pub fn run(args: UiBenchArgs) -> anyhow::Result<()> {
         }
         anyhow::Ok(())
     })?;
-    let _ = stop.send(());
-    let _ = rt.block_on(server);
+    served.stop(&rt);
     app.processor.stop();
     Ok(())
 }

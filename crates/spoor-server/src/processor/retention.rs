@@ -15,24 +15,16 @@
 //! profile was in, then an entry for each audience the re-derived profile is in.
 
 use super::apply::{apply_resolution, forget};
+use super::split::{component_inputs, read_one};
 use super::Pipeline;
 use crate::erasure::retention::{governing, PolicyCount, RetentionPolicy, RetentionReport};
-use spoor_core::identity::{component_events, rederive, Identifier, IdentityStore, ProfileId};
+use spoor_core::identity::{rederive, Identifier, IdentityStore, ProfileId};
 use spoor_core::profile::{identity_input, parse_event};
-use spoor_store::log::{LogEntry, LogReader};
+use spoor_store::log::LogReader;
 use spoor_store::state::{ChangeCause, MembershipChange, ProcessorState, StateStore};
 use std::collections::BTreeSet;
 
 const DAY_MS: i64 = 86_400_000;
-
-fn read_one(reader: &LogReader, seq: u64) -> Result<Option<LogEntry>, String> {
-    Ok(reader
-        .read_from(seq, 1)
-        .map_err(|e| e.to_string())?
-        .into_iter()
-        .next()
-        .filter(|e| e.seq == seq && !e.is_erased()))
-}
 
 /// Runs the policies once; with `dry_run` only counts.
 pub fn run_retention(
@@ -109,45 +101,7 @@ pub fn run_retention(
         if covered.contains(seed) {
             continue;
         }
-        let mut failure = None;
-        let events = component_events(
-            &p.rules,
-            std::slice::from_ref(seed),
-            super::MAX_SPLIT_EVENTS,
-            |id| {
-                let seqs = match snap.events_with(
-                    id.kind.as_str(),
-                    &id.value,
-                    super::MAX_SPLIT_EVENTS + 1,
-                ) {
-                    Ok(s) => s,
-                    Err(e) => {
-                        failure.get_or_insert(e.to_string());
-                        return Vec::new();
-                    }
-                };
-                seqs.into_iter()
-                    .filter_map(|seq| match read_one(reader, seq) {
-                        Ok(Some(e)) => parse_event(e.seq, e.timestamp_ms, &e.payload)
-                            .ok()
-                            .map(|v| identity_input(&v, &p.identifiers))
-                            .filter(|input| {
-                                input.identifiers.iter().any(|(kind, raw)| {
-                                    p.rules.normalize(kind, raw).ok().as_ref() == Some(id)
-                                })
-                            }),
-                        Ok(None) => None,
-                        Err(err) => {
-                            failure.get_or_insert(err);
-                            None
-                        }
-                    })
-                    .collect()
-            },
-        );
-        if let Some(f) = failure {
-            return Err(f);
-        }
+        let events = component_inputs(&snap, reader, p, std::slice::from_ref(seed))?;
         let Ok(events) = events else {
             tracing::warn!(
                 "retention: an identity component is too large to re-derive online; \

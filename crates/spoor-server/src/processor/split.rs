@@ -9,11 +9,11 @@ use super::Pipeline;
 use serde::Serialize;
 use spoor_core::identity::{
     component_events, plan_detach, plan_undo_merge, rederive, resolve_profile, Identifier,
-    IdentityInput, IdentityStore, ProfileId, SplitRule, SplitRuleId,
+    IdentityError, IdentityInput, IdentityStore, ProfileId, SplitRule, SplitRuleId,
 };
 use spoor_core::profile::{identity_input, parse_event};
 use spoor_store::log::{LogEntry, LogReader};
-use spoor_store::state::{ProcessorState, StateStore};
+use spoor_store::state::{ProcessorState, StateReader, StateStore};
 use std::collections::{BTreeMap, BTreeSet};
 
 /// Most events a split may replay; larger components are refused (a hub identifier).
@@ -37,13 +37,58 @@ pub struct SplitOutcome {
     pub events_replayed: usize,
 }
 
-fn read_one(reader: &LogReader, seq: u64) -> Result<Option<LogEntry>, String> {
+/// One stored event; an erased one reads as absent.
+pub(super) fn read_one(reader: &LogReader, seq: u64) -> Result<Option<LogEntry>, String> {
     Ok(reader
         .read_from(seq, 1)
         .map_err(|e| e.to_string())?
         .into_iter()
         .next()
-        .filter(|e| e.seq == seq))
+        .filter(|e| e.seq == seq && !e.is_erased()))
+}
+
+/// The events of the identity component around `seed`, found through the committed
+/// identifier→events index and read from the log (splits and retention re-derive from
+/// them). The outer error is a failed read; the inner one a component over
+/// [`MAX_SPLIT_EVENTS`].
+pub(super) fn component_inputs(
+    snap: &StateReader,
+    reader: &LogReader,
+    p: &Pipeline,
+    seed: &[Identifier],
+) -> Result<Result<Vec<IdentityInput>, IdentityError>, String> {
+    let mut failure = None;
+    let events = component_events(&p.rules, seed, MAX_SPLIT_EVENTS, |id| {
+        let seqs = match snap.events_with(id.kind.as_str(), &id.value, MAX_SPLIT_EVENTS + 1) {
+            Ok(s) => s,
+            Err(e) => {
+                failure.get_or_insert(e.to_string());
+                return Vec::new();
+            }
+        };
+        seqs.into_iter()
+            .filter_map(|seq| match read_one(reader, seq) {
+                Ok(Some(e)) => parse_event(e.seq, e.timestamp_ms, &e.payload)
+                    .ok()
+                    .map(|v| identity_input(&v, &p.identifiers))
+                    // The index is by hash: keep only events that really carry `id`.
+                    .filter(|input| {
+                        input.identifiers.iter().any(|(kind, raw)| {
+                            p.rules.normalize(kind, raw).ok().as_ref() == Some(id)
+                        })
+                    }),
+                Ok(None) => None,
+                Err(err) => {
+                    failure.get_or_insert(err);
+                    None
+                }
+            })
+            .collect()
+    });
+    match failure {
+        Some(f) => Err(f),
+        None => Ok(events),
+    }
 }
 
 /// Runs a split against the processor's state. Commits before and after.
@@ -65,39 +110,7 @@ pub fn run_split(
     .map_err(|e| e.to_string())?;
 
     let snap = store.reader().map_err(|e| e.to_string())?;
-    let mut failure = None;
-    let events: Vec<IdentityInput> =
-        component_events(&p.rules, &plan.seed, MAX_SPLIT_EVENTS, |id| {
-            let seqs = match snap.events_with(id.kind.as_str(), &id.value, MAX_SPLIT_EVENTS + 1) {
-                Ok(s) => s,
-                Err(e) => {
-                    failure.get_or_insert(e.to_string());
-                    return Vec::new();
-                }
-            };
-            seqs.into_iter()
-                .filter_map(|seq| match read_one(reader, seq) {
-                    Ok(Some(e)) => parse_event(e.seq, e.timestamp_ms, &e.payload)
-                        .ok()
-                        .map(|v| identity_input(&v, &p.identifiers))
-                        // The index is by hash: keep only events that really carry `id`.
-                        .filter(|input| {
-                            input.identifiers.iter().any(|(kind, raw)| {
-                                p.rules.normalize(kind, raw).ok().as_ref() == Some(id)
-                            })
-                        }),
-                    Ok(None) => None,
-                    Err(err) => {
-                        failure.get_or_insert(err);
-                        None
-                    }
-                })
-                .collect()
-        })
-        .map_err(|e| e.to_string())?;
-    if let Some(f) = failure {
-        return Err(f);
-    }
+    let events = component_inputs(&snap, reader, p, &plan.seed)?.map_err(|e| e.to_string())?;
 
     // The old profiles of this part of the graph (what rederive will delete): their profile
     // records and rows are rebuilt from the events below.

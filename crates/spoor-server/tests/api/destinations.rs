@@ -4,7 +4,7 @@
 //! destination beside a healthy one, pausing and resuming, positions kept across a
 //! restart, and the per-profile delivery log.
 
-use crate::common::{TestServer, ADMIN_TOKEN};
+use crate::common::{call, TestServer};
 use crate::receiver::{Receiver, Reply};
 use serde_json::{json, Value};
 use spoor_core::audience::{parse, AudienceDefinition};
@@ -17,23 +17,6 @@ async fn start() -> TestServer {
         c.destinations.poll_ms = 10;
     })
     .await
-}
-
-async fn call(srv: &TestServer, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
-    let url = format!("{}{path}", srv.url);
-    let mut req = match method {
-        "POST" => srv.http.post(url),
-        "PUT" => srv.http.put(url),
-        "DELETE" => srv.http.delete(url),
-        _ => srv.http.get(url),
-    }
-    .bearer_auth(ADMIN_TOKEN);
-    if let Some(b) = body {
-        req = req.json(&b);
-    }
-    let resp = req.send().await.unwrap();
-    let s = resp.status().as_u16();
-    (s, resp.json().await.unwrap_or(Value::Null))
 }
 
 fn fast_retry() -> Value {

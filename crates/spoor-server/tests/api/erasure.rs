@@ -5,7 +5,7 @@
 //! any of their values (in any case), the others are intact and the state equals a rebuild
 //! of the remaining log. Suppression keeps them from coming back.
 
-use crate::common::{TestServer, ADMIN_TOKEN};
+use crate::common::{call, TestServer};
 use crate::receiver::{Receiver, Reply};
 use serde_json::{json, Value};
 use spoor_core::audience::{parse, AudienceDefinition};
@@ -30,23 +30,6 @@ const NEEDLES: &[&str] = &[
     ANON,
     "Quuxington",
 ];
-
-pub async fn call(srv: &TestServer, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
-    let url = format!("{}{path}", srv.url);
-    let mut req = match method {
-        "POST" => srv.http.post(url),
-        "DELETE" => srv.http.delete(url),
-        "PUT" => srv.http.put(url),
-        _ => srv.http.get(url),
-    }
-    .bearer_auth(ADMIN_TOKEN);
-    if let Some(b) = body {
-        req = req.json(&b);
-    }
-    let resp = req.send().await.unwrap();
-    let s = resp.status().as_u16();
-    (s, resp.json().await.unwrap_or(Value::Null))
-}
 
 pub fn tweak(c: &mut spoor_server::config::Config) {
     c.processor.checkpoint_ms = 100;

@@ -3,7 +3,7 @@
 //! durability through a rebuild, `consented to` audiences, and PII controls checked on the
 //! bytes of the stored log.
 
-use crate::common::{TestServer, ADMIN_TOKEN};
+use crate::common::{call, TestServer, ADMIN_TOKEN};
 use crate::receiver::Receiver;
 use serde_json::{json, Value};
 use spoor_core::audience::{parse, AudienceDefinition};
@@ -15,22 +15,6 @@ async fn start() -> TestServer {
         c.destinations.poll_ms = 10;
     })
     .await
-}
-
-async fn call(srv: &TestServer, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
-    let url = format!("{}{path}", srv.url);
-    let mut req = match method {
-        "POST" => srv.http.post(url),
-        "PUT" => srv.http.put(url),
-        _ => srv.http.get(url),
-    }
-    .bearer_auth(ADMIN_TOKEN);
-    if let Some(b) = body {
-        req = req.json(&b);
-    }
-    let resp = req.send().await.unwrap();
-    let s = resp.status().as_u16();
-    (s, resp.json().await.unwrap_or(Value::Null))
 }
 
 fn audience(name: &str, rule: &str) -> AudienceDefinition {

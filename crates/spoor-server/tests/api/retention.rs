@@ -2,8 +2,9 @@
 //! and audience memberships with them (the state equals a rebuild of what is left); a dry
 //! run only counts.
 
+use crate::common::call;
 use crate::common::TestServer;
-use crate::erasure::{call, dump, tweak};
+use crate::erasure::{dump, tweak};
 use serde_json::{json, Value};
 use spoor_core::audience::{parse, AudienceDefinition, ComputedDefinition};
 use spoor_core::computed::ComputedDef;

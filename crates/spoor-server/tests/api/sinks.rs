@@ -3,7 +3,7 @@
 //! of its own, so they run in parallel and can be rerun. Without a URL a test says why and
 //! returns; with CI set, a missing URL fails it.
 
-use crate::common::{TestServer, ADMIN_TOKEN};
+use crate::common::{call, TestServer};
 use async_nats::jetstream;
 use futures_util::StreamExt;
 use serde_json::{json, Value};
@@ -38,21 +38,6 @@ async fn start() -> TestServer {
         c.destinations.poll_ms = 10;
     })
     .await
-}
-
-async fn call(srv: &TestServer, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
-    let url = format!("{}{path}", srv.url);
-    let mut req = match method {
-        "POST" => srv.http.post(url),
-        _ => srv.http.get(url),
-    }
-    .bearer_auth(ADMIN_TOKEN);
-    if let Some(b) = body {
-        req = req.json(&b);
-    }
-    let resp = req.send().await.unwrap();
-    let s = resp.status().as_u16();
-    (s, resp.json().await.unwrap_or(Value::Null))
 }
 
 async fn define(srv: &TestServer, name: &str, rule: &str) {
