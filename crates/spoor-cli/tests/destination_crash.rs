@@ -14,7 +14,7 @@ use axum::extract::{Path as UrlPath, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use axum::Router;
-use common::{basic, free_port, http, Init, Rng, Server, ADMIN_TOKEN, WRITE_KEY};
+use common::{admin, free_port, send_until_acked, Init, Rng, Server, ADMIN_TOKEN, WRITE_KEY};
 use serde_json::{json, Value};
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -125,38 +125,6 @@ impl Receiver {
     }
 }
 
-fn admin_post(server: &Server, path: &str, body: &Value) -> (u16, Value) {
-    let r = http()
-        .post(format!("{}{path}", server.url))
-        .bearer_auth(ADMIN_TOKEN)
-        .header("content-type", "application/json")
-        .body(body.to_string())
-        .send()
-        .unwrap();
-    let s = r.status().as_u16();
-    (s, r.json().unwrap_or(Value::Null))
-}
-
-fn send_until_acked(server: &Server, batch: &Value) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let r = http()
-            .post(format!("{}/v1/batch", server.url))
-            .header("authorization", basic(WRITE_KEY))
-            .header("content-type", "application/json")
-            .body(batch.to_string())
-            .send();
-        if r.is_ok_and(|r| r.status().as_u16() == 200) {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "a batch was not acknowledged in 30 s"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 #[test]
 fn deliveries_survive_kill9_and_a_receiver_outage() {
     let seed = std::env::var("SPOOR_CRASH_SEED")
@@ -178,22 +146,24 @@ fn deliveries_survive_kill9_and_a_receiver_outage() {
     let mut receiver = Receiver::new();
     let mut server = Server::start_env(&data, port, init, &logs, "d0", &env);
 
-    let (s, v) = admin_post(
+    let (s, v) = admin(
         &server,
+        reqwest::Method::POST,
         "/v1/audiences",
-        &json!({"name": "buyers", "rule": "performed \"Bought\""}),
+        Some(json!({"name": "buyers", "rule": "performed \"Bought\""})),
     );
     assert!(s == 200 || s == 201, "{v}");
     for (name, batch) in [("single", 1), ("batched", 10)] {
-        let (s, v) = admin_post(
+        let (s, v) = admin(
             &server,
+            reqwest::Method::POST,
             "/v1/destinations",
-            &json!({"name": name, "type": "webhook",
+            Some(json!({"name": name, "type": "webhook",
                     "subscriptions": {"events": [{}], "audiences": [{"audience": "buyers"}]},
                     "webhook": {"url": format!("http://127.0.0.1:{}/{name}", receiver.port),
                                 "batch_size": batch, "timeout_ms": 2000},
                     "retry": {"max_attempts": 100000, "initial_backoff_ms": 20,
-                              "max_backoff_ms": 300, "pause_after_secs": 86400}}),
+                              "max_backoff_ms": 300, "pause_after_secs": 86400}})),
         );
         assert_eq!(s, 201, "{v}");
     }

@@ -8,7 +8,7 @@
 mod common;
 
 use common::{
-    free_port, http, run, spoor_admin, spoor_cmd, Init, Rng, Server, ADMIN_TOKEN, WRITE_KEY,
+    admin, free_port, run, spoor_admin, spoor_cmd, Init, Rng, Server, ADMIN_TOKEN, WRITE_KEY,
 };
 use serde_json::{json, Value};
 use std::path::Path;
@@ -38,23 +38,6 @@ fn batches() -> Vec<Vec<Value>> {
         }
     }
     all.chunks(400).map(|c| c.to_vec()).collect()
-}
-
-fn admin(
-    server: &Server,
-    method: reqwest::Method,
-    path: &str,
-    body: Option<Value>,
-) -> (u16, Value) {
-    let mut req = http()
-        .request(method, format!("{}{path}", server.url))
-        .bearer_auth(ADMIN_TOKEN);
-    if let Some(b) = body {
-        req = req.json(&b);
-    }
-    let r = req.send().unwrap();
-    let s = r.status().as_u16();
-    (s, r.json().unwrap_or(Value::Null))
 }
 
 /// Files under `dir` (recursively) whose lowercased bytes contain `needle`.

@@ -10,7 +10,7 @@
 
 mod common;
 
-use common::{basic, free_port, http, Init, Rng, Server, ADMIN_TOKEN, WRITE_KEY};
+use common::{admin, free_port, send_until_acked, Init, Rng, Server, ADMIN_TOKEN, WRITE_KEY};
 use futures_util::StreamExt;
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -27,38 +27,6 @@ fn service_url(var: &str) -> Option<String> {
             eprintln!("skipping: {var} is not set");
             None
         }
-    }
-}
-
-fn admin(server: &Server, method: reqwest::Method, path: &str, body: &Value) -> (u16, Value) {
-    let r = http()
-        .request(method, format!("{}{path}", server.url))
-        .bearer_auth(ADMIN_TOKEN)
-        .header("content-type", "application/json")
-        .body(body.to_string())
-        .send()
-        .unwrap();
-    let s = r.status().as_u16();
-    (s, r.json().unwrap_or(Value::Null))
-}
-
-fn send_until_acked(server: &Server, batch: &Value) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let r = http()
-            .post(format!("{}/v1/batch", server.url))
-            .header("authorization", basic(WRITE_KEY))
-            .header("content-type", "application/json")
-            .body(batch.to_string())
-            .send();
-        if r.is_ok_and(|r| r.status().as_u16() == 200) {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "a batch was not acknowledged in 30 s"
-        );
-        std::thread::sleep(Duration::from_millis(50));
     }
 }
 
@@ -128,7 +96,7 @@ fn postgres_and_nats_survive_kill9() {
         &server,
         post.clone(),
         "/v1/audiences",
-        &json!({"name": "buyers", "rule": "performed \"Bought\""}),
+        Some(json!({"name": "buyers", "rule": "performed \"Bought\""})),
     );
     assert!(s == 200 || s == 201, "{v}");
     let retry = json!({"max_attempts": 100000, "initial_backoff_ms": 20,
@@ -137,18 +105,18 @@ fn postgres_and_nats_survive_kill9() {
         &server,
         post.clone(),
         "/v1/destinations",
-        &json!({"name": "db", "type": "postgres", "retry": retry,
-                "postgres": {"url": pg, "schema": schema, "batch_size": 7}}),
+        Some(json!({"name": "db", "type": "postgres", "retry": retry,
+                "postgres": {"url": pg, "schema": schema, "batch_size": 7}})),
     );
     assert_eq!(s, 201, "{v}");
     let (s, v) = admin(
         &server,
         post,
         "/v1/destinations",
-        &json!({"name": "bus", "type": "nats", "retry": retry,
+        Some(json!({"name": "bus", "type": "nats", "retry": retry,
                 "subscriptions": {"events": [{}], "audiences": [{"audience": "buyers"}]},
                 "nats": {"url": nats, "stream": stream, "subject_prefix": prefix,
-                         "create_stream": true, "batch_size": 5}}),
+                         "create_stream": true, "batch_size": 5}})),
     );
     assert_eq!(s, 201, "{v}");
 

@@ -350,3 +350,42 @@ impl Rng {
         self.next() % 100 < pct
     }
 }
+
+/// An admin-token API call: `(status, JSON body or null)`.
+pub fn admin(
+    server: &Server,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let mut req = http()
+        .request(method, format!("{}{path}", server.url))
+        .bearer_auth(ADMIN_TOKEN);
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    let r = req.send().unwrap();
+    let s = r.status().as_u16();
+    (s, r.json().unwrap_or(Value::Null))
+}
+
+/// Sends a batch until it is acknowledged (the server may be restarting), 30 s at most.
+pub fn send_until_acked(server: &Server, batch: &Value) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let r = http()
+            .post(format!("{}/v1/batch", server.url))
+            .header("authorization", basic(WRITE_KEY))
+            .header("content-type", "application/json")
+            .body(batch.to_string())
+            .send();
+        if r.is_ok_and(|r| r.status().as_u16() == 200) {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "a batch was not acknowledged in 30 s"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
