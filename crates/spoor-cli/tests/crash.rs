@@ -56,6 +56,7 @@ fn client(
     acked: Arc<AtomicU64>,
 ) -> ClientReport {
     let mut rng = Rng(seed ^ (id + 1).wrapping_mul(0xA24B_AED4_963E_E407));
+    spoor_server::tls::install_crypto_provider();
     let http = reqwest::blocking::Client::builder()
         .timeout(Duration::from_secs(10))
         .build()

@@ -238,6 +238,7 @@ impl Server {
                 .stderr(log_file)
                 .spawn()
                 .expect("start spoor serve");
+            spoor_server::tls::install_crypto_provider();
             let http = reqwest::blocking::Client::builder()
                 .timeout(Duration::from_secs(15))
                 .build()

@@ -14,6 +14,7 @@ pub mod metrics;
 pub mod privacy;
 pub mod processor;
 pub mod scheduled_exports;
+pub mod tls;
 pub mod ui;
 
 use auth::{Auth, FirstStart};

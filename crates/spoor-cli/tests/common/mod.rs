@@ -43,6 +43,7 @@ pub fn free_port() -> u16 {
 }
 
 pub fn http() -> reqwest::blocking::Client {
+    spoor_server::tls::install_crypto_provider();
     reqwest::blocking::Client::builder()
         .timeout(Duration::from_secs(20))
         .build()
@@ -136,6 +137,7 @@ impl Server {
     }
 
     fn wait_ready(&mut self) {
+        spoor_server::tls::install_crypto_provider();
         let client = reqwest::blocking::Client::builder()
             .timeout(Duration::from_secs(2))
             .build()

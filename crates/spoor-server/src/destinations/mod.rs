@@ -51,9 +51,7 @@ pub struct Destinations {
 
 impl Destinations {
     pub fn open(dir: &Path) -> Result<Self, store::DeliveryStoreError> {
-        let http = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
+        let http = webhook::client(Vec::new())
             .map_err(|e| store::DeliveryStoreError(format!("http client: {e}")))?;
         Ok(Self {
             store: Arc::new(DeliveryStore::open(dir)?),

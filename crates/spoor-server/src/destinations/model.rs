@@ -131,6 +131,10 @@ pub struct WebhookSettings {
     /// Per-request timeout.
     #[serde(default = "default_timeout_ms")]
     pub timeout_ms: u64,
+    /// Extra CA certificates (PEM) trusted for this https URL besides the system's trust
+    /// store: for a receiver behind a private CA. Public, not a secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_pem: Option<String>,
 }
 
 fn one() -> usize {
@@ -301,13 +305,14 @@ impl Destination {
 fn validate_webhook(w: &WebhookSettings) -> Result<(), String> {
     let url = url::Url::parse(&w.url).map_err(|e| format!("webhook.url: {e}"))?;
     match url.scheme() {
-        "http" => {}
-        "https" => {
-            return Err("webhook.url: https is not supported by this build yet; \
-                put a TLS-terminating proxy in front of an http URL"
-                .into())
+        "http" | "https" => {}
+        s => return Err(format!("webhook.url: scheme {s:?} is not http or https")),
+    }
+    if let Some(pem) = &w.ca_pem {
+        if url.scheme() != "https" {
+            return Err("webhook.ca_pem applies to https URLs only".into());
         }
-        s => return Err(format!("webhook.url: scheme {s:?} is not http")),
+        crate::tls::parse_ca_pem(pem).map_err(|e| format!("webhook.ca_pem: {e}"))?;
     }
     if w.batch_size == 0 || w.batch_size > MAX_BATCH {
         return Err(format!("webhook.batch_size must be 1-{MAX_BATCH}"));

@@ -2,7 +2,7 @@
 //! Standard Webhooks signature, idempotency key) and the classification of the answer into
 //! delivered / retry (with the receiver's `Retry-After`) / permanent failure.
 
-use super::model::{Destination, WebhookAuth};
+use super::model::{Destination, WebhookAuth, WebhookSettings};
 use super::sign;
 use super::source::Compiled;
 use serde_json::Value;
@@ -69,6 +69,35 @@ fn retry_after(h: &reqwest::header::HeaderMap) -> Option<u64> {
     Some(ms.max(0) as u64)
 }
 
+/// Builds the shared client every webhook uses (one connection pool); redirects are not
+/// followed, so a POST is never silently turned into a GET.
+pub fn client(extra_roots: Vec<reqwest::Certificate>) -> reqwest::Result<reqwest::Client> {
+    let mut b = crate::tls::http_client().redirect(reqwest::redirect::Policy::none());
+    for c in extra_roots {
+        b = b.add_root_certificate(c);
+    }
+    b.build()
+}
+
+/// The client for a destination: the shared one, or — for a destination that trusts an
+/// extra CA — one built for that CA, kept for the next requests (its pool is reused).
+fn client_for(shared: &reqwest::Client, w: &WebhookSettings) -> Result<reqwest::Client, String> {
+    static WITH_CA: std::sync::LazyLock<
+        parking_lot::Mutex<std::collections::HashMap<String, reqwest::Client>>,
+    > = std::sync::LazyLock::new(Default::default);
+    let Some(pem) = &w.ca_pem else {
+        return Ok(shared.clone());
+    };
+    let mut m = WITH_CA.lock();
+    if let Some(c) = m.get(pem) {
+        return Ok(c.clone());
+    }
+    let c = client(crate::tls::parse_ca_pem(pem)?)
+        .map_err(|e| format!("cannot build a TLS client for ca_pem: {e}"))?;
+    m.insert(pem.clone(), c.clone());
+    Ok(c)
+}
+
 /// Sends one request; never panics on what the receiver does.
 pub async fn send(http: &reqwest::Client, d: &Destination, id: &str, body: Vec<u8>) -> Outcome {
     let Some(w) = &d.webhook else {
@@ -76,6 +105,15 @@ pub async fn send(http: &reqwest::Client, d: &Destination, id: &str, body: Vec<u
             status: None,
             error: "not a webhook destination".into(),
         };
+    };
+    let http = match client_for(http, w) {
+        Ok(c) => c,
+        Err(error) => {
+            return Outcome::Permanent {
+                status: None,
+                error,
+            }
+        }
     };
     let key = match sign::secret_key(&d.secret) {
         Some(k) => k,
@@ -140,19 +178,32 @@ pub async fn send(http: &reqwest::Client, d: &Destination, id: &str, body: Vec<u
     }
 }
 
+/// Names the cause of a failed request, including the underlying one (refused connection,
+/// DNS, an untrusted certificate…), so the destination's `last_error` says what to fix.
 fn describe(e: &reqwest::Error) -> String {
-    if e.is_timeout() {
-        "timed out".into()
-    } else if e.is_connect() {
-        "cannot connect".into()
-    } else {
-        let mut s = e.to_string();
-        let mut src = std::error::Error::source(e);
-        while let Some(inner) = src {
-            s = format!("{s}: {inner}");
-            src = inner.source();
+    let mut causes = Vec::new();
+    let mut src = std::error::Error::source(e);
+    while let Some(inner) = src {
+        let t = inner.to_string();
+        if !causes.contains(&t) {
+            causes.push(t);
         }
-        s
+        src = inner.source();
+    }
+    let head = if e.is_timeout() {
+        "timed out".to_owned()
+    } else if e.is_connect() {
+        "cannot connect".to_owned()
+    } else {
+        return std::iter::once(e.to_string())
+            .chain(causes)
+            .collect::<Vec<_>>()
+            .join(": ");
+    };
+    if causes.is_empty() {
+        head
+    } else {
+        format!("{head}: {}", causes.join(": "))
     }
 }
 

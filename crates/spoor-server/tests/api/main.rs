@@ -16,4 +16,5 @@ mod profiles;
 mod receiver;
 mod retention;
 mod sinks;
+mod tls;
 mod ui;

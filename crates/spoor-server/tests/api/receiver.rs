@@ -72,6 +72,33 @@ impl Receiver {
         Self { url, inner }
     }
 
+    /// The same receiver behind TLS (https), with the certificate and PKCS#8 key given.
+    pub async fn start_tls(cert_pem: &str, key_pem: &str) -> Self {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        spoor_server::tls::install_crypto_provider();
+        let certs = CertificateDer::pem_slice_iter(cert_pem.as_bytes())
+            .collect::<Result<Vec<_>, _>>()
+            .unwrap();
+        let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).unwrap();
+        let cfg = rustls::ServerConfig::builder()
+            .with_no_client_auth()
+            .with_single_cert(certs, key)
+            .unwrap();
+        let inner = Arc::new(Mutex::new(Inner::default()));
+        let app = Router::new()
+            .route("/{*path}", post(handle))
+            .with_state(inner.clone());
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("https://localhost:{}", l.local_addr().unwrap().port());
+        let l = TlsListener {
+            tcp: l,
+            tls: tokio_rustls::TlsAcceptor::from(Arc::new(cfg)),
+        };
+        tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
+        Self { url, inner }
+    }
+
     pub fn script(&self, path: &str, replies: Vec<Reply>) {
         self.inner
             .lock()
@@ -118,6 +145,33 @@ impl Receiver {
             "{path}: {} of {n} items arrived in 30 s",
             self.delivered(path).len()
         );
+    }
+}
+
+/// A TCP listener that does the TLS handshake before handing the connection to axum; a
+/// failed handshake (a client that does not trust the certificate) is dropped.
+struct TlsListener {
+    tcp: tokio::net::TcpListener,
+    tls: tokio_rustls::TlsAcceptor,
+}
+
+impl axum::serve::Listener for TlsListener {
+    type Io = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
+    type Addr = std::net::SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            let Ok((s, a)) = self.tcp.accept().await else {
+                continue;
+            };
+            if let Ok(t) = self.tls.accept(s).await {
+                return (t, a);
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        self.tcp.local_addr()
     }
 }
 

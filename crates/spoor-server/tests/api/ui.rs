@@ -22,7 +22,7 @@ struct Browser {
 impl Browser {
     fn new(s: &TestServer) -> Self {
         Self {
-            http: reqwest::Client::builder()
+            http: spoor_server::tls::http_client()
                 .redirect(Policy::none())
                 .build()
                 .unwrap(),

@@ -71,7 +71,7 @@ impl TestServer {
         Self {
             url,
             app,
-            http: reqwest::Client::new(),
+            http: spoor_server::tls::http_client().build().unwrap(),
             dir,
             stop: Some(tx),
             task: Some(task),
