@@ -15,6 +15,7 @@ pub mod mapping;
 pub mod model;
 pub mod nats;
 pub mod postgres;
+pub mod postgres_tls;
 pub mod profile_change;
 pub mod sign;
 pub mod sink;

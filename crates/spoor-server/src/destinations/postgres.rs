@@ -12,7 +12,7 @@
 //! one transaction, with one statement per table, so a batch of 500 profiles is a handful
 //! of round trips.
 //!
-//! No TLS yet: the connection is plain TCP (`sslmode=require` is refused when saved).
+//! TLS as the URL's `sslmode` asks, verified against `ca_pem` when given (`postgres_tls.rs`).
 
 use super::model::Destination;
 use super::source::Item;
@@ -23,7 +23,7 @@ use spoor_core::identity::ProfileId;
 use spoor_store::state::StateStore;
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::Client;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -42,6 +42,11 @@ pub struct PostgresSettings {
     /// Connecting and applying one batch.
     #[serde(default = "default_timeout_ms")]
     pub timeout_ms: u64,
+    /// CA certificates (PEM) the server's certificate must chain to, with its name matching
+    /// the host (libpq's `sslrootcert` + `verify-full`). Without it, TLS (per the URL's
+    /// `sslmode`) encrypts but does not verify the server (see `postgres_tls.rs`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_pem: Option<String>,
 }
 
 fn default_schema() -> String {
@@ -68,12 +73,13 @@ impl PostgresSettings {
     pub fn validate(&self) -> Result<(), String> {
         let cfg: tokio_postgres::Config =
             self.url.parse().map_err(|e| format!("postgres.url: {e}"))?;
-        if cfg.get_ssl_mode() == tokio_postgres::config::SslMode::Require {
-            return Err(
-                "postgres.url: sslmode=require is not supported by this build yet \
-                        (plain TCP only)"
-                    .into(),
-            );
+        if self.ca_pem.is_some() {
+            if cfg.get_ssl_mode() != tokio_postgres::config::SslMode::Require {
+                return Err("postgres.ca_pem needs sslmode=require in postgres.url \
+                    (otherwise the connection could fall back to plain TCP)"
+                    .into());
+            }
+            super::postgres_tls::connector(self.ca_pem.as_deref())?;
         }
         if cfg.get_hosts().is_empty() {
             return Err("postgres.url: no host".into());
@@ -255,7 +261,8 @@ pub async fn connect(s: &PostgresSettings) -> Result<Client, String> {
             tokio_postgres::config::Host::Unix(p) => p.display().to_string(),
         })
         .unwrap_or_default();
-    let (client, conn) = tokio::time::timeout(timeout, cfg.connect(NoTls))
+    let tls = super::postgres_tls::connector(s.ca_pem.as_deref())?;
+    let (client, conn) = tokio::time::timeout(timeout, cfg.connect(tls))
         .await
         .map_err(|_| format!("cannot connect to PostgreSQL at {where_}: timed out"))?
         .map_err(|e| format!("cannot connect to PostgreSQL at {where_}: {}", describe(&e)))?;
@@ -467,6 +474,7 @@ mod tests {
             table_prefix: String::new(),
             batch_size: 10,
             timeout_ms: 1000,
+            ca_pem: None,
         }
     }
 
@@ -480,8 +488,15 @@ mod tests {
                 "postgres.url",
             ),
             (
-                |s| s.url = "postgres://h/db?sslmode=require".into(),
-                "postgres.url",
+                |s| {
+                    s.url = "postgres://h/db?sslmode=require".into();
+                    s.ca_pem = Some("not a certificate".into());
+                },
+                "postgres.ca_pem",
+            ),
+            (
+                |s| s.ca_pem = Some("not a certificate".into()),
+                "postgres.ca_pem",
             ),
             (|s| s.schema = "Public".into(), "postgres.schema"),
             (|s| s.schema = "a\"b".into(), "postgres.schema"),

@@ -129,6 +129,58 @@ fn identify(user: &str, plan: &str, n: u64) -> Value {
            "traits": {"plan": plan, "n": n}})
 }
 
+/// `url` with more query parameters.
+fn with_params(url: &str, params: &str) -> String {
+    let sep = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{sep}{params}")
+}
+
+#[tokio::test]
+async fn postgres_sync_over_tls_is_encrypted_and_a_given_ca_is_enforced() {
+    let Some(url) = service_url("SPOOR_TEST_POSTGRES_URL") else {
+        return;
+    };
+    let (schema, app) = (unique("t_"), unique("spoor_tls_"));
+    let tls_url = with_params(&url, &format!("sslmode=require&application_name={app}"));
+    let srv = start().await;
+    let (s, v) = call(
+        &srv,
+        "POST",
+        "/v1/destinations",
+        Some(json!({"name": "db", "type": "postgres",
+                    "postgres": {"url": tls_url, "schema": schema}})),
+    )
+    .await;
+    assert_eq!(s, 201, "{v}");
+    srv.send_processed(vec![identify("u1", "pro", 1)]).await;
+    let c = pg(&url).await;
+    wait_tables(&c, &schema, "1 profile", |(p, _)| p.len() == 1).await;
+    // Every connection of the destination (named by application_name) is TLS.
+    let rows = c
+        .query(
+            "SELECT s.ssl FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid)
+             WHERE a.application_name = $1",
+            &[&app],
+        )
+        .await
+        .unwrap();
+    assert!(!rows.is_empty(), "no connection named {app}");
+    assert!(rows.iter().all(|r| r.get::<_, bool>(0)), "a plain connection");
+
+    // A CA that did not sign the server's certificate: refused, naming the reason.
+    let (s, v) = call(
+        &srv,
+        "POST",
+        "/v1/destinations",
+        Some(json!({"name": "db2", "type": "postgres",
+                    "postgres": {"url": tls_url, "schema": schema,
+                                 "ca_pem": include_str!("fixtures/tls/ca.pem")}})),
+    )
+    .await;
+    assert_ne!(s, 201, "{v}");
+    assert!(v.to_string().contains("certificate"), "{v}");
+}
+
 #[tokio::test]
 async fn postgres_sync_upserts_profiles_and_memberships_and_reflects_exits() {
     let Some(url) = service_url("SPOOR_TEST_POSTGRES_URL") else {
