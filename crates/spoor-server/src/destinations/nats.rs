@@ -13,7 +13,8 @@
 //! pipelined (in order, on one connection, so the stream keeps the order of the log) and
 //! the position advances only once JetStream has acknowledged every message of it.
 //!
-//! No TLS or credentials yet: `nats://host:port` on a trusted network.
+//! TLS with `tls://` (or when the server requires it), trusting the system's CAs plus the
+//! destination's `ca_pem`. No credentials beyond what the URL carries yet.
 
 use super::source::Item;
 use super::webhook::Outcome;
@@ -25,7 +26,7 @@ use std::time::{Duration, Instant};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NatsSettings {
-    /// `nats://host:port`.
+    /// `nats://host:port` (TLS when the server requires it) or `tls://host:port` (always TLS).
     pub url: String,
     /// The JetStream stream that stores the subjects.
     pub stream: String,
@@ -41,6 +42,10 @@ pub struct NatsSettings {
     /// Connecting, and waiting for one batch's acks.
     #[serde(default = "default_timeout_ms")]
     pub timeout_ms: u64,
+    /// Extra CA certificates (PEM) trusted for the server's TLS certificate, besides the
+    /// system's trust store: for a server behind a private CA.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_pem: Option<String>,
 }
 
 fn default_prefix() -> String {
@@ -65,11 +70,11 @@ impl NatsSettings {
     pub fn validate(&self) -> Result<(), String> {
         let url = url::Url::parse(&self.url).map_err(|e| format!("nats.url: {e}"))?;
         match url.scheme() {
-            "nats" => {}
-            "tls" => {
-                return Err("nats.url: tls is not supported by this build yet".into());
-            }
-            s => return Err(format!("nats.url: scheme {s:?} is not nats")),
+            "nats" | "tls" => {}
+            s => return Err(format!("nats.url: scheme {s:?} is not nats or tls")),
+        }
+        if let Some(pem) = &self.ca_pem {
+            tls_config(pem)?;
         }
         if url.host_str().is_none_or(str::is_empty) {
             return Err("nats.url: no host".into());
@@ -139,15 +144,44 @@ pub fn subject(prefix: &str, body: &Value) -> String {
     }
 }
 
+/// A TLS client configuration trusting the system's CAs and those in `pem`.
+fn tls_config(pem: &str) -> Result<rustls::ClientConfig, String> {
+    use rustls::pki_types::{pem::PemObject, CertificateDer};
+    let mut roots = rustls::RootCertStore::empty();
+    // Unreadable system certificates are skipped: the extra CA may be all that is needed.
+    roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
+    let mut n = 0;
+    for c in CertificateDer::pem_slice_iter(pem.as_bytes()) {
+        let c = c.map_err(|e| format!("nats.ca_pem: not PEM certificates: {e}"))?;
+        roots
+            .add(c)
+            .map_err(|e| format!("nats.ca_pem: unusable certificate: {e}"))?;
+        n += 1;
+    }
+    if n == 0 {
+        return Err("nats.ca_pem: no certificate in the PEM text".into());
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS: {e}"))?
+        .with_root_certificates(roots)
+        .with_no_client_auth())
+}
+
 /// Connects and finds (or creates) the stream.
 pub async fn connect(s: &NatsSettings) -> Result<jetstream::Context, String> {
     let timeout = Duration::from_millis(s.timeout_ms);
-    let client = async_nats::ConnectOptions::new()
+    let mut options = async_nats::ConnectOptions::new();
+    if let Some(pem) = &s.ca_pem {
+        options = options.tls_client_config(tls_config(pem)?);
+    }
+    let client = options
         .connection_timeout(timeout)
         .request_timeout(Some(timeout))
         .connect(s.url.as_str())
         .await
-        .map_err(|e| format!("cannot connect to NATS at {}: {e}", s.url))?;
+        .map_err(|e| format!("cannot connect to NATS at {}: {}", s.url, chain(&e)))?;
     let mut js = jetstream::new(client);
     js.set_timeout(timeout);
     if s.create_stream {
@@ -168,6 +202,20 @@ pub async fn connect(s: &NatsSettings) -> Result<jetstream::Context, String> {
         })?;
     }
     Ok(js)
+}
+
+/// An error with its causes (a TLS failure is a cause of a connect error).
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(inner) = src {
+        let t = inner.to_string();
+        if !s.contains(&t) {
+            s = format!("{s}: {t}");
+        }
+        src = inner.source();
+    }
+    s
 }
 
 /// A destination's JetStream context, made on first use (the client reconnects by itself).
@@ -310,12 +358,17 @@ mod tests {
             create_stream: false,
             batch_size: 100,
             timeout_ms: 1000,
+            ca_pem: None,
         };
         assert_eq!(ok.validate(), Ok(()));
         for (change, field) in [
             (
-                (|s: &mut NatsSettings| s.url = "tls://h:4222".into()) as fn(&mut NatsSettings),
+                (|s: &mut NatsSettings| s.url = "ws://h:4222".into()) as fn(&mut NatsSettings),
                 "nats.url",
+            ),
+            (
+                |s| s.ca_pem = Some("not a certificate".into()),
+                "nats.ca_pem",
             ),
             (|s| s.stream = "a.b".into(), "nats.stream"),
             (|s| s.subject_prefix = "a..b".into(), "nats.subject_prefix"),

@@ -11,7 +11,7 @@ use spoor_core::audience::{parse, AudienceDefinition};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-fn service_url(var: &str) -> Option<String> {
+pub(crate) fn service_url(var: &str) -> Option<String> {
     match std::env::var(var) {
         Ok(v) if !v.trim().is_empty() => Some(v),
         _ => {
@@ -25,14 +25,14 @@ fn service_url(var: &str) -> Option<String> {
     }
 }
 
-fn unique(prefix: &str) -> String {
+pub(crate) fn unique(prefix: &str) -> String {
     format!(
         "{prefix}{}",
         &uuid::Uuid::new_v4().simple().to_string()[..12]
     )
 }
 
-async fn start() -> TestServer {
+pub(crate) async fn start() -> TestServer {
     TestServer::start_with(|c| {
         c.processor.checkpoint_ms = 100;
         c.destinations.poll_ms = 10;
@@ -55,7 +55,7 @@ async fn define(srv: &TestServer, name: &str, rule: &str) {
     .await;
 }
 
-async fn pg(url: &str) -> tokio_postgres::Client {
+pub(crate) async fn pg(url: &str) -> tokio_postgres::Client {
     let (c, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
         .await
         .unwrap();
@@ -102,7 +102,7 @@ async fn tables(c: &tokio_postgres::Client, schema: &str) -> Tables {
 }
 
 /// Waits (30 s at most) until the tables satisfy `f`.
-async fn wait_tables(
+pub(crate) async fn wait_tables(
     c: &tokio_postgres::Client,
     schema: &str,
     what: &str,
@@ -124,61 +124,9 @@ async fn profile_id(srv: &TestServer, user: &str) -> String {
     v["id"].as_str().unwrap().to_owned()
 }
 
-fn identify(user: &str, plan: &str, n: u64) -> Value {
+pub(crate) fn identify(user: &str, plan: &str, n: u64) -> Value {
     json!({"type": "identify", "userId": user, "messageId": format!("{user}-id-{n}"),
            "traits": {"plan": plan, "n": n}})
-}
-
-/// `url` with more query parameters.
-fn with_params(url: &str, params: &str) -> String {
-    let sep = if url.contains('?') { '&' } else { '?' };
-    format!("{url}{sep}{params}")
-}
-
-#[tokio::test]
-async fn postgres_sync_over_tls_is_encrypted_and_a_given_ca_is_enforced() {
-    let Some(url) = service_url("SPOOR_TEST_POSTGRES_URL") else {
-        return;
-    };
-    let (schema, app) = (unique("t_"), unique("spoor_tls_"));
-    let tls_url = with_params(&url, &format!("sslmode=require&application_name={app}"));
-    let srv = start().await;
-    let (s, v) = call(
-        &srv,
-        "POST",
-        "/v1/destinations",
-        Some(json!({"name": "db", "type": "postgres",
-                    "postgres": {"url": tls_url, "schema": schema}})),
-    )
-    .await;
-    assert_eq!(s, 201, "{v}");
-    srv.send_processed(vec![identify("u1", "pro", 1)]).await;
-    let c = pg(&url).await;
-    wait_tables(&c, &schema, "1 profile", |(p, _)| p.len() == 1).await;
-    // Every connection of the destination (named by application_name) is TLS.
-    let rows = c
-        .query(
-            "SELECT s.ssl FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid)
-             WHERE a.application_name = $1",
-            &[&app],
-        )
-        .await
-        .unwrap();
-    assert!(!rows.is_empty(), "no connection named {app}");
-    assert!(rows.iter().all(|r| r.get::<_, bool>(0)), "a plain connection");
-
-    // A CA that did not sign the server's certificate: refused, naming the reason.
-    let (s, v) = call(
-        &srv,
-        "POST",
-        "/v1/destinations",
-        Some(json!({"name": "db2", "type": "postgres",
-                    "postgres": {"url": tls_url, "schema": schema,
-                                 "ca_pem": include_str!("fixtures/tls/ca.pem")}})),
-    )
-    .await;
-    assert_ne!(s, 201, "{v}");
-    assert!(v.to_string().contains("certificate"), "{v}");
 }
 
 #[tokio::test]
