@@ -92,6 +92,28 @@ fn destinations_commands() {
     );
     dup.assert_failed();
     assert!(dup.stderr.contains("exists"), "{dup}");
+    // --ca-file sends the PEM as ca_pem; the server checks it (https only).
+    let ca = root.path().join("ca.pem");
+    std::fs::write(
+        &ca,
+        include_str!("../../spoor-server/tests/api/fixtures/tls/ca.pem"),
+    )
+    .unwrap();
+    let out = spoor_admin(
+        &server,
+        t,
+        &[
+            "destinations",
+            "create",
+            "tls",
+            "--webhook-url",
+            &format!("{rx}/ok"),
+            "--ca-file",
+            ca.to_str().unwrap(),
+        ],
+    );
+    out.assert_failed();
+    assert!(out.stderr.contains("https URLs only"), "{out}");
 
     let out = spoor_admin(&server, t, &["destinations", "test", "hook"]);
     out.assert_ok();

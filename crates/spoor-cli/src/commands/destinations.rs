@@ -75,6 +75,11 @@ pub struct DefArgs {
     /// A consent purpose the destination serves (repeatable).
     #[arg(long = "purpose")]
     pub purposes: Vec<String>,
+    /// PEM file of CA certificates to trust for the destination's TLS certificate (a private
+    /// CA): webhook and NATS trust it besides the system's CAs; PostgreSQL verifies against
+    /// it (with sslmode=require).
+    #[arg(long)]
+    pub ca_file: Option<PathBuf>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -248,6 +253,13 @@ impl DefArgs {
         )?;
         let batch = self.batch_size.map(|b| json!(b));
         set("--batch-size", "batch_size", batch, kind.as_str())?;
+        let ca =
+            match &self.ca_file {
+                Some(p) => Some(json!(std::fs::read_to_string(p)
+                    .with_context(|| format!("--ca-file {}", p.display()))?)),
+                None => None,
+            };
+        set("--ca-file", "ca_pem", ca, kind.as_str())?;
         for h in &self.headers {
             let (k, v) = h
                 .split_once(':')
