@@ -246,7 +246,7 @@ pub fn run_preview(app: &AppState, rule: &Rule, opts: PreviewOpts) -> Result<Val
             break;
         }
         // Checked every 64 draws: a clock read costs as much as a miss.
-        if ids.drawn() % 64 == 0 && started.elapsed() > opts.budget {
+        if ids.drawn().is_multiple_of(64) && started.elapsed() > opts.budget {
             truncated = true;
             exhausted = false;
             break;
