@@ -135,8 +135,18 @@ try {
   await page.getByRole('heading', { name: /Audit log/ }).waitFor();
   await page.screenshot({ path: join(shots, '09-privacy.png'), fullPage: true });
 
+  step = 'an admin creates a viewer on the Users page';
+  await page.click('nav >> text=Users');
+  await page.waitForURL(/\/ui\/users$/);
+  await page.fill('form.new-user input[name=name]', `viewer${run}`);
+  await page.selectOption('form.new-user select[name=role]', 'viewer');
+  await page.fill('form.new-user input[name=password]', 'viewer-password');
+  await page.click('form.new-user button:has-text("Create user")');
+  await page.waitForURL(/done=created/);
+  await page.locator(`tr[data-user="viewer${run}"] td.role`, { hasText: 'viewer' }).waitFor();
+  await page.screenshot({ path: join(shots, 'users.png'), fullPage: true });
+
   step = 'a viewer is refused an admin action';
-  await api('POST', '/v1/admin/users', { name: `viewer${run}`, role: 'viewer', password: 'viewer-password' });
   const vpage = await (await browser.newContext({ viewport: { width: 1280, height: 900 } })).newPage();
   vpage.setDefaultTimeout(15000);
   await vpage.goto(base + '/ui/login');
@@ -157,6 +167,9 @@ try {
     return r.status;
   }, cardUrl);
   check(status === 403, `split as a viewer answers 403, got ${status}`);
+  check(await vpage.locator('nav a[href="/ui/users"]').count() === 0, 'no Users link for a viewer');
+  const users = await vpage.goto(base + '/ui/users');
+  check(users.status() === 403, `the Users page answers 403 to a viewer, got ${users.status()}`);
   const resp = await vpage.goto(base + '/ui/audiences/new');
   check(resp.status() === 403, `the audience editor answers 403 to a viewer, got ${resp.status()}`);
   await vpage.screenshot({ path: join(shots, '08-viewer-refused.png'), fullPage: true });

@@ -1,7 +1,8 @@
 //! The web UI in a real browser: starts `spoor demo` on a free port and runs
 //! `tests/ui/e2e.mjs` (Debian's chromium driven by playwright-core): log in, find a profile
 //! by e-mail, see its merged history, create an audience watching the preview size, see it
-//! in the list, see a just-sent event in the debugger, and a viewer refused an admin action.
+//! in the list, see a just-sent event in the debugger, create a viewer on the Users page,
+//! and that viewer refused an admin action.
 //! Screenshots of the main pages go to `<target>/ui-screenshots` (the path is printed).
 //!
 //! Needs `/usr/bin/chromium` (or `SPOOR_CHROMIUM`), Node (`SPOOR_NODE`, default `node`) and

@@ -63,6 +63,8 @@ pub struct Inner {
     pub users: Arc<ui::users::Users>,
     /// Erasure jobs and the suppression list.
     pub privacy: Arc<erasure::Privacy>,
+    /// The web UI's exact audience counts running in the background.
+    pub counts: ui::count::CountJobs,
 }
 
 impl Deref for AppState {
@@ -201,6 +203,7 @@ impl AppState {
             audit,
             users,
             privacy,
+            counts: Default::default(),
         };
         Ok((Self(Arc::new(inner)), first))
     }
@@ -247,6 +250,7 @@ pub async fn serve(
     .await;
     // Workers hold the stores open; stop them so the data directory can be reopened.
     app.destinations.shutdown().await;
+    app.counts.stop_all();
     background.push(syncing);
     for task in background {
         task.abort();

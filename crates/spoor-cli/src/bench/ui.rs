@@ -107,8 +107,41 @@ pub fn run(args: UiBenchArgs) -> anyhow::Result<()> {
         std::thread::sleep(Duration::from_millis(200));
     }
     let processed_in = started.elapsed().as_secs_f64();
-    // Measure the steady state: right after a bulk load the processor's pending layer holds
-    // most profiles until the checkpoint lands, and scans (previews) merge all of it.
+    // Right after a bulk load the processor's pending layer holds most profiles until the
+    // checkpoint lands: scans in id order merge all of it per page; the preview's sampled
+    // point lookups should not care. Measured now, if the checkpoint has not landed yet.
+    let pending_before =
+        last.saturating_sub(app.processor.status.durable_seq.load(Ordering::Acquire));
+    if pending_before > 0 {
+        let (session, s) = {
+            app.users
+                .create("bench-early", Role::Marketer, "bench-password")
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            app.users
+                .login("bench-early", "bench-password", "127.0.0.1")
+                .map_err(|e| anyhow::anyhow!("{e:?}"))?
+        };
+        let cookie = format!("spoor_session={session}");
+        rt.block_on(async {
+            let mut ts = Vec::new();
+            let mut last_text = String::new();
+            for _ in 0..5 {
+                let req = preview_req(&http, &url, &cookie, &s.csrf, r#"trait plan = "vip""#);
+                let t = Instant::now();
+                let body = req.send().await?.text().await?;
+                ts.push(t.elapsed());
+                last_text = preview_text(&body);
+            }
+            let still = last.saturating_sub(app.processor.status.durable_seq.load(Ordering::Acquire));
+            report(
+                &format!("preview before the checkpoint ({pending_before} events pending, {still} after)"),
+                ts,
+            );
+            println!("      → {}", last_text.trim());
+            anyhow::Ok(())
+        })?;
+    }
+    // Then the steady state, after the checkpoint.
     let deadline = Instant::now() + Duration::from_secs(600);
     while app.processor.status.durable_seq.load(Ordering::Acquire) < last
         && Instant::now() < deadline
@@ -166,13 +199,8 @@ pub fn run(args: UiBenchArgs) -> anyhow::Result<()> {
         ] {
             let mut ts = Vec::new();
             let mut last = Value::Null;
-            for _ in 0..args.requests.min(10) {
-                let req = http
-                    .post(format!("{url}/ui/audiences/preview"))
-                    .header("cookie", &cookie)
-                    .header("x-csrf-token", &csrf)
-                    .header("content-type", "application/x-www-form-urlencoded")
-                    .body(format!("rule={}", url_encode(rule)));
+            for _ in 0..args.requests {
+                let req = preview_req(&http, &url, &cookie, &csrf, rule);
                 let t = Instant::now();
                 let body = req.send().await?.text().await?;
                 ts.push(t.elapsed());
@@ -180,6 +208,42 @@ pub fn run(args: UiBenchArgs) -> anyhow::Result<()> {
             }
             report(what, ts);
             println!("      → {}", last.as_str().unwrap_or("").trim());
+            // The exact count of the same rule, as the editor's "Count exactly" runs it.
+            let t = Instant::now();
+            let body = http
+                .post(format!("{url}/ui/audiences/count"))
+                .header("cookie", &cookie)
+                .header("x-csrf-token", &csrf)
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(format!("rule={}", url_encode(rule)))
+                .send()
+                .await?
+                .text()
+                .await?;
+            let job = body
+                .split("hx-get=\"")
+                .nth(1)
+                .and_then(|r| r.split('"').next())
+                .with_context(|| format!("no count job in {body}"))?
+                .to_owned();
+            let exact = loop {
+                tokio::time::sleep(Duration::from_millis(250)).await;
+                let frag = http
+                    .get(format!("{url}{job}"))
+                    .header("cookie", &cookie)
+                    .send()
+                    .await?
+                    .text()
+                    .await?;
+                if let Some(i) = frag.find("id=\"count-size\">") {
+                    break frag[i + 16..].split('<').next().unwrap_or("").to_owned();
+                }
+                ensure!(!frag.contains("count error"), "the count failed: {frag}");
+            };
+            println!(
+                "      count exactly (background job): {exact} in {:.1} s",
+                t.elapsed().as_secs_f64()
+            );
         }
         for (what, path) in [
             ("overview", "/ui/"),
@@ -200,7 +264,22 @@ pub fn run(args: UiBenchArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The preview's headline ("≈ 1234 of 1000100 profiles match (…)") without its tags.
+fn preview_req(
+    http: &reqwest::Client,
+    url: &str,
+    cookie: &str,
+    csrf: &str,
+    rule: &str,
+) -> reqwest::RequestBuilder {
+    http.post(format!("{url}/ui/audiences/preview"))
+        .header("cookie", cookie)
+        .header("x-csrf-token", csrf)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("rule={}&seed=7", url_encode(rule)))
+}
+
+/// The preview's headline ("≈ 1234 ± 56 (95%) of 1000100 profiles match (…)") without its
+/// tags.
 fn preview_text(body: &str) -> String {
     let Some(start) = body.find("<p class=\"preview-size\">") else {
         return body.chars().take(200).collect();

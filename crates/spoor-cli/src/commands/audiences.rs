@@ -452,10 +452,16 @@ pub fn audiences(cmd: AudiencesCmd) -> anyhow::Result<()> {
                 }
                 let how = if r["exact"] == true {
                     "exact".to_string()
-                } else if r["truncated"] == true {
-                    "estimated; stopped at the time budget".to_string()
                 } else {
-                    "estimated".to_string()
+                    format!(
+                        "± {} at 95 %, estimated from a uniform random sample{}",
+                        s(&r["margin_95"]),
+                        if r["truncated"] == true {
+                            "; stopped at the time budget"
+                        } else {
+                            ""
+                        }
+                    )
                 };
                 println!(
                     "matched {} of {} profiles scanned ({} in total) in {} ms",

@@ -1,5 +1,6 @@
 //! `/v1/audiences`: define audiences (create, list, show, replace, delete), validate a rule
-//! (text ⇄ JSON conversion) and preview one by brute force before saving it.
+//! (text ⇄ JSON conversion) and preview one before saving it (`api/preview.rs`: evaluated
+//! over a uniform random sample of the live profiles).
 //!
 //! A rule is given as text (`"rule"`) or in its JSON form (`"rule_json"`), never both. It is
 //! checked against the computed traits and audiences that exist; a rule that does not parse
@@ -10,6 +11,7 @@
 //!
 //! Memberships (members, size, overlap) are served by `api/memberships.rs`.
 
+use super::preview::{run_preview, PreviewOpts};
 use crate::auth::{Caller, Need};
 use crate::defs::{Backfill, DefsError};
 use crate::error::ApiError;
@@ -23,13 +25,10 @@ use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use spoor_core::audience::{
-    evaluate, AudienceDefinition, Catalog, DefinitionError, Dependencies, EventFact, ParseError,
-    ProfileFacts, Rule, RuleError,
+    AudienceDefinition, Catalog, DefinitionError, Dependencies, ParseError, Rule, RuleError,
 };
-use spoor_core::identity::ProfileId;
-use spoor_core::profile::parse_event;
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// The largest definition body accepted (a rule is a few hundred bytes; this is generous).
 pub(crate) const MAX_BODY: usize = 64 * 1024;
@@ -44,8 +43,6 @@ const PREVIEW_SCAN_DEFAULT: usize = 20_000;
 const PREVIEW_SCAN_MAX: usize = 200_000;
 /// A preview stops after this long and says so (`"truncated": true`).
 const PREVIEW_BUDGET: Duration = Duration::from_secs(2);
-/// Events read per person in a preview (the newest ones, if a person has more).
-const PREVIEW_EVENTS_PER_PROFILE: usize = 100_000;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -95,6 +92,9 @@ pub struct PreviewIn {
     pub sample: Option<usize>,
     /// Profiles to evaluate at most (default 20 000, at most 200 000).
     pub scan: Option<usize>,
+    /// Seeds the random sample (default: a fresh one): the same seed over the same data
+    /// evaluates the same people.
+    pub seed: Option<u64>,
 }
 
 // ------------------------------------------------------------------------------------------
@@ -416,7 +416,8 @@ pub(crate) async fn validate(
     })))
 }
 
-/// Evaluates a rule over live profiles, by brute force, now: how many match and who.
+/// Evaluates a rule over a uniform random sample of the live profiles, now: how many match
+/// (exact when everyone was evaluated, otherwise an estimate with its 95 % interval) and who.
 async fn preview(
     State(app): State<AppState>,
     caller: Caller,
@@ -437,116 +438,14 @@ async fn preview(
         .scan
         .unwrap_or(PREVIEW_SCAN_DEFAULT)
         .clamp(1, PREVIEW_SCAN_MAX);
-    let out =
-        tokio::task::spawn_blocking(move || run_preview(&app, &rule, sample, scan, PREVIEW_BUDGET))
-            .await
-            .map_err(ApiError::internal)??;
+    let opts = PreviewOpts {
+        sample,
+        scan,
+        budget: PREVIEW_BUDGET,
+        seed: body.seed.unwrap_or_else(rand::random),
+    };
+    let out = tokio::task::spawn_blocking(move || run_preview(&app, &rule, opts))
+        .await
+        .map_err(ApiError::internal)??;
     Ok(Json(out))
-}
-
-/// A person's events (all identifiers merged), as facts, for brute-force evaluation.
-fn events_of(
-    app: &AppState,
-    r: &spoor_store::state::StateReader,
-    pid: ProfileId,
-) -> Result<Vec<EventFact>, ApiError> {
-    let cluster = r.cluster(pid)?;
-    let rows = r.timeline(&cluster, None, PREVIEW_EVENTS_PER_PROFILE)?;
-    let mut out = Vec::with_capacity(rows.len());
-    for c in rows {
-        let Some(e) = app
-            .reader
-            .read_from(c.seq, 1)?
-            .into_iter()
-            .next()
-            .filter(|e| e.seq == c.seq)
-        else {
-            continue;
-        };
-        if let Ok(view) = parse_event(e.seq, e.timestamp_ms, &e.payload) {
-            out.push(EventFact::from_view(&view));
-        }
-    }
-    Ok(out)
-}
-
-/// `budget`: the time after which the scan stops and the size is estimated from what was
-/// evaluated (the API allows 2 s; the UI's live preview less, as it runs while typing).
-pub(crate) fn run_preview(
-    app: &AppState,
-    rule: &Rule,
-    sample: usize,
-    scan: usize,
-    budget: Duration,
-) -> Result<Value, ApiError> {
-    let started = Instant::now();
-    let now = now_ms(app);
-    let deps = Dependencies::of(rule);
-    let r = app.state.reader()?;
-    let total = r.live_profiles()?;
-    let (mut scanned, mut matched) = (0usize, 0usize);
-    let mut members = Vec::new();
-    let mut after = None;
-    let mut complete = false;
-    let mut truncated = false;
-    'scan: loop {
-        let chunk = r.list_profiles(after, 500)?;
-        if chunk.is_empty() {
-            complete = true;
-            break;
-        }
-        for p in chunk {
-            if scanned >= scan {
-                break 'scan;
-            }
-            if started.elapsed() > budget {
-                truncated = true;
-                break 'scan;
-            }
-            after = Some(p.id);
-            scanned += 1;
-            let mut facts = ProfileFacts::with_consent(&p, &app.consent);
-            facts.computed = p.activation.values.clone();
-            facts.audiences = p.activation.members.keys().cloned().collect();
-            if !deps.group_traits.is_empty() {
-                for gid in p.groups.keys() {
-                    if let Some(g) = r.group(gid)? {
-                        facts.groups.push(g.trait_values());
-                    }
-                }
-            }
-            let events = if deps.events.is_empty() {
-                Vec::new()
-            } else {
-                events_of(app, &r, p.id)?
-            };
-            if evaluate(rule, &facts, &events, now) {
-                matched += 1;
-                if members.len() < sample {
-                    members.push(json!({"id": p.id.to_string(), "traits": p.trait_values()}));
-                }
-            }
-        }
-    }
-    // `live_profiles` is as of the last checkpoint; a complete scan knows better.
-    let total = if complete {
-        scanned as u64
-    } else {
-        total.max(scanned as u64)
-    };
-    let estimated = if complete || scanned == 0 {
-        matched as u64
-    } else {
-        ((matched as f64) * (total as f64) / (scanned as f64)).round() as u64
-    };
-    Ok(json!({
-        "matched": matched,
-        "scanned": scanned,
-        "total_profiles": total,
-        "estimated_size": estimated,
-        "exact": complete,
-        "truncated": truncated,
-        "sample": members,
-        "took_ms": started.elapsed().as_millis() as u64,
-    }))
 }

@@ -10,6 +10,7 @@ pub mod exports;
 pub mod health;
 pub mod ingest;
 pub mod memberships;
+pub mod preview;
 pub mod privacy;
 pub mod profiles;
 pub mod settings;

@@ -28,7 +28,7 @@ pub struct UserIn {
 }
 
 fn out(u: &crate::ui::users::User) -> Value {
-    json!({"name": u.name, "role": u.role.as_str(), "created_at": u.created_at})
+    json!({"name": u.name, "role": u.role.as_str(), "created_at": u.created_at, "last_login": u.last_login})
 }
 
 async fn list(State(app): State<AppState>, caller: Caller) -> Result<Json<Value>, ApiError> {

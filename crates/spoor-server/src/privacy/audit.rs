@@ -196,8 +196,11 @@ pub fn classify(method: &str, route: &str) -> Option<&'static str> {
         return None;
     }
     let export = route.ends_with("/export") || route.ends_with("/privacy-export");
-    // POSTs that only evaluate (a preview returns sample profiles) read, not change.
-    let evaluates = route.ends_with("/preview") || route.ends_with("/validate");
+    // POSTs that only evaluate (a preview returns sample profiles, a count a number) read,
+    // not change.
+    let evaluates = route.ends_with("/preview")
+        || route.ends_with("/validate")
+        || route == "/ui/audiences/count";
     match method {
         "POST" if evaluates => Some("read"),
         "GET" | "HEAD" if export => Some("export"),
@@ -297,6 +300,10 @@ mod tests {
             Some("change")
         );
         assert_eq!(classify("POST", "/ui/audiences/preview"), Some("read"));
+        assert_eq!(classify("POST", "/ui/audiences/count"), Some("read"));
+        assert_eq!(classify("GET", "/ui/audiences/count/{id}"), None);
+        assert_eq!(classify("POST", "/ui/users/{name}/role"), Some("change"));
+        assert_eq!(classify("GET", "/ui/users"), None);
         assert_eq!(classify("GET", "/ui/audiences"), None);
         assert_eq!(classify("POST", "/ui/login"), None);
         assert_eq!(

@@ -1,13 +1,17 @@
 //! Audiences: the list with sizes, the rule editor with positioned errors and a live
 //! preview (htmx posts the text 400 ms after the last key stroke), save, and overlap.
 //!
-//! The preview is the API's brute-force preview (`run_preview`): the same code path the
-//! API and CLI use, bounded by its scan limit and time budget.
+//! The preview is the API's preview (`api::preview::run_preview`, a uniform random sample of
+//! the live profiles): the same code path the API and CLI use, with the UI's time budget
+//! (`ui.preview_budget_ms`) and a seed kept by the editor page, so the sample — and with it
+//! the size — changes only with the rule while one editor is open. *Count exactly* runs the
+//! full evaluation as a background job (`count.rs`).
 
 use super::html::{self, esc, url, val};
 use super::users::Role;
 use super::{Posted, UiError, UiUser};
 use crate::api::audiences as api;
+use crate::api::preview::{run_preview, PreviewOpts};
 use crate::error::ApiError;
 use crate::AppState;
 use axum::body::Bytes;
@@ -19,11 +23,9 @@ use std::fmt::Write;
 
 /// Members shown in a preview.
 const SAMPLE: usize = 10;
-/// Profiles a live preview evaluates at most, and for how long: it runs on every pause in
-/// typing, so it answers fast with an estimate (scaled from the profiles evaluated, which
-/// come in id order — random with respect to behaviour); saving gives the exact size.
+/// Profiles a live preview evaluates at most; `ui.preview_budget_ms` bounds it in time. It
+/// runs on every pause in typing, so it answers fast with an estimate and its margin.
 const SCAN: usize = 20_000;
-const BUDGET: std::time::Duration = std::time::Duration::from_millis(250);
 
 /// `GET /ui/audiences`
 pub async fn list(State(app): State<AppState>, who: UiUser) -> Result<Response, UiError> {
@@ -122,9 +124,10 @@ fn editor_page(who: &UiUser, name: Option<&str>, description: &str, rule: &str) 
     let body = format!(
         r##"<form method="post" action="/ui/audiences" class="editor">{csrf}{name_field}
 <label>Description <input name="description" value="{desc}" size="60"></label>
+<input type="hidden" name="seed" value="{seed}">
 <label>Rule <textarea name="rule" rows="6" cols="80" spellcheck="false"
  hx-post="/ui/audiences/preview" hx-trigger="load, input changed delay:400ms" hx-target="#preview"
- placeholder='performed "Order Completed" at least 2 times within 30d'>{rule}</textarea></label>
+ hx-include="[name=seed]" placeholder='performed "Order Completed" at least 2 times within 30d'>{rule}</textarea></label>
 {save}</form>
 <section id="preview" aria-live="polite"></section>
 <details class="help"><summary>Rule language</summary><pre>trait plan = "pro"
@@ -134,6 +137,7 @@ performed "Product Viewed" where category = "shoes" at least 3 times within 30d
 performed "Product Added" and not followed by "Order Completed" within 2h
 not in audience "employees"    (… and … or not …)</pre></details>"##,
         csrf = html::csrf_field(who.csrf()),
+        seed = rand::random::<u64>(),
         desc = esc(description),
         rule = esc(rule),
     );
@@ -204,27 +208,55 @@ pub async fn preview(State(app): State<AppState>, posted: Posted) -> Result<Html
         Ok(r) => r,
         Err(e) => return Ok(Html(rule_error(&rule_text, &e))),
     };
+    let opts = PreviewOpts {
+        sample: SAMPLE,
+        scan: SCAN,
+        budget: std::time::Duration::from_millis(app.cfg.ui.preview_budget_ms),
+        seed: posted
+            .field("seed")
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(rand::random),
+    };
     let app2 = app.clone();
-    let out =
-        tokio::task::spawn_blocking(move || api::run_preview(&app2, &rule, SAMPLE, SCAN, BUDGET))
-            .await
-            .map_err(ApiError::internal)??;
-    let exact = out["exact"].as_bool().unwrap_or(false);
-    let size = if exact {
-        format!("{}", out["matched"])
+    let out = tokio::task::spawn_blocking(move || run_preview(&app2, &rule, opts))
+        .await
+        .map_err(ApiError::internal)??;
+    let exact = out["exact"] == true;
+    let (size, margin) = if exact {
+        (out["matched"].to_string(), String::new())
     } else {
-        format!("≈ {}", out["estimated_size"])
+        (
+            format!("≈ {}", out["estimated_size"]),
+            format!(
+                r#" <span class="margin" title="95 % interval: {lo} to {hi}">± {m} (95%)</span>"#,
+                m = out["margin_95"],
+                lo = out["interval_95"][0],
+                hi = out["interval_95"][1],
+            ),
+        )
+    };
+    let how = if exact {
+        format!("every profile evaluated in {} ms", out["took_ms"])
+    } else {
+        format!(
+            "estimated from a random sample of {} evaluated in {} ms{}",
+            out["scanned"],
+            out["took_ms"],
+            if out["truncated"] == true {
+                ", stopped at the time budget"
+            } else {
+                ""
+            }
+        )
+    };
+    let count = if exact {
+        String::new()
+    } else {
+        r##"<div id="count"><button type="button" class="secondary" hx-post="/ui/audiences/count" hx-include="[name=rule]" hx-target="#count" hx-swap="outerHTML">Count exactly</button></div>"##.to_owned()
     };
     let mut b = format!(
-        r#"<p class="preview-size"><b id="preview-size">{size}</b> of {total} profiles match <span class="muted">({scanned} evaluated in {ms} ms{trunc})</span></p><table class="sample"><tr><th>sample member</th><th>traits</th></tr>"#,
+        r#"<p class="preview-size"><b id="preview-size">{size}</b>{margin} of {total} profiles match <span class="muted">({how})</span></p>{count}<table class="sample"><tr><th>sample member</th><th>traits</th></tr>"#,
         total = out["total_profiles"],
-        scanned = out["scanned"],
-        ms = out["took_ms"],
-        trunc = if out["truncated"] == true {
-            ", stopped at the time budget"
-        } else {
-            ""
-        },
     );
     if let Some(s) = out["sample"].as_array() {
         for m in s {

@@ -69,6 +69,7 @@ const NAV: &[(&str, &str, Role)] = &[
     ("/ui/sources", "Sources", Role::Viewer),
     ("/ui/destinations", "Destinations", Role::Viewer),
     ("/ui/privacy", "Privacy", Role::Admin),
+    ("/ui/users", "Users", Role::Admin),
 ];
 
 /// The page around `body`: navigation, the user, logout, and htmx's CSRF header.

@@ -13,6 +13,7 @@
 //! `hx-headers` on `<body>`), and a login rate limiter per user and per address.
 
 pub mod audiences;
+pub mod count;
 pub mod html;
 pub mod overview;
 pub mod privacy;
@@ -21,6 +22,7 @@ pub mod session;
 pub mod sizes;
 pub mod sources;
 pub mod users;
+pub mod users_page;
 
 use crate::AppState;
 use axum::http::header;
@@ -47,6 +49,9 @@ pub struct UiConfig {
     pub login_lockout_secs: u64,
     /// Seconds between samples of the audience sizes the audience list draws over time.
     pub size_sample_secs: u64,
+    /// How long the audience editor's live preview evaluates a random sample before it
+    /// answers with an estimate, milliseconds.
+    pub preview_budget_ms: u64,
 }
 
 impl Default for UiConfig {
@@ -58,6 +63,7 @@ impl Default for UiConfig {
             login_window_secs: 900,
             login_lockout_secs: 300,
             size_sample_secs: 3600,
+            preview_budget_ms: 60,
         }
     }
 }
@@ -101,7 +107,16 @@ pub fn routes() -> Router<AppState> {
         .route("/ui/audiences/new", get(audiences::editor_new))
         .route("/ui/audiences/preview", post(audiences::preview))
         .route("/ui/audiences/overlap", get(audiences::overlap))
+        .route("/ui/audiences/count", post(count::start))
+        .route("/ui/audiences/count/{id}", get(count::poll))
         .route("/ui/audiences/{name}", get(audiences::editor))
+        .route("/ui/users", get(users_page::page).post(users_page::create))
+        .route("/ui/users/{name}/role", post(users_page::set_role))
+        .route(
+            "/ui/users/{name}/password",
+            post(users_page::reset_password),
+        )
+        .route("/ui/users/{name}/delete", post(users_page::delete))
         .route("/ui/privacy", get(privacy::page))
         .route("/ui/privacy/erase", post(privacy::erase))
         .route("/ui/privacy/export", get(privacy::export))

@@ -60,6 +60,10 @@ pub struct User {
     /// PHC string (`$argon2id$v=19$…`), salt included.
     pub password_hash: String,
     pub created_at: DateTime<Utc>,
+    /// The last successful login (absent for users who never logged in, and for those
+    /// created before this was recorded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_login: Option<DateTime<Utc>>,
 }
 
 impl User {
@@ -141,6 +145,16 @@ fn valid_user_name(name: &str) -> Result<(), ApiError> {
     }
 }
 
+/// The strength rule for every password set (CLI, API, UI): at least 8 characters.
+pub fn check_password(password: &str) -> Result<(), ApiError> {
+    if password.chars().count() < 8 {
+        return Err(ApiError::InvalidRequest(
+            "a password must be at least 8 characters".into(),
+        ));
+    }
+    Ok(())
+}
+
 /// Hashes with argon2id and a random 16-byte salt (the crate's default parameters: 19 MiB,
 /// 2 passes — OWASP's recommendation).
 pub fn hash_password(password: &str) -> Result<String, ApiError> {
@@ -199,11 +213,7 @@ impl Users {
     /// Creates a user. A password shorter than 8 characters is refused.
     pub fn create(&self, name: &str, role: Role, password: &str) -> Result<User, ApiError> {
         valid_user_name(name)?;
-        if password.chars().count() < 8 {
-            return Err(ApiError::InvalidRequest(
-                "a password must be at least 8 characters".into(),
-            ));
-        }
+        check_password(password)?;
         let hash = hash_password(password)?;
         let mut users = self.users.lock();
         if users.iter().any(|u| u.name == name) {
@@ -214,6 +224,7 @@ impl Users {
             role,
             password_hash: hash,
             created_at: Utc::now(),
+            last_login: None,
         };
         let mut next = users.clone();
         next.push(user.clone());
@@ -222,28 +233,84 @@ impl Users {
         Ok(user)
     }
 
-    /// Deletes a user and ends their sessions. The last admin cannot be deleted.
-    pub fn delete(&self, name: &str) -> Result<User, ApiError> {
+    /// Applies `change` to the user `name` and saves, under the users lock. The change is
+    /// refused when it would leave no admin.
+    fn change(
+        &self,
+        name: &str,
+        change: impl FnOnce(&mut Vec<User>, usize) -> Result<User, ApiError>,
+    ) -> Result<User, ApiError> {
         let mut users = self.users.lock();
         let Some(pos) = users.iter().position(|u| u.name == name) else {
             return Err(ApiError::NotFound(format!("no user {name:?}")));
         };
-        if users[pos].role == Role::Admin
-            && users.iter().filter(|u| u.role == Role::Admin).count() == 1
-        {
+        let mut next = users.clone();
+        let out = change(&mut next, pos)?;
+        if !next.iter().any(|u| u.role == Role::Admin) {
             return Err(ApiError::Conflict(format!(
-                "{name:?} is the last admin; create another admin first"
+                "{name:?} is the last admin; make another user admin first"
             )));
         }
-        let mut next = users.clone();
-        let gone = next.remove(pos);
         self.save_users(&next)?;
         *users = next;
-        drop(users);
+        Ok(out)
+    }
+
+    /// Ends every session of `name` except the one whose hash is `keep`.
+    fn end_sessions(&self, name: &str, keep: Option<&str>) -> Result<(), ApiError> {
         let mut sessions = self.sessions.lock();
-        sessions.retain(|_, s| s.user != name);
-        self.save_sessions(&sessions)?;
+        let before = sessions.len();
+        sessions.retain(|h, s| s.user != name || Some(h.as_str()) == keep);
+        if sessions.len() != before {
+            self.save_sessions(&sessions)?;
+        }
+        Ok(())
+    }
+
+    /// Deletes a user and ends their sessions. The last admin cannot be deleted.
+    pub fn delete(&self, name: &str) -> Result<User, ApiError> {
+        let gone = self.change(name, |users, pos| Ok(users.remove(pos)))?;
+        self.end_sessions(name, None)?;
         Ok(gone)
+    }
+
+    /// Changes a user's role; the last admin cannot be demoted. Sessions stay: each request
+    /// reads the user's current role.
+    pub fn set_role(&self, name: &str, role: Role) -> Result<User, ApiError> {
+        self.change(name, |users, pos| {
+            users[pos].role = role;
+            Ok(users[pos].clone())
+        })
+    }
+
+    /// Sets a new password (the same strength rule as at creation) and ends the user's
+    /// sessions, except `keep` (the session hash of an admin resetting their own).
+    pub fn set_password(
+        &self,
+        name: &str,
+        password: &str,
+        keep: Option<&str>,
+    ) -> Result<User, ApiError> {
+        check_password(password)?;
+        let hash = hash_password(password)?;
+        let user = self.change(name, |users, pos| {
+            users[pos].password_hash = hash;
+            Ok(users[pos].clone())
+        })?;
+        self.end_sessions(name, keep)?;
+        Ok(user)
+    }
+
+    fn record_login(&self, name: &str) {
+        let mut users = self.users.lock();
+        let mut next = users.clone();
+        if let Some(u) = next.iter_mut().find(|u| u.name == name) {
+            u.last_login = Some(Utc::now());
+        }
+        match self.save_users(&next) {
+            Ok(()) => *users = next,
+            Err(e) => tracing::error!(cause = %e, "cannot record a ui login"),
+        }
     }
 
     /// On first start with no users: creates `admin` with `password` (or a random one) and
@@ -327,6 +394,7 @@ impl Users {
             return Err(LoginError::Invalid);
         };
         self.failures.lock().remove(&ukey);
+        self.record_login(&user.name);
         let token = random_token(40);
         let session = Session {
             token_hash: hash_secret(&token),
@@ -440,7 +508,33 @@ mod tests {
         let (name, _) = u.initialize(None).unwrap().unwrap();
         assert!(u.initialize(None).unwrap().is_none(), "only once");
         assert!(u.delete(&name).is_err());
+        assert!(u.set_role(&name, Role::Viewer).is_err(), "not demoted");
         u.create("root2", Role::Admin, "password2").unwrap();
+        u.set_role(&name, Role::Viewer).unwrap();
+        assert!(u.set_role("root2", Role::Marketer).is_err());
+        u.set_role(&name, Role::Admin).unwrap();
         u.delete(&name).unwrap();
+        assert!(u.delete("root2").is_err());
+        assert_eq!(u.list().len(), 1);
+    }
+
+    #[test]
+    fn a_new_password_ends_the_other_sessions_and_logins_are_recorded() {
+        let (_d, u) = users();
+        u.create("ann", Role::Admin, "correct horse").unwrap();
+        assert!(u.get("ann").unwrap().last_login.is_none());
+        let (t1, s1) = u.login("ann", "correct horse", "::1").unwrap();
+        let (t2, _) = u.login("ann", "correct horse", "::2").unwrap();
+        assert!(u.get("ann").unwrap().last_login.is_some());
+        assert!(u.set_password("ann", "short", None).is_err());
+        u.set_password("ann", "battery staple", Some(&s1.token_hash))
+            .unwrap();
+        assert!(u.session(&t1).is_some(), "the resetting session stays");
+        assert!(u.session(&t2).is_none(), "the other one ends");
+        assert_eq!(
+            u.login("ann", "correct horse", "::3").unwrap_err(),
+            LoginError::Invalid
+        );
+        assert!(u.login("ann", "battery staple", "::3").is_ok());
     }
 }

@@ -104,17 +104,28 @@ pub(crate) struct ChunkReader<'f> {
     buf: Vec<u8>,
     /// File offset of `buf[0]`.
     buf_start: u64,
+    /// Bytes fetched per read (more when one frame is longer).
+    chunk: usize,
 }
 
 const CHUNK: usize = 256 * 1024;
+/// The chunk of a read of a few frames: walking from the nearest index entry (at most 255
+/// frames) to them needs tens of KiB, and a 256 KiB fetch per lookup would dominate reads
+/// of single events scattered over the log (a person's events, the audience preview).
+pub(crate) const SMALL_CHUNK: usize = 32 * 1024;
 
 impl<'f> ChunkReader<'f> {
     pub(crate) fn new(file: &'f File, end: u64) -> Self {
+        Self::with_chunk(file, end, CHUNK)
+    }
+
+    pub(crate) fn with_chunk(file: &'f File, end: u64, chunk: usize) -> Self {
         ChunkReader {
             file,
             end,
             buf: Vec::new(),
             buf_start: 0,
+            chunk,
         }
     }
 
@@ -126,7 +137,7 @@ impl<'f> ChunkReader<'f> {
         let have =
             off >= self.buf_start && off + len as u64 <= self.buf_start + self.buf.len() as u64;
         if !have {
-            let want = (len.max(CHUNK) as u64).min(self.end - off) as usize;
+            let want = (len.max(self.chunk) as u64).min(self.end - off) as usize;
             self.buf.resize(want, 0);
             read_exact_at(self.file, &mut self.buf, off)?;
             self.buf_start = off;

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-use super::frame::{ChunkReader, FRAME_HEADER};
+use super::frame::{ChunkReader, FRAME_HEADER, SMALL_CHUNK};
 use super::segment::{SegMeta, INDEX_EVERY};
 use super::LogEntry;
 use crate::error::{StoreError, StoreResult};
@@ -137,7 +137,12 @@ impl LogReader {
                 break;
             };
             let file = File::open(&loc.path).map_err(|e| StoreError::io(&loc.path, e))?;
-            let mut chunks = ChunkReader::new(&file, loc.durable_len);
+            // A read of a few entries fetches small chunks (see `SMALL_CHUNK`).
+            let mut chunks = if max <= 64 {
+                ChunkReader::with_chunk(&file, loc.durable_len, SMALL_CHUNK)
+            } else {
+                ChunkReader::new(&file, loc.durable_len)
+            };
             let (mut off, mut seq) = (loc.start_off, loc.start_seq);
             while seq <= loc.seg_last && out.len() < limit && bytes < max_bytes {
                 let (h, payload) = chunks
