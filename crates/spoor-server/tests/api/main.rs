@@ -18,3 +18,5 @@ mod retention;
 mod sinks;
 mod tls;
 mod ui;
+mod ui_preview;
+mod ui_users;

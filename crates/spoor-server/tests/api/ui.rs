@@ -1,27 +1,28 @@
 //! The web UI's security: nothing without a login, CSRF on every form, cookie flags, login
-//! rate limiting, and roles (viewers and marketers refused what is not theirs); the Users
-//! page; the audience preview's sample and the exact count.
+//! rate limiting, and roles (viewers and marketers refused what is not theirs). The Users
+//! page is tested in `ui_users.rs`, the audience preview's sample and exact count in
+//! `ui_preview.rs`.
 
 use crate::common::{TestServer, ADMIN_PASSWORD, ADMIN_TOKEN};
 use reqwest::header::{COOKIE, LOCATION, SET_COOKIE};
 use reqwest::redirect::Policy;
 use serde_json::json;
 
-fn encode(form: &[(&str, &str)]) -> String {
+pub(crate) fn encode(form: &[(&str, &str)]) -> String {
     url::form_urlencoded::Serializer::new(String::new())
         .extend_pairs(form)
         .finish()
 }
 
 /// A browser without cookie jar magic: cookies are kept by hand, redirects not followed.
-struct Browser {
+pub(crate) struct Browser {
     http: reqwest::Client,
     base: String,
     cookies: Vec<(String, String)>,
 }
 
 impl Browser {
-    fn new(s: &TestServer) -> Self {
+    pub(crate) fn new(s: &TestServer) -> Self {
         Self {
             http: spoor_server::tls::http_client()
                 .redirect(Policy::none())
@@ -32,7 +33,7 @@ impl Browser {
         }
     }
 
-    fn cookie_header(&self) -> String {
+    pub(crate) fn cookie_header(&self) -> String {
         self.cookies
             .iter()
             .map(|(k, v)| format!("{k}={v}"))
@@ -40,7 +41,7 @@ impl Browser {
             .join("; ")
     }
 
-    fn keep(&mut self, resp: &reqwest::Response) {
+    pub(crate) fn keep(&mut self, resp: &reqwest::Response) {
         for c in resp.headers().get_all(SET_COOKIE) {
             let c = c.to_str().unwrap();
             let (kv, _) = c.split_once(';').unwrap_or((c, ""));
@@ -52,7 +53,7 @@ impl Browser {
         }
     }
 
-    async fn get(&mut self, path: &str) -> (u16, String) {
+    pub(crate) async fn get(&mut self, path: &str) -> (u16, String) {
         let resp = self
             .http
             .get(format!("{}{path}", self.base))
@@ -65,7 +66,7 @@ impl Browser {
         (s, resp.text().await.unwrap())
     }
 
-    async fn post(&mut self, path: &str, form: &[(&str, &str)]) -> reqwest::Response {
+    pub(crate) async fn post(&mut self, path: &str, form: &[(&str, &str)]) -> reqwest::Response {
         let resp = self
             .http
             .post(format!("{}{path}", self.base))
@@ -80,12 +81,12 @@ impl Browser {
     }
 
     /// The CSRF token of the last page (`name="_csrf" value="…"`).
-    fn csrf_of(page: &str) -> String {
+    pub(crate) fn csrf_of(page: &str) -> String {
         let at = page.find("name=\"_csrf\" value=\"").expect("a csrf field") + 20;
         page[at..].split('"').next().unwrap().to_owned()
     }
 
-    async fn login(&mut self, user: &str, password: &str) -> reqwest::Response {
+    pub(crate) async fn login(&mut self, user: &str, password: &str) -> reqwest::Response {
         let (s, page) = self.get("/ui/login").await;
         assert_eq!(s, 200);
         let csrf = Self::csrf_of(&page);
@@ -97,7 +98,7 @@ impl Browser {
     }
 
     /// Logs in and returns the session's CSRF token.
-    async fn logged_in(&mut self, user: &str, password: &str) -> String {
+    pub(crate) async fn logged_in(&mut self, user: &str, password: &str) -> String {
         let r = self.login(user, password).await;
         assert_eq!(r.status(), 303, "{}", r.text().await.unwrap());
         let (s, page) = self.get("/ui/").await;
@@ -106,7 +107,7 @@ impl Browser {
     }
 }
 
-async fn create_user(s: &TestServer, name: &str, role: &str) {
+pub(crate) async fn create_user(s: &TestServer, name: &str, role: &str) {
     let r = s
         .http
         .post(format!("{}/v1/admin/users", s.url))
@@ -597,456 +598,4 @@ async fn the_audience_list_shows_the_change_over_24_hours_and_a_line_of_sizes() 
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     assert!(drawn, "a line of sizes is drawn");
-}
-
-async fn users_json(s: &TestServer) -> Vec<serde_json::Value> {
-    let (st, v) = s.admin_get("/v1/admin/users").await;
-    assert_eq!(st, 200, "{v}");
-    v["users"].as_array().unwrap().clone()
-}
-
-async fn role_of(s: &TestServer, name: &str) -> Option<String> {
-    users_json(s)
-        .await
-        .iter()
-        .find(|u| u["name"] == name)
-        .map(|u| u["role"].as_str().unwrap().to_owned())
-}
-
-#[tokio::test]
-async fn the_users_page_is_for_admins_and_keeps_the_last_admin() {
-    let s = TestServer::start().await;
-    create_user(&s, "vera", "viewer").await;
-    create_user(&s, "mark", "marketer").await;
-    create_user(&s, "idle", "viewer").await;
-
-    // Viewers and marketers neither see the page nor change anything through it.
-    for (name, password) in [("vera", "password-of-vera"), ("mark", "password-of-mark")] {
-        let mut b = Browser::new(&s);
-        let csrf = b.logged_in(name, password).await;
-        let (_, home) = b.get("/ui/").await;
-        assert!(
-            !home.contains("href=\"/ui/users\""),
-            "no Users link for {name}"
-        );
-        assert_eq!(b.get("/ui/users").await.0, 403, "{name}");
-        for (path, form) in [
-            (
-                "/ui/users",
-                vec![
-                    ("name", "evil"),
-                    ("role", "admin"),
-                    ("password", "password-evil"),
-                ],
-            ),
-            ("/ui/users/idle/role", vec![("role", "admin")]),
-            (
-                "/ui/users/idle/password",
-                vec![("password", "password-new")],
-            ),
-            ("/ui/users/idle/delete", vec![]),
-        ] {
-            let mut form = form;
-            form.push(("_csrf", csrf.as_str()));
-            let r = b.post(path, &form).await;
-            assert_eq!(r.status(), 403, "{name} {path}");
-        }
-    }
-    assert_eq!(role_of(&s, "idle").await.as_deref(), Some("viewer"));
-    assert_eq!(role_of(&s, "evil").await, None);
-
-    // The admin sees everyone, with the last login where there was one.
-    let mut a = Browser::new(&s);
-    let acsrf = a.logged_in("admin", ADMIN_PASSWORD).await;
-    let (st, page) = a.get("/ui/users").await;
-    assert_eq!(st, 200, "{page}");
-    assert!(
-        page.contains("href=\"/ui/users\""),
-        "a Users link for admins"
-    );
-    for n in ["admin", "vera", "mark", "idle"] {
-        assert!(page.contains(&format!("data-user=\"{n}\"")), "{n}: {page}");
-    }
-    let users = users_json(&s).await;
-    let last = |n: &str| users.iter().find(|u| u["name"] == n).unwrap()["last_login"].clone();
-    assert!(last("vera").is_string(), "vera logged in");
-    assert!(last("idle").is_null(), "idle never did");
-
-    // Create: the CLI's password rule, then a user who can log in.
-    let r = a
-        .post(
-            "/ui/users",
-            &[
-                ("_csrf", &acsrf),
-                ("name", "nina"),
-                ("role", "viewer"),
-                ("password", "short"),
-            ],
-        )
-        .await;
-    assert_eq!(r.status(), 400);
-    assert!(r.text().await.unwrap().contains("at least 8 characters"));
-    let r = a
-        .post(
-            "/ui/users",
-            &[
-                ("_csrf", &acsrf),
-                ("name", "nina"),
-                ("role", "viewer"),
-                ("password", "nina-password-1"),
-            ],
-        )
-        .await;
-    assert_eq!(r.status(), 303);
-    assert_eq!(r.headers()[LOCATION], "/ui/users?done=created&user=nina");
-    let (_, page) = a.get("/ui/users?done=created&user=nina").await;
-    assert!(page.contains("User nina created.") && page.contains("data-user=\"nina\""));
-    let r = a
-        .post(
-            "/ui/users",
-            &[
-                ("_csrf", &acsrf),
-                ("name", "nina"),
-                ("role", "viewer"),
-                ("password", "nina-password-1"),
-            ],
-        )
-        .await;
-    assert_eq!(r.status(), 409, "a name is taken once");
-    let mut n = Browser::new(&s);
-    let ncsrf = n.logged_in("nina", "nina-password-1").await;
-    assert_eq!(n.get("/ui/audiences/new").await.0, 403, "a viewer");
-
-    // A new role applies to the open session at its next request.
-    let r = a
-        .post(
-            "/ui/users/nina/role",
-            &[("_csrf", &acsrf), ("role", "marketer")],
-        )
-        .await;
-    assert_eq!(r.status(), 303);
-    assert_eq!(role_of(&s, "nina").await.as_deref(), Some("marketer"));
-    assert_eq!(n.get("/ui/audiences/new").await.0, 200, "now a marketer");
-    let r = a
-        .post(
-            "/ui/users/nina/role",
-            &[("_csrf", &acsrf), ("role", "owner")],
-        )
-        .await;
-    assert_eq!(r.status(), 400, "no such role");
-
-    // A reset password ends her sessions; only the new one opens.
-    let r = a
-        .post(
-            "/ui/users/nina/password",
-            &[("_csrf", &acsrf), ("password", "tiny")],
-        )
-        .await;
-    assert_eq!(r.status(), 400);
-    assert_eq!(
-        n.get("/ui/").await.0,
-        200,
-        "a refused reset changes nothing"
-    );
-    let r = a
-        .post(
-            "/ui/users/nina/password",
-            &[("_csrf", &acsrf), ("password", "nina-password-2")],
-        )
-        .await;
-    assert_eq!(r.status(), 303);
-    assert_eq!(n.get("/ui/").await.0, 303, "her session ended");
-    assert_eq!(
-        Browser::new(&s)
-            .login("nina", "nina-password-1")
-            .await
-            .status(),
-        401
-    );
-    let mut n2 = Browser::new(&s);
-    n2.logged_in("nina", "nina-password-2").await;
-    let _ = ncsrf;
-
-    // A deleted user's sessions end at once.
-    let mut v = Browser::new(&s);
-    v.logged_in("vera", "password-of-vera").await;
-    assert_eq!(v.get("/ui/profiles").await.0, 200);
-    let r = a.post("/ui/users/vera/delete", &[("_csrf", &acsrf)]).await;
-    assert_eq!(r.status(), 303);
-    assert_eq!(v.get("/ui/profiles").await.0, 303, "logged out at once");
-    assert_eq!(role_of(&s, "vera").await, None);
-    assert_eq!(
-        a.post("/ui/users/vera/delete", &[("_csrf", &acsrf)])
-            .await
-            .status(),
-        404
-    );
-
-    // The last admin is neither demoted nor deleted, with the reason on the page.
-    for (path, form) in [
-        (
-            "/ui/users/admin/role",
-            vec![("_csrf", acsrf.as_str()), ("role", "viewer")],
-        ),
-        ("/ui/users/admin/delete", vec![("_csrf", acsrf.as_str())]),
-    ] {
-        let r = a.post(path, &form).await;
-        assert_eq!(r.status(), 409, "{path}");
-        let page = r.text().await.unwrap();
-        assert!(page.contains("is the last admin"), "{page}");
-        assert!(page.contains("role=\"alert\""), "{page}");
-    }
-    assert_eq!(role_of(&s, "admin").await.as_deref(), Some("admin"));
-    // With a second admin, the first may step down.
-    let r = a
-        .post(
-            "/ui/users/nina/role",
-            &[("_csrf", &acsrf), ("role", "admin")],
-        )
-        .await;
-    assert_eq!(r.status(), 303);
-    let r = a
-        .post(
-            "/ui/users/admin/role",
-            &[("_csrf", &acsrf), ("role", "marketer")],
-        )
-        .await;
-    assert_eq!(r.status(), 303);
-    assert_eq!(a.get("/ui/users").await.0, 403, "no longer an admin");
-
-    // Every change is audited under the acting user's name, refused ones too.
-    let mut n3 = Browser::new(&s);
-    n3.logged_in("nina", "nina-password-2").await;
-    let (_, privacy) = n3.get("/ui/privacy").await;
-    for what in [
-        "POST /ui/users",
-        "POST /ui/users/{name}/role",
-        "POST /ui/users/{name}/password",
-        "POST /ui/users/{name}/delete",
-        "ui:admin",
-        "ui:mark",
-    ] {
-        assert!(privacy.contains(what), "{what} is audited: {privacy}");
-    }
-}
-
-async fn preview(s: &TestServer, body: &serde_json::Value) -> (u16, serde_json::Value) {
-    let r = s
-        .http
-        .post(format!("{}/v1/audiences/preview", s.url))
-        .bearer_auth(ADMIN_TOKEN)
-        .json(body)
-        .send()
-        .await
-        .unwrap();
-    (r.status().as_u16(), r.json().await.unwrap())
-}
-
-/// 300 people; the newest 100 (by id, i.e. age) are VIPs.
-async fn three_hundred_people(s: &TestServer) {
-    let events: Vec<serde_json::Value> = (0..300)
-        .map(|i| {
-            json!({"type": "identify", "userId": format!("p{i}"),
-                   "traits": {"plan": if i >= 200 { "vip" } else { "member" }}})
-        })
-        .collect();
-    s.send_processed(events).await;
-}
-
-#[tokio::test]
-async fn the_preview_samples_uniformly_not_the_oldest_profiles() {
-    let s = TestServer::start().await;
-    three_hundred_people(&s).await;
-    let rule = r#"trait plan = "vip""#;
-    // Everyone is evaluated when the scan allows: exact.
-    let (st, v) = preview(&s, &json!({"rule": rule, "scan": 1000})).await;
-    assert_eq!(st, 200, "{v}");
-    assert_eq!(
-        (v["matched"].as_u64(), v["exact"].as_bool()),
-        (Some(100), Some(true)),
-        "{v}"
-    );
-    assert_eq!(v["margin_95"], 0, "{v}");
-    // 30 of 300: the oldest 30 hold no VIP, a uniform sample holds ~10. Over 20 seeds
-    // (the same seed draws the same people, so this is deterministic) ~200 in all.
-    let mut hits = 0;
-    let mut covered = 0;
-    for seed in 1..=20u64 {
-        let body = json!({"rule": rule, "scan": 30, "sample": 100, "seed": seed});
-        let (_, v) = preview(&s, &body).await;
-        assert_eq!(
-            (v["scanned"].as_u64(), v["exact"].as_bool()),
-            (Some(30), Some(false)),
-            "{v}"
-        );
-        assert_eq!(v["sampling"], "uniform_random");
-        let (est, lo, hi) = (
-            v["estimated_size"].as_u64().unwrap(),
-            v["interval_95"][0].as_u64().unwrap(),
-            v["interval_95"][1].as_u64().unwrap(),
-        );
-        assert!(lo <= est && est <= hi && hi <= 300, "{v}");
-        assert_eq!(
-            est,
-            v["matched"].as_u64().unwrap() * 10,
-            "scaled by 300/30: {v}"
-        );
-        if (lo..=hi).contains(&100) {
-            covered += 1;
-        }
-        hits += v["matched"].as_u64().unwrap();
-        let (_, again) = preview(&s, &body).await;
-        assert_eq!(again["sample"], v["sample"], "same seed, same people");
-    }
-    assert!((140..=260).contains(&hits), "≈ 200 VIPs drawn, got {hits}");
-    assert!(
-        covered >= 16,
-        "the 95 % interval holds the truth for most seeds: {covered}/20"
-    );
-}
-
-#[tokio::test]
-async fn the_editor_shows_a_margin_and_counts_exactly_in_the_background() {
-    // A zero budget: the live preview stops after its first few draws and estimates.
-    let s = TestServer::start_with(|c| c.ui.preview_budget_ms = 0).await;
-    three_hundred_people(&s).await;
-    let mut b = Browser::new(&s);
-    let csrf = b.logged_in("admin", ADMIN_PASSWORD).await;
-    let (_, editor) = b.get("/ui/audiences/new").await;
-    assert!(
-        editor.contains(r#"name="seed""#),
-        "the editor keeps a sample seed"
-    );
-    let rule = r#"trait plan = "vip""#;
-    let r = b
-        .post(
-            "/ui/audiences/preview",
-            &[("_csrf", &csrf), ("rule", rule), ("seed", "7")],
-        )
-        .await;
-    let html = r.text().await.unwrap();
-    assert!(html.contains(r#"<b id="preview-size">≈ "#), "{html}");
-    assert!(
-        html.contains("(95%)") && html.contains("random sample"),
-        "{html}"
-    );
-    assert!(html.contains("Count exactly"), "{html}");
-
-    // The exact count runs as a job; its page is polled until it shows the size.
-    let r = b
-        .post("/ui/audiences/count", &[("_csrf", &csrf), ("rule", rule)])
-        .await;
-    assert_eq!(r.status(), 200);
-    let html = r.text().await.unwrap();
-    let at = html.find("/ui/audiences/count/").expect("a job to poll");
-    let job: String = html[at..].split('"').next().unwrap().to_owned();
-    let mut done = String::new();
-    for _ in 0..100 {
-        let (st, frag) = b.get(&job).await;
-        assert_eq!(st, 200, "{frag}");
-        if frag.contains("count-size") {
-            done = frag;
-            break;
-        }
-        assert!(frag.contains("<progress"), "{frag}");
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    assert!(
-        done.contains(r#"<b id="count-size">100</b> of 300 profiles"#),
-        "{done}"
-    );
-    // Only its owner sees a job.
-    create_user(&s, "mark", "marketer").await;
-    let mut m = Browser::new(&s);
-    m.logged_in("mark", "password-of-mark").await;
-    assert_eq!(m.get(&job).await.0, 404);
-    // A broken rule is refused in place.
-    let r = b
-        .post(
-            "/ui/audiences/count",
-            &[("_csrf", &csrf), ("rule", "trait =")],
-        )
-        .await;
-    assert!(r.text().await.unwrap().contains("count error"));
-}
-
-#[tokio::test]
-async fn the_preview_and_the_exact_count_agree_with_the_engine() {
-    // People whose events interleave (seqs far apart and close together), some merged
-    // across two anonymous ids, with events the rules select and events they do not.
-    let s = TestServer::start().await;
-    let mut events = Vec::new();
-    for round in 0..3 {
-        for i in 0..80 {
-            let anon = format!("a{i}-{}", round % 2);
-            let cat = ["shoes", "bags"][(i * 7 + round) % 2];
-            events.push(
-                json!({"type": "track", "event": "Product Viewed", "anonymousId": anon,
-                               "properties": {"category": cat}}),
-            );
-            if i % 3 == 0 {
-                events.push(json!({"type": "page", "name": "Home", "anonymousId": anon}));
-            }
-            if round == 2 && i % 4 == 0 {
-                events.push(json!({"type": "identify", "anonymousId": format!("a{i}-0"),
-                                   "userId": format!("u{i}"), "traits": {"plan": "vip"}}));
-                events.push(json!({"type": "identify", "anonymousId": format!("a{i}-1"),
-                                   "userId": format!("u{i}")}));
-            }
-        }
-    }
-    s.send_processed(events).await;
-    let rules = [
-        r#"performed "Product Viewed" where category = "shoes" at least 2 times"#,
-        r#"performed "Product Viewed" and not performed page "Home""#,
-        r#"trait plan = "vip" or performed page "Home" at least 3 times"#,
-    ];
-    s.define(|d| {
-        for (i, r) in rules.iter().enumerate() {
-            let name = format!("r{i}");
-            d.audiences.insert(
-                name.clone(),
-                spoor_core::audience::AudienceDefinition {
-                    name,
-                    description: String::new(),
-                    rule: spoor_core::audience::parse(r).unwrap(),
-                    created_ms: 0,
-                    updated_ms: 0,
-                    revision: 1,
-                },
-            );
-        }
-    })
-    .await;
-    let mut b = Browser::new(&s);
-    let csrf = b.logged_in("admin", ADMIN_PASSWORD).await;
-    for (i, rule) in rules.iter().enumerate() {
-        let (_, size) = s.admin_get(&format!("/v1/audiences/r{i}/size")).await;
-        let engine = size["size"].as_u64().unwrap_or_else(|| panic!("{size}"));
-        assert!(engine > 0, "{rule}: a rule that matches someone");
-        let (_, v) = preview(&s, &json!({"rule": rule, "scan": 100_000, "seed": i})).await;
-        assert_eq!(v["exact"], true, "{v}");
-        assert_eq!(v["matched"].as_u64(), Some(engine), "{rule}: {v}");
-        let r = b
-            .post("/ui/audiences/count", &[("_csrf", &csrf), ("rule", rule)])
-            .await;
-        let html = r.text().await.unwrap();
-        let at = html.find("/ui/audiences/count/").expect("a job");
-        let job = html[at..].split('"').next().unwrap().to_owned();
-        let mut counted = None;
-        for _ in 0..200 {
-            let (_, frag) = b.get(&job).await;
-            if let Some(i) = frag.find(r#"id="count-size">"#) {
-                counted = frag[i + 16..]
-                    .split('<')
-                    .next()
-                    .unwrap()
-                    .parse::<u64>()
-                    .ok();
-                break;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
-        }
-        assert_eq!(counted, Some(engine), "{rule}");
-    }
 }
