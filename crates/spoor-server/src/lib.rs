@@ -65,6 +65,8 @@ pub struct Inner {
     pub privacy: Arc<erasure::Privacy>,
     /// The web UI's exact audience counts running in the background.
     pub counts: ui::count::CountJobs,
+    /// The overview page's per-minute event counts, updated incrementally.
+    pub overview: ui::overview_stats::OverviewStats,
 }
 
 impl Deref for AppState {
@@ -204,6 +206,7 @@ impl AppState {
             users,
             privacy,
             counts: Default::default(),
+            overview: Default::default(),
         };
         Ok((Self(Arc::new(inner)), first))
     }

@@ -16,6 +16,7 @@ pub mod audiences;
 pub mod count;
 pub mod html;
 pub mod overview;
+pub mod overview_stats;
 pub mod privacy;
 pub mod profiles;
 pub mod session;

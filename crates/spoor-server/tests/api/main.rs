@@ -18,5 +18,6 @@ mod retention;
 mod sinks;
 mod tls;
 mod ui;
+mod ui_overview;
 mod ui_preview;
 mod ui_users;
