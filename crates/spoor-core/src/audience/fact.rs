@@ -5,10 +5,13 @@
 //! and re-evaluated without access to the log or the store: the processor builds them once per
 //! event / per evaluation and hands them in.
 
+use super::ast::{EventSelector, PropCond};
 use crate::event::EventType;
 use crate::profile::{EventView, Profile};
+use serde::de::{IgnoredAny, MapAccess, Visitor};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
+use std::borrow::Cow;
 use std::collections::BTreeSet;
 
 /// What audience rules and computed traits need to know about one event.
@@ -48,6 +51,30 @@ impl EventFact {
         }
     }
 
+    /// [`EventFact::from_view`] keeping only the top-level properties in `keys` (the ones
+    /// the definitions read, see [`property_keys`]): the others are skipped by the parser,
+    /// never built. Rules and computed traits read nothing else, so they see the same fact.
+    pub fn from_view_keys(ev: &EventView, keys: &BTreeSet<String>) -> EventFact {
+        let properties = match ev.properties {
+            Some(raw) if !keys.is_empty() => {
+                let mut de = serde_json::Deserializer::from_str(raw.get());
+                serde::de::Deserializer::deserialize_map(&mut de, Wanted(keys)).unwrap_or_default()
+            }
+            _ => Map::new(),
+        };
+        let name = match ev.kind {
+            EventType::Track => ev.event.as_deref(),
+            _ => ev.name.as_deref(),
+        };
+        EventFact {
+            seq: ev.seq,
+            ts_ms: ev.timestamp_ms,
+            kind: ev.kind,
+            name: name.map(str::to_owned),
+            properties,
+        }
+    }
+
     /// The `(ts, seq)` order key: a total order on events, independent of arrival order.
     pub fn key(&self) -> (i64, u64) {
         (self.ts_ms, self.seq)
@@ -56,6 +83,53 @@ impl EventFact {
     /// The property at a dotted path (`product.category`; a numeric segment indexes an array).
     pub fn property(&self, path: &str) -> Option<&Value> {
         lookup(&self.properties, path)
+    }
+}
+
+/// Adds the top-level property keys an event selector's where-clause reads.
+pub fn property_keys(sel: &EventSelector, out: &mut BTreeSet<String>) {
+    fn walk(c: &PropCond, out: &mut BTreeSet<String>) {
+        match c {
+            PropCond::And { all } => all.iter().for_each(|c| walk(c, out)),
+            PropCond::Or { any } => any.iter().for_each(|c| walk(c, out)),
+            PropCond::Not { cond } => walk(cond, out),
+            PropCond::Property { path, .. } => {
+                out.insert(top_key(path).to_owned());
+            }
+        }
+    }
+    if let Some(c) = &sel.filter {
+        walk(c, out);
+    }
+}
+
+/// The map key a dotted path starts with ([`lookup`] reads it first).
+pub fn top_key(path: &str) -> &str {
+    path.split('.').next().unwrap_or(path)
+}
+
+/// Reads a JSON object keeping only the wanted keys (the rest is skipped unparsed into
+/// values). Later duplicates win, as in `serde_json::Map`.
+struct Wanted<'k>(&'k BTreeSet<String>);
+
+impl<'de> Visitor<'de> for Wanted<'_> {
+    type Value = Map<String, Value>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut out = Map::new();
+        while let Some(k) = map.next_key::<Cow<'de, str>>()? {
+            if self.0.contains(k.as_ref()) {
+                let v: Value = map.next_value()?;
+                out.insert(k.into_owned(), v);
+            } else {
+                map.next_value::<IgnoredAny>()?;
+            }
+        }
+        Ok(out)
     }
 }
 
@@ -126,28 +200,45 @@ impl ProfileFacts {
     /// Traits, channels and devices from a profile; the caller adds computed values, group
     /// traits and audience memberships, which live elsewhere.
     pub fn from_profile(p: &Profile) -> ProfileFacts {
+        ProfileFacts::from_profile_parts(p, true, true, true)
+    }
+
+    /// [`ProfileFacts::from_profile`] with only the parts asked for (the others empty): the
+    /// processor builds only what the rules it evaluates read.
+    pub fn from_profile_parts(
+        p: &Profile,
+        traits: bool,
+        channels: bool,
+        devices: bool,
+    ) -> ProfileFacts {
         ProfileFacts {
-            traits: p.trait_values(),
-            channels: p
-                .channels
-                .values()
-                .map(|c| ChannelFact {
-                    source: c.utm.source.clone(),
-                    medium: c.utm.medium.clone(),
-                    campaign: c.utm.campaign.clone(),
-                    content: c.utm.content.clone(),
-                    term: c.utm.term.clone(),
-                })
-                .collect(),
-            devices: p
-                .devices
-                .values()
-                .map(|d| DeviceFact {
-                    device_type: d.device_type.clone(),
-                    os: d.os.clone(),
-                    browser: d.browser.clone(),
-                })
-                .collect(),
+            traits: if traits { p.trait_values() } else { Map::new() },
+            channels: if channels {
+                p.channels
+                    .values()
+                    .map(|c| ChannelFact {
+                        source: c.utm.source.clone(),
+                        medium: c.utm.medium.clone(),
+                        campaign: c.utm.campaign.clone(),
+                        content: c.utm.content.clone(),
+                        term: c.utm.term.clone(),
+                    })
+                    .collect()
+            } else {
+                Vec::new()
+            },
+            devices: if devices {
+                p.devices
+                    .values()
+                    .map(|d| DeviceFact {
+                        device_type: d.device_type.clone(),
+                        os: d.os.clone(),
+                        browser: d.browser.clone(),
+                    })
+                    .collect()
+            } else {
+                Vec::new()
+            },
             ..ProfileFacts::default()
         }
     }

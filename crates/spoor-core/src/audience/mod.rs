@@ -121,7 +121,7 @@ pub use defs::{Activation, AudienceDefinition, ComputedDefinition, DefinitionErr
 pub use deps::{audience_order, check_refs, Catalog, Dependencies};
 pub use error::{OrderError, ParseError, RuleError};
 pub use eval::{evaluate, selector_matches};
-pub use fact::{lookup, ChannelFact, DeviceFact, EventFact, ProfileFacts};
+pub use fact::{lookup, property_keys, top_key, ChannelFact, DeviceFact, EventFact, ProfileFacts};
 pub use parse::{parse_with_refs, RefKind, Reference, MAX_DEPTH};
 pub use set::AudienceSet;
 pub use state::{AudienceState, SlotState};

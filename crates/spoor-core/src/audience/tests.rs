@@ -514,6 +514,59 @@ fn facts_from_parsed_events_and_profiles() {
 }
 
 #[test]
+fn facts_with_only_the_properties_definitions_read() {
+    use crate::profile::parse_event;
+    let env = |props: Value| {
+        let e = json!({
+            "v": 1, "source_id": "src_web", "type": "track", "message_id": "m1",
+            "received_at": "2026-01-01T12:00:00.000Z", "timestamp": "2026-01-01T11:59:59.500Z",
+            "message": {"type": "track", "event": "Order Completed", "userId": "u1", "properties": props},
+        });
+        serde_json::to_vec(&e).unwrap_or_default()
+    };
+    // The keys the rules read: `product` (nested path), `total`, and an escaped name.
+    let rule = parse(
+        r#"performed "Order Completed" where (product.category = "shoes" and total > 5 or "a\"b" exists)"#,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let mut keys = std::collections::BTreeSet::new();
+    rule.walk(&mut |r| {
+        if let Rule::Performed { event, .. } = r {
+            property_keys(event, &mut keys);
+        }
+    });
+    let want: Vec<&str> = vec!["a\"b", "product", "total"];
+    assert_eq!(keys.iter().map(String::as_str).collect::<Vec<_>>(), want);
+    for props in [
+        json!({"total": 10, "product": {"category": "shoes"}, "items": [{"sku": "a"}], "a\"b": 1, "x": null}),
+        json!({"items": [1, 2, {"total": 3}], "note": "total"}),
+        json!({"total": 1, "total": 7}),
+        json!([1, 2]),
+        json!(5),
+        json!({}),
+    ] {
+        let bytes = env(props);
+        let view = parse_event(9, T0, &bytes).unwrap_or_else(|e| panic!("{e}"));
+        let full = EventFact::from_view(&view);
+        let lean = EventFact::from_view_keys(&view, &keys);
+        let mut expect = full.clone();
+        expect.properties.retain(|k, _| keys.contains(k));
+        assert_eq!(lean, expect);
+        // Rules see the same event either way.
+        assert_eq!(
+            evaluate(&rule, &facts(), std::slice::from_ref(&full), T0),
+            evaluate(&rule, &facts(), std::slice::from_ref(&lean), T0)
+        );
+    }
+    // No key read: no property kept.
+    let bytes = env(json!({"total": 1}));
+    let view = parse_event(9, T0, &bytes).unwrap_or_else(|e| panic!("{e}"));
+    assert!(EventFact::from_view_keys(&view, &Default::default())
+        .properties
+        .is_empty());
+}
+
+#[test]
 fn audience_set_nesting_exclusion_and_time() {
     let p = |t: &str| parse(t).unwrap_or_else(|e| panic!("{e}"));
     let defs: std::collections::BTreeMap<String, Rule> = [

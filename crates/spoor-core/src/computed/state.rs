@@ -217,17 +217,19 @@ impl ComputedState {
     /// event leaving the window); `None` for all-time traits. Never later than a real change.
     pub fn next_change(&self, def: &ComputedDef, now_ms: i64) -> Option<i64> {
         let w = def.window?.ms();
-        let exits: Box<dyn Iterator<Item = i64>> = match self {
-            ComputedState::Pick { at, .. } => Box::new(at.iter().map(|k| k.0)),
-            ComputedState::Recent { latest } => Box::new(latest.values().map(|k| k.0)),
-            ComputedState::Staircase { points } => Box::new(points.iter().map(|p| p.0)),
-            ComputedState::Window { entries } => Box::new(entries.iter().map(|e| e.0 .0)),
-            _ => Box::new(std::iter::empty()),
+        // Runs per event per windowed trait of the person: no allocation.
+        let first_exit = |ts: &mut dyn Iterator<Item = i64>| {
+            ts.map(|t| t.saturating_add(w))
+                .filter(|t| *t > now_ms)
+                .min()
         };
-        exits
-            .map(|t| t.saturating_add(w))
-            .filter(|t| *t > now_ms)
-            .min()
+        match self {
+            ComputedState::Pick { at, .. } => first_exit(&mut at.iter().map(|k| k.0)),
+            ComputedState::Recent { latest } => first_exit(&mut latest.values().map(|k| k.0)),
+            ComputedState::Staircase { points } => first_exit(&mut points.iter().map(|p| p.0)),
+            ComputedState::Window { entries } => first_exit(&mut entries.iter().map(|e| e.0 .0)),
+            _ => None,
+        }
     }
 }
 

@@ -13,11 +13,13 @@
 
 use crate::defs::DefsHandle;
 use spoor_core::audience::{
-    Activation, AudienceSet, AudienceState, CompiledRule, Dependencies, EventFact, ProfileFacts,
+    property_keys, top_key, Activation, AudienceSet, AudienceState, CompiledRule, Dependencies,
+    EventFact, ProfileFacts,
 };
 use spoor_core::computed::ComputedSet;
 use spoor_core::identity::ProfileId;
-use spoor_core::profile::Profile;
+use spoor_core::profile::{channel_key, device_key, EventView, Profile};
+use spoor_core::EventType;
 use spoor_store::state::{ChangeCause, MembershipChange, ProcessorState};
 use spoor_store::StoreError;
 use std::collections::BTreeSet;
@@ -44,6 +46,9 @@ pub struct Engine {
     /// that names no event (type-only or any event). Only these can match an event.
     by_event: HashMap<String, Vec<usize>>,
     any_name: Vec<usize>,
+    /// The top-level event properties any definition reads: [`Engine::fact`] parses only
+    /// these.
+    keys: BTreeSet<String>,
 }
 
 struct Slot {
@@ -51,6 +56,8 @@ struct Slot {
     rule: CompiledRule,
     /// Indexes of the audiences this one reads (all earlier in the order).
     reads: Vec<usize>,
+    /// The parts of the person's facts the rule reads (`TRAITS`, `COMPUTED`…).
+    needs: u8,
 }
 
 /// What an event changed besides its event conditions.
@@ -62,6 +69,36 @@ pub struct Touched {
     pub groups: bool,
     /// The event stated consent.
     pub consent: bool,
+}
+
+impl Touched {
+    /// What applying `view` to `p` (already applied) changed of the facts audiences read.
+    /// Channels and devices count as touched only when the person's list of them changed —
+    /// a new channel or device, or an earlier event becoming a channel's first touch (its
+    /// UTM is the one shown): most events arrive through a channel and device the person
+    /// already has, and re-evaluating every UTM/device audience for those was most of the
+    /// per-event cost.
+    pub fn of(view: &EventView, p: &Profile, consent: bool) -> Touched {
+        let channels = view
+            .utm
+            .as_ref()
+            .and_then(channel_key)
+            .and_then(|k| p.channels.get(&k))
+            .is_some_and(|c| c.first_seq == view.seq);
+        // `DeviceStat::add` bumps the count of a known device: 1 means this event added it.
+        let devices = view
+            .user_agent
+            .as_ref()
+            .and_then(|ua| p.devices.get(&device_key(ua)))
+            .is_some_and(|d| d.count == 1);
+        Touched {
+            traits: view.traits.is_some(),
+            channels,
+            devices,
+            groups: view.kind == EventType::Group,
+            consent,
+        }
+    }
 }
 
 /// Membership changes of one evaluation, and the person's timer before and after.
@@ -88,6 +125,7 @@ impl Engine {
             slots: Vec::new(),
             by_event: HashMap::new(),
             any_name: Vec::new(),
+            keys: BTreeSet::new(),
         };
         e.reload();
         e
@@ -112,11 +150,26 @@ impl Engine {
                     .collect();
                 Some(Slot {
                     name: n.clone(),
+                    needs: needs(&rule.deps),
                     rule,
                     reads,
                 })
             })
             .collect();
+        self.keys.clear();
+        for slot in &self.slots {
+            for sel in &slot.rule.deps.events {
+                property_keys(sel, &mut self.keys);
+            }
+        }
+        for name in self.computed.names() {
+            if let Some(def) = self.computed.get(name) {
+                property_keys(&def.event, &mut self.keys);
+                if let Some(p) = &def.property {
+                    self.keys.insert(top_key(p).to_owned());
+                }
+            }
+        }
         self.by_event.clear();
         self.any_name.clear();
         for (i, slot) in self.slots.iter().enumerate() {
@@ -138,6 +191,12 @@ impl Engine {
                 }
             }
         }
+    }
+
+    /// What the definitions need to know about one event (its properties limited to the
+    /// ones they read).
+    pub fn fact(&self, view: &EventView) -> EventFact {
+        EventFact::from_view_keys(view, &self.keys)
     }
 
     /// Recompiles if the definitions changed; returns whether they did.
@@ -180,7 +239,8 @@ impl Engine {
     ) -> Outcome {
         let mut act = std::mem::take(&mut p.activation);
         let full = full || act.revision != self.revision;
-        let computed = self.computed.apply(&mut act.computed, ev);
+        let mut matched = vec![false; self.slots.len()];
+        let computed = self.fold(&mut act, ev, &mut matched);
         if full {
             self.refresh_computed(&mut act, now_ms);
         }
@@ -196,23 +256,6 @@ impl Engine {
         if !computed.is_empty() {
             act.computed_next = self.computed.next_change(&act.computed, now_ms);
         }
-        // Only slots whose selectors name this event (or no event) can match it.
-        let mut matched = vec![false; self.slots.len()];
-        let named = ev.name.as_deref().and_then(|n| self.by_event.get(n));
-        for &i in named.into_iter().flatten().chain(&self.any_name) {
-            let slot = &self.slots[i];
-            if slot.rule.deps.event_matters(ev) {
-                match act.audiences.get_mut(&slot.name) {
-                    Some(st) => st.apply(&slot.rule, ev),
-                    None => {
-                        let mut st = AudienceState::new(&slot.rule);
-                        st.apply(&slot.rule, ev);
-                        act.audiences.insert(slot.name.clone(), st);
-                    }
-                }
-                matched[i] = true;
-            }
-        }
         let out = self.reevaluate(p, &mut act, now_ms, |i, deps, changed| {
             full || matched[i]
                 || touched.traits && !deps.traits.is_empty()
@@ -225,6 +268,33 @@ impl Engine {
         });
         p.activation = act;
         out
+    }
+
+    /// Applies one event to the person's computed-trait and audience states, without
+    /// evaluating anything (the real-time path evaluates after; a backfill folds a
+    /// person's whole history first). Sets `matched[i]` for the audience slots the event
+    /// applied to; returns the computed traits it touched.
+    pub fn fold(&self, act: &mut Activation, ev: &EventFact, matched: &mut [bool]) -> Vec<String> {
+        let computed = self.computed.apply(&mut act.computed, ev);
+        // Only slots whose selectors name this event (or no event) can match it.
+        let named = ev.name.as_deref().and_then(|n| self.by_event.get(n));
+        for &i in named.into_iter().flatten().chain(&self.any_name) {
+            let slot = &self.slots[i];
+            if slot.rule.deps.event_matters(ev) {
+                match act.audiences.get_mut(&slot.name) {
+                    Some(st) => st.apply(&slot.rule, ev),
+                    None => {
+                        let mut st = AudienceState::new(&slot.rule);
+                        st.apply(&slot.rule, ev);
+                        act.audiences.insert(slot.name.clone(), st);
+                    }
+                }
+                if let Some(m) = matched.get_mut(i) {
+                    *m = true;
+                }
+            }
+        }
+        computed
     }
 
     /// Re-evaluates everything at `now_ms` with no new event (a timer fired, a backfill, a
@@ -292,18 +362,22 @@ impl Engine {
             out.exited.push(n);
         }
         let mut changed = vec![false; self.slots.len()];
-        let mut facts: Option<ProfileFacts> = None;
+        // The facts are built part by part, as the audiences evaluated need them: most
+        // events re-evaluate a few audiences that read events only, and copying the
+        // person's traits, channels, devices and values for them was a large part of the
+        // per-event cost. A rule reads only the parts its `Dependencies` name.
+        let mut f = ProfileFacts::default();
+        let mut built = 0u8;
         for (i, slot) in self.slots.iter().enumerate() {
             let (name, rule) = (&slot.name, &slot.rule);
             if !dirty(i, &rule.deps, &changed) {
                 continue;
             }
-            let f = facts.get_or_insert_with(|| {
-                let mut f = ProfileFacts::with_consent(p, &self.consent);
-                f.computed = act.values.clone();
-                f.audiences = act.members.keys().cloned().collect();
-                f
-            });
+            if slot.needs & !built != 0 {
+                self.fill(&mut f, slot.needs & !built, p, act);
+                built |= slot.needs;
+            }
+            let f = &mut f;
             let fresh;
             let state = match act.audiences.get(name) {
                 Some(s) => s,
@@ -323,7 +397,7 @@ impl Engine {
                 }
                 (None, None) => {}
             }
-            if member != f.audiences.contains(name) {
+            if member != act.members.contains_key(name) {
                 changed[i] = true;
                 if member {
                     f.audiences.insert(name.clone());
@@ -340,6 +414,65 @@ impl Engine {
         act.next_timer_ms = next;
         out.new_timer = next;
         out
+    }
+}
+
+/// Parts of [`ProfileFacts`] a rule reads (bits of `Slot::needs`).
+const TRAITS: u8 = 1;
+const COMPUTED: u8 = 2;
+const CHANNELS: u8 = 4;
+const DEVICES: u8 = 8;
+const CONSENT: u8 = 16;
+const AUDIENCES: u8 = 32;
+
+fn needs(d: &Dependencies) -> u8 {
+    let mut n = 0;
+    // Group traits are not part of the facts here (see `ProfileFacts::from_profile`).
+    for (on, bit) in [
+        (!d.traits.is_empty(), TRAITS),
+        (!d.computed.is_empty(), COMPUTED),
+        (d.channels, CHANNELS),
+        (d.devices, DEVICES),
+        (d.consent, CONSENT),
+        (!d.audiences.is_empty(), AUDIENCES),
+    ] {
+        if on {
+            n |= bit;
+        }
+    }
+    n
+}
+
+impl Engine {
+    /// Fills the `parts` of `f` from the profile and its activation (memberships as they
+    /// were before this evaluation; the evaluation keeps `f.audiences` current itself).
+    fn fill(&self, f: &mut ProfileFacts, parts: u8, p: &Profile, act: &Activation) {
+        if parts & (TRAITS | CHANNELS | DEVICES) != 0 {
+            let from = ProfileFacts::from_profile_parts(
+                p,
+                parts & TRAITS != 0,
+                parts & CHANNELS != 0,
+                parts & DEVICES != 0,
+            );
+            if parts & TRAITS != 0 {
+                f.traits = from.traits;
+            }
+            if parts & CHANNELS != 0 {
+                f.channels = from.channels;
+            }
+            if parts & DEVICES != 0 {
+                f.devices = from.devices;
+            }
+        }
+        if parts & COMPUTED != 0 {
+            f.computed = act.values.clone();
+        }
+        if parts & CONSENT != 0 {
+            f.consents = self.consent.granted(&p.consent).into_iter().collect();
+        }
+        if parts & AUDIENCES != 0 {
+            f.audiences = act.members.keys().cloned().collect();
+        }
     }
 }
 

@@ -2,7 +2,7 @@
 
 use super::activate::{record, Engine, Touched};
 use super::Pipeline;
-use spoor_core::audience::{Activation, EventFact};
+use spoor_core::audience::Activation;
 use spoor_core::identity::ProfileId;
 use spoor_core::identity::{resolve, DecisionKind, IdentityInput, Resolution};
 use spoor_core::profile::{extract_identifiers, parse_event, EventView};
@@ -98,21 +98,16 @@ pub fn apply_resolution(
             })?;
         }
     }
-    let stated = state.with_profile(pid, |p| {
+    let touched = state.with_profile(pid, |p| {
         p.apply(view);
-        p.apply_consent(view, &engine.consent)
+        let stated = p.apply_consent(view, &engine.consent);
+        // Only the audience engine reads what changed.
+        (!engine.idle).then(|| Touched::of(view, p, stated))
     })?;
     state.add_timeline(pid, view.timestamp_ms, view.seq);
-    if !engine.idle {
-        let fact = EventFact::from_view(view);
+    if let Some(touched) = touched {
+        let fact = engine.fact(view);
         let now = (engine.now)();
-        let touched = Touched {
-            traits: view.traits.is_some(),
-            channels: view.utm.is_some(),
-            devices: view.user_agent.is_some(),
-            groups: view.kind == EventType::Group,
-            consent: stated,
-        };
         // After a merge two people's states became one: everything is re-evaluated.
         let full = !res.merged.is_empty();
         let out = state.with_profile(pid, |p| engine.on_event(p, &fact, touched, now, full))?;

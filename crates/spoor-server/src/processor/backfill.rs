@@ -11,12 +11,12 @@
 //!
 //! Progress is visible through [`DefsHandle::backfills`] (the audiences API shows it).
 
-use super::activate::{record, Engine};
+use super::activate::{record, Engine, Outcome};
 use crate::defs::{Backfill, DefsHandle};
-use spoor_core::audience::{Activation, AudienceState, EventFact};
+use spoor_core::audience::Activation;
 use spoor_core::identity::ProfileId;
-use spoor_core::profile::parse_event;
-use spoor_store::log::LogReader;
+use spoor_core::profile::{parse_event, Profile};
+use spoor_store::log::{LogEntry, LogReader};
 use spoor_store::state::{ChangeCause, ProcessorState, StateStore};
 use spoor_store::StoreError;
 use std::collections::HashMap;
@@ -37,6 +37,68 @@ fn report(defs: &DefsHandle, engine: &Engine, done: u64, total: u64, finished: b
     }
 }
 
+/// Log entries read (and folded in parallel) at a time.
+const BATCH: usize = 20_000;
+/// Most threads a backfill folds on.
+const MAX_WORKERS: usize = 8;
+
+/// Folds the events of `batch` that belong to worker `k`'s people into their states.
+fn fold_part(
+    engine: &Engine,
+    owner: &[u64],
+    batch: &[LogEntry],
+    last: u64,
+    k: usize,
+    workers: usize,
+    part: &mut HashMap<u64, Activation>,
+) {
+    for e in batch {
+        if e.seq > last {
+            break;
+        }
+        let pid = owner.get(e.seq as usize).copied().unwrap_or(0);
+        if pid == 0 || pid % workers as u64 != k as u64 || e.is_erased() {
+            continue;
+        }
+        let Ok(view) = parse_event(e.seq, e.timestamp_ms, &e.payload) else {
+            continue;
+        };
+        let fact = engine.fact(&view);
+        engine.fold(part.entry(pid).or_default(), &fact, &mut []);
+    }
+}
+
+/// People re-evaluated per round of step 4.
+const EVAL_CHUNK: usize = 2_000;
+
+/// Gives worker `k`'s people in `chunk` their fresh states and re-evaluates them at `now`.
+fn evaluate_part(
+    store: &StateStore,
+    engine: &Engine,
+    chunk: &[ProfileId],
+    k: usize,
+    workers: usize,
+    part: &mut HashMap<u64, Activation>,
+    now: i64,
+) -> Result<Vec<(Profile, Outcome)>, StoreError> {
+    let r = store.durable_reader()?;
+    let mut out = Vec::new();
+    for pid in chunk
+        .iter()
+        .filter(|p| p.raw() % workers as u64 == k as u64)
+    {
+        let Some(mut p) = r.profile(*pid)? else {
+            continue;
+        };
+        let act = part.remove(&pid.raw()).unwrap_or_default();
+        p.activation.computed = act.computed;
+        p.activation.audiences = act.audiences;
+        let o = engine.on_time(&mut p, now);
+        out.push((p, o));
+    }
+    Ok(out)
+}
+
 /// Recomputes all activation state from the log. Returns the events read.
 pub fn run(
     state: &mut ProcessorState,
@@ -55,69 +117,79 @@ pub fn run(
     let mut live: Vec<ProfileId> = Vec::new();
     let mut after = None;
     loop {
-        let page = snap.list_profiles(after, 1_000)?;
+        let page = snap.list_profile_ids(after, 1_000)?;
         let Some(tail) = page.last() else { break };
-        after = Some(tail.id);
-        for p in page {
-            live.push(p.id);
-            let cluster = snap.cluster(p.id)?;
+        after = Some(*tail);
+        for id in page {
+            live.push(id);
+            let cluster = snap.cluster(id)?;
             for row in snap.timeline(&cluster, None, usize::MAX)? {
                 if let Some(slot) = owner.get_mut(row.seq as usize) {
-                    *slot = p.id.raw();
+                    *slot = id.raw();
                 }
             }
         }
     }
 
-    // 3. One pass over the log.
-    let mut fresh: HashMap<u64, Activation> = HashMap::new();
+    // 3. One pass over the log, parsed and folded on every core: worker `k` takes the
+    //    events of the people with `pid % workers == k`, so each person's states live in
+    //    one worker's map and no locking is needed (states are order-independent, so
+    //    splitting the stream by person changes nothing).
+    let workers = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .clamp(1, MAX_WORKERS);
+    let mut fresh: Vec<HashMap<u64, Activation>> = vec![HashMap::new(); workers];
     if !engine.idle {
         let mut seq = 1;
         while seq <= last {
-            let batch = reader.read_from(seq, 5_000)?;
+            let batch = reader.read_from(seq, BATCH)?;
             let Some(end) = batch.last().map(|e| e.seq) else {
                 break;
             };
-            for e in &batch {
-                if e.seq > last {
-                    break;
+            let owner = &owner;
+            let batch = &batch;
+            std::thread::scope(|s| {
+                for (k, part) in fresh.iter_mut().enumerate() {
+                    s.spawn(move || fold_part(engine, owner, batch, last, k, workers, part));
                 }
-                let pid = owner.get(e.seq as usize).copied().unwrap_or(0);
-                if pid == 0 {
-                    continue;
-                }
-                let Ok(view) = parse_event(e.seq, e.timestamp_ms, &e.payload) else {
-                    continue;
-                };
-                let fact = EventFact::from_view(&view);
-                let act = fresh.entry(pid).or_default();
-                engine.computed.apply(&mut act.computed, &fact);
-                for name in engine.audiences.order() {
-                    if let Some(rule) = engine.audiences.get(name) {
-                        if rule.deps.event_matters(&fact) {
-                            act.audiences
-                                .entry(name.clone())
-                                .or_insert_with(|| AudienceState::new(rule))
-                                .apply(rule, &fact);
-                        }
-                    }
-                }
-            }
+            });
             seq = end + 1;
             report(&engine.defs, engine, end.min(last), last, false);
         }
     }
-
-    // 4. Every live person gets the fresh states and is re-evaluated now.
+    // 4. Every live person gets the fresh states and is re-evaluated now, on every core
+    //    too: worker `k` reads its people's profiles from the checkpoint taken in 1 (nothing
+    //    else writes while a backfill runs), so decoding and evaluating are parallel; this
+    //    thread puts the results in and records the changes, in id order.
     let now = (engine.now)();
-    for pid in live {
-        let act = fresh.remove(&pid.raw()).unwrap_or_default();
-        let out = state.with_profile(pid, |p| {
-            p.activation.computed = act.computed;
-            p.activation.audiences = act.audiences;
-            engine.on_time(p, now)
-        })?;
-        record(state, pid, out, now, 0, ChangeCause::Backfill);
+    for chunk in live.chunks(EVAL_CHUNK) {
+        let parts: Vec<Result<Vec<(Profile, Outcome)>, StoreError>> = std::thread::scope(|s| {
+            let handles: Vec<_> = fresh
+                .iter_mut()
+                .enumerate()
+                .map(|(k, part)| {
+                    s.spawn(move || evaluate_part(store, engine, chunk, k, workers, part, now))
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join().unwrap_or_else(|_| {
+                        Err(StoreError::Meta("a backfill worker panicked".into()))
+                    })
+                })
+                .collect()
+        });
+        let mut done = Vec::with_capacity(chunk.len());
+        for part in parts {
+            done.extend(part?);
+        }
+        done.sort_unstable_by_key(|(p, _)| p.id.raw());
+        for (p, out) in done {
+            let pid = p.id;
+            state.put_profile(p);
+            record(state, pid, out, now, 0, ChangeCause::Backfill);
+        }
     }
     if let Some(e) = state.take_error() {
         return Err(e);

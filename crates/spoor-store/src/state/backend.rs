@@ -99,6 +99,8 @@ pub trait StateSnapshot: Send {
     ) -> Result<Vec<(String, String, u64)>, StoreError>;
     /// Live profiles in id order, strictly after `after`.
     fn list_profiles(&self, after: Option<u64>, limit: usize) -> Result<Vec<Profile>, StoreError>;
+    /// Live profile ids in order, strictly after `after`, without reading the profiles.
+    fn list_profile_ids(&self, after: Option<u64>, limit: usize) -> Result<Vec<u64>, StoreError>;
     /// Seqs of the events that carried an identifier key, ascending. May include events
     /// of another identifier with the same [`super::ident_hash`]; callers re-check.
     fn events_with(&self, key: &str, limit: usize) -> Result<Vec<u64>, StoreError>;

@@ -220,6 +220,19 @@ impl ProcessorState {
         Ok(r)
     }
 
+    /// Replaces a profile with one computed elsewhere from its current copy (a backfill
+    /// re-evaluates profiles read from the last checkpoint on several threads), so the
+    /// current copy is not read again here.
+    pub fn put_profile(&mut self, p: Profile) {
+        let raw = p.id.raw();
+        self.c_profiles.remove(&raw);
+        self.shared
+            .write()
+            .cur
+            .profiles
+            .insert(raw, Some(Arc::new(p)));
+    }
+
     /// Removes a profile (merged away) and returns what it held.
     pub fn take_profile(&mut self, pid: ProfileId) -> Result<Option<Profile>, StoreError> {
         let raw = pid.raw();

@@ -342,6 +342,10 @@ fn profiles_page_in_id_order_and_events_are_indexed_by_identifier(b: Arc<dyn Sta
     assert_eq!(ids(s.list_profiles(None, 2).unwrap()), vec![1, 2]);
     assert_eq!(ids(s.list_profiles(Some(2), 2).unwrap()), vec![3, 4]);
     assert_eq!(ids(s.list_profiles(Some(5), 2).unwrap()), Vec::<u64>::new());
+    // The ids alone page the same way.
+    assert_eq!(s.list_profile_ids(None, 2).unwrap(), vec![1, 2]);
+    assert_eq!(s.list_profile_ids(Some(2), 2).unwrap(), vec![3, 4]);
+    assert_eq!(s.list_profile_ids(Some(5), 2).unwrap(), Vec::<u64>::new());
     assert_eq!(s.events_with(&k1, 10).unwrap(), vec![3, 7, 9]);
     assert_eq!(s.events_with(&k1, 2).unwrap(), vec![3, 7]);
     assert_eq!(s.events_with(&k2, 10).unwrap(), vec![4]);

@@ -81,7 +81,16 @@ fn pending_changes_are_read_before_the_checkpoint_and_survive_it() {
         .map(|p| p.id.raw())
         .collect();
     assert_eq!(ids, vec![1, 2]);
+    let listed = |after| r.list_profile_ids(after, 10).unwrap();
+    assert_eq!(listed(None), vec![p1, p2]);
+    assert_eq!(listed(Some(p1)), vec![p2]);
     assert!(st.take_profile(p1).unwrap().is_some());
+    // A profile put back whole replaces the current one at once.
+    let mut back = r.profile(p2).unwrap().unwrap_or_else(|| Profile::new(p2));
+    set_trait(&mut back, "silver");
+    st.put_profile(back);
+    assert_eq!(plan(&r, p2).as_deref(), Some("\"silver\""));
+    st.with_profile(p2, |p| set_trait(p, "free")).unwrap();
     st.set_owner(&ann, None);
     assert_eq!(plan(&r, p1), None);
     assert_eq!(r.owner("email", "ann@example.com").unwrap(), None);
@@ -90,6 +99,7 @@ fn pending_changes_are_read_before_the_checkpoint_and_survive_it() {
         .unwrap()
         .is_empty());
     assert_eq!(r.list_profiles(None, 10).unwrap().len(), 1);
+    assert_eq!(r.list_profile_ids(None, 10).unwrap(), vec![p2]);
 
     // A split supersedes committed rows at once.
     st.drop_rows(p1);

@@ -365,6 +365,43 @@ impl StateReader {
         })
     }
 
+    /// Live profile ids in id order after `after` (a backfill lists every person without
+    /// decoding every profile).
+    pub fn list_profile_ids(
+        &self,
+        after: Option<ProfileId>,
+        limit: usize,
+    ) -> Result<Vec<ProfileId>, StoreError> {
+        let after = after.map(|p| p.raw());
+        self.with(|p, s| {
+            let newer: Vec<(u64, bool)> = p
+                .map(|p| {
+                    p.all_profiles()
+                        .into_iter()
+                        .filter(|(k, _)| after.is_none_or(|a| *k > a))
+                        .map(|(k, v)| (k, v.is_some()))
+                        .collect()
+                })
+                .unwrap_or_default();
+            let mut merged: std::collections::BTreeSet<u64> = s
+                .list_profile_ids(after, limit + newer.len())?
+                .into_iter()
+                .collect();
+            for (k, live) in newer {
+                if live {
+                    merged.insert(k);
+                } else {
+                    merged.remove(&k);
+                }
+            }
+            Ok(merged
+                .into_iter()
+                .take(limit)
+                .map(ProfileId::from_raw)
+                .collect())
+        })
+    }
+
     /// Seqs of the events that carried an identifier (for splits).
     pub fn events_with(
         &self,

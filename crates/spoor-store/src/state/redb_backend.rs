@@ -336,6 +336,21 @@ impl StateSnapshot for RedbSnapshot {
         Ok(out)
     }
 
+    fn list_profile_ids(&self, after: Option<u64>, limit: usize) -> Result<Vec<u64>, StoreError> {
+        let start = after.map_or(0, |p| p.saturating_add(1));
+        let mut out = Vec::new();
+        for row in self
+            .profiles
+            .range(start..)
+            .map_err(engine_err)?
+            .take(limit)
+        {
+            let (k, _) = row.map_err(engine_err)?;
+            out.push(k.value());
+        }
+        Ok(out)
+    }
+
     fn events_with(&self, key: &str, limit: usize) -> Result<Vec<u64>, StoreError> {
         let t = self.tx.open_table(IDENT_EVENTS).map_err(engine_err)?;
         let h = ident_hash(key);
