@@ -635,4 +635,36 @@ mod tests {
             .iter()
             .any(|l| l.starts_with("meta next_change_no 4")));
     }
+
+    #[test]
+    fn a_checkpoint_writes_the_bitmaps_as_they_were_when_it_began() {
+        // The bitmaps are serialized on the checkpoint thread from Arcs taken when it
+        // began: a change made meanwhile (copy-on-write) belongs to the next checkpoint.
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateStore::open(dir.path()).unwrap();
+        let mut st = store.processor_state(1024).unwrap();
+        let (p1, p2) = (ProfileId::from_raw(1), ProfileId::from_raw(2));
+        st.set_member("buyers", p1, true);
+        st.set_member("gone", p1, true);
+        st.set_processed(1);
+        st.begin_checkpoint().unwrap();
+        st.set_member("buyers", p2, true);
+        st.set_member("buyers", p1, false);
+        st.drop_audience("gone");
+        st.set_processed(2);
+        st.finish_checkpoint(true).unwrap();
+        let d = store.durable_reader().unwrap();
+        assert_eq!(ids(d.audience_members("buyers", None, 10).unwrap()), [1]);
+        assert_eq!(d.audience_size("gone").unwrap(), 1);
+        // Readers of the pending state see the newer bitmaps all along.
+        let r = store.reader().unwrap();
+        assert_eq!(ids(r.audience_members("buyers", None, 10).unwrap()), [2]);
+        assert_eq!(r.audience_size("gone").unwrap(), 0);
+
+        st.checkpoint().unwrap();
+        let d = store.durable_reader().unwrap();
+        assert_eq!(ids(d.audience_members("buyers", None, 10).unwrap()), [2]);
+        assert_eq!(d.audience_size("gone").unwrap(), 0);
+        assert_eq!(d.processed_seq().unwrap(), 2);
+    }
 }
