@@ -68,7 +68,7 @@ pub use model::{
     SplitSide,
 };
 pub use normalize::Normalize;
-pub use resolve::resolve;
+pub use resolve::{resolve, resolve_visiting};
 pub use score::pairwise_scores;
 pub use split::{
     component_events, plan_detach, plan_undo_merge, rederive, split_and_rederive, Rederived,

@@ -23,8 +23,22 @@ pub fn resolve<S: IdentityStore + ?Sized>(
     rules: &IdentityRules,
     input: &IdentityInput,
 ) -> Resolution {
+    resolve_visiting(store, rules, input, |_| {})
+}
+
+/// [`resolve`], also handing `visit` each usable identifier of the event once, normalised
+/// (before resolution uses them). The processor indexes events by identifier with them:
+/// normalising is a good part of resolving, and doing it twice per event cost ~3 k
+/// instructions.
+pub fn resolve_visiting<S: IdentityStore + ?Sized>(
+    store: &mut S,
+    rules: &IdentityRules,
+    input: &IdentityInput,
+    visit: impl FnMut(&Identifier),
+) -> Resolution {
     let mut rec = Recorder::new(input);
     let carried = prepare(rules, input, &mut rec);
+    carried.iter().map(|(_, id)| id).for_each(visit);
     if carried.is_empty() {
         return rec.finish(None, Vec::new());
     }

@@ -400,3 +400,39 @@ fn profile_ids_are_opaque_and_round_trip() {
     assert_eq!(ProfileId::parse("prof_zzzzzzzzzzzzz"), None);
     assert_eq!(ProfileId::parse("src_0000000000000"), None);
 }
+
+#[test]
+fn resolve_visiting_hands_over_each_usable_identifier_once_normalised() {
+    let mut w = World::new();
+    let input = IdentityInput {
+        seq: 1,
+        message_id: "m1".into(),
+        timestamp_ms: 0,
+        identifiers: [
+            ("email", " Ann@Example.com "),
+            ("user_id", "u1"),
+            ("anonymous_id", "undefined"),
+            ("email", "ann@example.com"),
+            ("fax", "123"),
+        ]
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect(),
+    };
+    let mut seen = Vec::new();
+    let res = resolve_visiting(&mut w.store, &w.rules, &input, |id| seen.push(id.clone()));
+    // Exactly what normalising each one gives, blocked and unknown ones left out, the
+    // duplicate once; the resolution is the same as without a visitor.
+    let mut want: Vec<Identifier> = input
+        .identifiers
+        .iter()
+        .filter_map(|(k, v)| w.rules.normalize(k, v).ok())
+        .collect();
+    want.sort_by(|a, b| (a.kind.as_str(), &a.value).cmp(&(b.kind.as_str(), &b.value)));
+    want.dedup();
+    seen.sort_by(|a, b| (a.kind.as_str(), &a.value).cmp(&(b.kind.as_str(), &b.value)));
+    assert_eq!(seen, want);
+    assert_eq!(seen.len(), 2);
+    let mut again = World::new();
+    assert_eq!(resolve(&mut again.store, &again.rules, &input), res);
+}

@@ -73,11 +73,16 @@ pub fn extract_identifiers(ev: &EventView, custom: &[IdentifierSource]) -> Vec<(
     if let Some(v) = &ev.device_id {
         push("device_id", v.to_string());
     }
+    let message = if custom.is_empty() {
+        None
+    } else {
+        ev.message()
+    };
     for c in custom {
         if ev.kind == EventType::Group && c.path.split('.').next() == Some("traits") {
             continue;
         }
-        if let Some(v) = value_at_path(ev.message, &c.path) {
+        if let Some(v) = message.and_then(|m| value_at_path(m, &c.path)) {
             push(&c.id_type, v);
         }
     }

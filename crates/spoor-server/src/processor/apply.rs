@@ -4,7 +4,7 @@ use super::activate::{record, Engine, Touched};
 use super::Pipeline;
 use spoor_core::audience::Activation;
 use spoor_core::identity::ProfileId;
-use spoor_core::identity::{resolve, DecisionKind, IdentityInput, Resolution};
+use spoor_core::identity::{resolve_visiting, DecisionKind, IdentityInput, Resolution};
 use spoor_core::profile::{extract_identifiers, parse_event, EventView};
 use spoor_core::EventType;
 use spoor_store::log::LogEntry;
@@ -49,18 +49,19 @@ pub fn apply_event(
             return Ok(());
         }
     }
-    for (kind, raw) in &identifiers {
-        if let Ok(id) = p.rules.normalize(kind, raw) {
-            state.add_ident_event(id.kind.as_str(), &id.value, e.seq);
-        }
-    }
     let input = IdentityInput {
         seq: e.seq,
         message_id: view.message_id.to_string(),
         timestamp_ms: view.timestamp_ms,
         identifiers,
     };
-    let res = resolve(state, &p.rules, &input);
+    // Which events carried an identifier (for splits): every usable one, normalised once
+    // by the resolution itself.
+    let mut carried = Vec::with_capacity(input.identifiers.len());
+    let res = resolve_visiting(state, &p.rules, &input, |id| carried.push(id.clone()));
+    for id in &carried {
+        state.add_ident_event(id.kind.as_str(), &id.value, e.seq);
+    }
     if let Some(err) = state.take_error() {
         return Err(err);
     }

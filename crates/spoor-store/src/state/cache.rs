@@ -8,8 +8,8 @@
 //! exceeded — cheap, and the working set refills it).
 
 use super::backend::{ChangeSet, StateBackend, StateSnapshot};
-use super::memberships::MembershipState;
-use super::pending::Pending;
+use super::memberships::{MembershipDelta, MembershipState};
+use super::pending::{Layer, Pending};
 use super::tables::{ident_hash_step, ident_key, IDENT_HASH_SEED};
 use crate::error::StoreError;
 use parking_lot::RwLock;
@@ -66,6 +66,36 @@ struct InFlight {
     handle: std::thread::JoinHandle<(ChangeSet, Result<(), StoreError>)>,
     /// The processed seq it makes durable.
     seq: u64,
+}
+
+/// The change set of a frozen layer: `head` (the log position, counters and the rows kept
+/// outside the layers) completed with the layer's entries and the membership delta. Runs on
+/// the checkpoint thread, without the pending lock.
+fn change_set(mut c: ChangeSet, l: &Layer, mem: MembershipDelta) -> ChangeSet {
+    c.owners = l.owners.iter().map(|(k, v)| (k.clone(), *v)).collect();
+    c.identities = l.identities.iter().map(|(k, v)| (*k, v.clone())).collect();
+    c.profiles = l.profiles.iter().map(|(k, v)| (*k, v.clone())).collect();
+    c.groups = l
+        .groups
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    c.drop_rows = l.dropped.iter().copied().collect();
+    c.timeline = l
+        .timeline
+        .iter()
+        .flat_map(|(p, rows)| rows.iter().map(move |(ts, seq)| (*p, *ts, *seq)))
+        .collect();
+    c.decisions = l
+        .decisions
+        .iter()
+        .flat_map(|(p, rows)| {
+            rows.iter()
+                .map(move |((seq, idx), d)| ((*p, *seq, *idx), d.clone()))
+        })
+        .collect();
+    mem.fill(l, &mut c);
+    c
 }
 
 /// Drops about half of a map (whichever entries the hash order puts first).
@@ -352,41 +382,23 @@ impl ProcessorState {
         if let Some(e) = self.error.take() {
             return Err(e);
         }
-        let mut changes = {
+        // Under the write lock only what is O(1) or O(changed audiences): every Profile API
+        // read and every processor change waits while it is held. The change set (about a
+        // million entries after a busy interval) is built from the frozen layer, which no
+        // one changes any more, on the checkpoint thread.
+        let (layer, mem) = {
             let mut g = self.shared.write();
             let l = g.freeze();
-            let mut c = ChangeSet {
-                processed_seq: self.processed_seq,
-                live_profiles: self.live_profiles(),
-                split_rules: self.rules_dirty.then(|| self.rules.clone()),
-                owners: l.owners.iter().map(|(k, v)| (k.clone(), *v)).collect(),
-                identities: l.identities.iter().map(|(k, v)| (*k, v.clone())).collect(),
-                profiles: l.profiles.iter().map(|(k, v)| (*k, v.clone())).collect(),
-                groups: l
-                    .groups
-                    .iter()
-                    .map(|(k, v)| (k.clone(), v.clone()))
-                    .collect(),
-                drop_rows: l.dropped.iter().copied().collect(),
-                timeline: l
-                    .timeline
-                    .iter()
-                    .flat_map(|(p, rows)| rows.iter().map(move |(ts, seq)| (*p, *ts, *seq)))
-                    .collect(),
-                ident_events: std::mem::take(&mut self.ident_events),
-                drop_ident_events: std::mem::take(&mut self.drop_ident_events),
-                decisions: l
-                    .decisions
-                    .iter()
-                    .flat_map(|(p, rows)| {
-                        rows.iter()
-                            .map(move |((seq, idx), d)| ((*p, *seq, *idx), d.clone()))
-                    })
-                    .collect(),
-                ..ChangeSet::default()
-            };
-            self.mem.fill(&g, &l, &mut c);
-            c
+            let mem = self.mem.take_delta(&g);
+            (l, mem)
+        };
+        let head = ChangeSet {
+            processed_seq: self.processed_seq,
+            live_profiles: self.live_profiles(),
+            split_rules: self.rules_dirty.then(|| self.rules.clone()),
+            ident_events: std::mem::take(&mut self.ident_events),
+            drop_ident_events: std::mem::take(&mut self.drop_ident_events),
+            ..ChangeSet::default()
         };
         self.rules_dirty = false;
         let backend = self.backend.clone();
@@ -394,6 +406,8 @@ impl ProcessorState {
         let handle = std::thread::Builder::new()
             .name("spoor-checkpoint".into())
             .spawn(move || {
+                let mut changes = change_set(head, &layer, mem);
+                drop(layer);
                 let r = backend.commit(&mut changes);
                 (changes, r)
             })
@@ -428,7 +442,15 @@ impl ProcessorState {
         // A snapshot with the new checkpoint first, then drop the frozen layer: a reader
         // that misses the pending changes from now on finds them in the backend.
         self.snap = self.backend.snapshot()?;
-        self.shared.write().checkpointed();
+        let frozen = self.shared.write().checkpointed();
+        // The last reference to the frozen layer (up to a million map entries): freed
+        // outside the lock, on a thread of its own, so neither readers nor the processor
+        // wait for millions of deallocations.
+        if let Some(l) = frozen {
+            let _ = std::thread::Builder::new()
+                .name("spoor-free".into())
+                .spawn(move || drop(l));
+        }
         // What was written is now the freshest copy outside the current layer (which is
         // read first): keep it as clean cache.
         let incoming = changes.owners.len() + changes.identities.len() + changes.profiles.len();

@@ -127,34 +127,70 @@ impl MembershipState {
         !self.timer_delta.is_empty() || !self.dirty.is_empty() || self.numbered
     }
 
-    /// Moves what changed since the last checkpoint into `c` (bitmaps of changed audiences
-    /// serialized from `g`, timer inserts/deletes, pending history and feed rows).
-    pub(super) fn fill(&mut self, g: &Pending, layer: &Layer, c: &mut ChangeSet) {
-        for name in std::mem::take(&mut self.dirty) {
-            let bytes = g
-                .members
-                .as_ref()
-                .and_then(|m| m.get(&name))
-                .filter(|b| !b.is_empty())
-                .map(|b| encode_members(b));
-            c.audiences.push((name, bytes));
-        }
+    /// Takes what changed since the last checkpoint: the changed audiences' bitmaps (`Arc`
+    /// clones from `g`, O(changed audiences) — the caller holds the pending lock), timer
+    /// inserts/deletes and the next change number. Serialising the bitmaps is left to
+    /// [`MembershipDelta::fill`], outside the lock.
+    pub(super) fn take_delta(&mut self, g: &Pending) -> MembershipDelta {
+        let audiences = std::mem::take(&mut self.dirty)
+            .into_iter()
+            .map(|name| {
+                let b = g
+                    .members
+                    .as_ref()
+                    .and_then(|m| m.get(&name))
+                    .filter(|b| !b.is_empty())
+                    .cloned();
+                (name, b)
+            })
+            .collect();
+        let mut d = MembershipDelta {
+            audiences,
+            next_change_no: std::mem::take(&mut self.numbered).then_some(self.next_change_no),
+            ..MembershipDelta::default()
+        };
         for (k, present) in std::mem::take(&mut self.timer_delta) {
             if present {
-                c.timers_add.push(k);
+                d.timers_add.push(k);
             } else {
-                c.timers_remove.push(k);
+                d.timers_remove.push(k);
             }
         }
+        d
+    }
+}
+
+/// The membership part of one checkpoint, taken from the processor's state under the
+/// pending lock in O(changed audiences) and turned into [`ChangeSet`] rows on the
+/// checkpoint thread: serialising a bitmap of a million members takes milliseconds, and
+/// every Profile API read waits while the lock is held.
+#[derive(Default)]
+pub(super) struct MembershipDelta {
+    /// Changed audiences and their members now (`None`: deleted or empty).
+    audiences: Vec<(String, Option<Arc<RoaringTreemap>>)>,
+    timers_add: Vec<(i64, u64)>,
+    timers_remove: Vec<(i64, u64)>,
+    next_change_no: Option<u64>,
+}
+
+impl MembershipDelta {
+    /// Moves the delta into `c`: bitmaps serialized, and the frozen layer's history and
+    /// feed rows.
+    pub(super) fn fill(self, layer: &Layer, c: &mut ChangeSet) {
+        c.audiences = self
+            .audiences
+            .into_iter()
+            .map(|(name, b)| (name, b.map(|b| encode_members(&b))))
+            .collect();
+        c.timers_add = self.timers_add;
+        c.timers_remove = self.timers_remove;
         c.membership_feed = layer.membership_feed.clone();
         c.membership_history = layer
             .membership_history
             .values()
             .flat_map(|rows| rows.iter().cloned())
             .collect();
-        if std::mem::take(&mut self.numbered) {
-            c.next_change_no = Some(self.next_change_no);
-        }
+        c.next_change_no = self.next_change_no;
     }
 }
 
@@ -598,5 +634,37 @@ mod tests {
             .unwrap()
             .iter()
             .any(|l| l.starts_with("meta next_change_no 4")));
+    }
+
+    #[test]
+    fn a_checkpoint_writes_the_bitmaps_as_they_were_when_it_began() {
+        // The bitmaps are serialized on the checkpoint thread from Arcs taken when it
+        // began: a change made meanwhile (copy-on-write) belongs to the next checkpoint.
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateStore::open(dir.path()).unwrap();
+        let mut st = store.processor_state(1024).unwrap();
+        let (p1, p2) = (ProfileId::from_raw(1), ProfileId::from_raw(2));
+        st.set_member("buyers", p1, true);
+        st.set_member("gone", p1, true);
+        st.set_processed(1);
+        st.begin_checkpoint().unwrap();
+        st.set_member("buyers", p2, true);
+        st.set_member("buyers", p1, false);
+        st.drop_audience("gone");
+        st.set_processed(2);
+        st.finish_checkpoint(true).unwrap();
+        let d = store.durable_reader().unwrap();
+        assert_eq!(ids(d.audience_members("buyers", None, 10).unwrap()), [1]);
+        assert_eq!(d.audience_size("gone").unwrap(), 1);
+        // Readers of the pending state see the newer bitmaps all along.
+        let r = store.reader().unwrap();
+        assert_eq!(ids(r.audience_members("buyers", None, 10).unwrap()), [2]);
+        assert_eq!(r.audience_size("gone").unwrap(), 0);
+
+        st.checkpoint().unwrap();
+        let d = store.durable_reader().unwrap();
+        assert_eq!(ids(d.audience_members("buyers", None, 10).unwrap()), [2]);
+        assert_eq!(d.audience_size("gone").unwrap(), 0);
+        assert_eq!(d.processed_seq().unwrap(), 2);
     }
 }

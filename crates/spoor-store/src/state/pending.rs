@@ -115,10 +115,12 @@ impl Pending {
         l
     }
 
-    /// Drops the frozen layer once its checkpoint is durable.
-    pub fn checkpointed(&mut self) {
-        self.frozen = None;
+    /// Takes the frozen layer out once its checkpoint is durable. The caller drops it after
+    /// releasing the lock: freeing a layer of a million entries takes a while.
+    #[must_use = "drop the layer outside the lock"]
+    pub fn checkpointed(&mut self) -> Option<Arc<Layer>> {
         self.epoch += 1;
+        self.frozen.take()
     }
 
     /// Empties both layers (a processor starting over: what was pending is replayed).
