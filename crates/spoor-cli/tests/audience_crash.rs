@@ -52,10 +52,7 @@ fn processor(server: &Server) -> Value {
 /// Waits until every ingested event is processed; returns the last seq.
 fn wait_processed(server: &Server) -> u64 {
     let last = processor(server)["ingested_seq"].as_u64().unwrap();
-    let st = get_ok(
-        server,
-        &format!("/v1/admin/processor?wait_for={last}&timeout_ms=20000"),
-    );
+    let st = server.wait_processed(last);
     assert_eq!(
         st["processed_seq"].as_u64(),
         Some(last),

@@ -287,9 +287,7 @@ fn audiences_export_writes_files_and_prints_the_next_cursor() {
         assert_eq!(s, 200, "{v}");
         let (_, st) = server.admin_get("/v1/admin/processor");
         let last = st["ingested_seq"].as_u64().unwrap();
-        let (_, st) = server.admin_get(&format!(
-            "/v1/admin/processor?wait_for={last}&timeout_ms=20000"
-        ));
+        let st = server.wait_processed(last);
         assert_eq!(st["processed_seq"].as_u64(), Some(last), "{st}");
     };
     ingest(serde_json::json!([

@@ -414,9 +414,7 @@ fn kill_9_during_processing_leaves_state_equal_to_a_clean_rebuild() {
     let (_, st) = server.admin_get("/v1/admin/processor");
     let last = st["ingested_seq"].as_u64().unwrap();
     assert_eq!(last, 24_000);
-    let (_, st) = server.admin_get(&format!(
-        "/v1/admin/processor?wait_for={last}&timeout_ms=60000"
-    ));
+    let st = server.wait_processed(last);
     assert_eq!(st["processed_seq"].as_u64(), Some(last), "{st}");
     assert!(st["healthy"] == true, "{st}");
     // Applied changes become durable at the next checkpoint (at most checkpoint_ms later

@@ -99,9 +99,7 @@ fn kill_9_during_erasure_leaves_a_consistent_resumable_data_dir() {
             let (s, v) = server.post("/v1/batch", &json!({ "batch": b }), WRITE_KEY);
             assert_eq!(s, 200, "{v}");
         }
-        let (_, v) = server.admin_get(&format!(
-            "/v1/admin/processor?wait_for={total}&timeout_ms=60000"
-        ));
+        let v = server.wait_processed(total as u64);
         assert_eq!(v["processed_seq"], total, "{v}");
 
         let (s, v) = admin(

@@ -190,6 +190,25 @@ impl Server {
         admin_get(&self.url, ADMIN_TOKEN, path_and_query)
     }
 
+    /// The processor's status once it has applied `seq`, or after 120 s (the caller
+    /// asserts). Waits in steps of 10 s: one request may not outlast the client's 20 s
+    /// timeout, and a restarted processor replaying its backlog on a loaded machine can
+    /// take longer than that.
+    pub fn wait_processed(&self, seq: u64) -> Value {
+        let mut st = Value::Null;
+        for _ in 0..12 {
+            st = self
+                .admin_get(&format!(
+                    "/v1/admin/processor?wait_for={seq}&timeout_ms=10000"
+                ))
+                .1;
+            if st["processed_seq"].as_u64() >= Some(seq) {
+                break;
+            }
+        }
+        st
+    }
+
     /// Every stored event (the full envelope with `seq`), oldest first, via the NDJSON export.
     pub fn export(&self) -> Vec<Value> {
         export(&self.url, ADMIN_TOKEN)
