@@ -10,7 +10,10 @@
 //! ring as the process default once. Server certificates are checked against the system's
 //! trust store (rustls-platform-verifier), plus any extra CA a destination names.
 
-use std::sync::Once;
+use rustls::client::WantsClientCert;
+use rustls::pki_types::{pem::PemObject, CertificateDer};
+use rustls::{ClientConfig, ConfigBuilder, RootCertStore, WantsVerifier};
+use std::sync::{Arc, Once};
 
 static PROVIDER: Once = Once::new();
 
@@ -37,4 +40,44 @@ pub fn parse_ca_pem(pem: &str) -> Result<Vec<reqwest::Certificate>, String> {
         return Err("no certificate in the PEM text".into());
     }
     Ok(certs)
+}
+
+/// Adds the CA certificates of a PEM text (a destination's `ca_pem`) to `roots`; an
+/// unreadable, unusable or empty text is an error (prefixed with the field by the caller).
+pub fn add_pem_roots(roots: &mut RootCertStore, pem: &str) -> Result<(), String> {
+    let mut n = 0;
+    for c in CertificateDer::pem_slice_iter(pem.as_bytes()) {
+        let c = c.map_err(|e| format!("not PEM certificates: {e}"))?;
+        roots
+            .add(c)
+            .map_err(|e| format!("unusable certificate: {e}"))?;
+        n += 1;
+    }
+    if n == 0 {
+        return Err("no certificate in the PEM text".into());
+    }
+    Ok(())
+}
+
+/// A rustls client configuration on the ring provider (the one Spoor builds), safe
+/// protocol versions, about to be given its certificate verification.
+pub fn client_config() -> Result<
+    (
+        Arc<rustls::crypto::CryptoProvider>,
+        ConfigBuilder<ClientConfig, WantsVerifier>,
+    ),
+    String,
+> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS: {e}"))?;
+    Ok((provider, builder))
+}
+
+/// [`client_config`] verifying against `roots`, without client certificates.
+pub fn client_config_with_roots(roots: RootCertStore) -> Result<ClientConfig, String> {
+    let b: ConfigBuilder<ClientConfig, WantsClientCert> =
+        client_config()?.1.with_root_certificates(roots);
+    Ok(b.with_no_client_auth())
 }

@@ -136,3 +136,19 @@ impl Destinations {
         })
     }
 }
+
+/// `head: cause: cause…` — an error with the causes beneath it (a refused connection, an
+/// untrusted certificate…), each text once, so a destination's `last_error` names what to
+/// fix. Client errors alone often say only "error sending request" or "db error".
+pub(crate) fn error_chain(head: &str, e: &dyn std::error::Error) -> String {
+    let mut out = head.to_owned();
+    let mut src = e.source();
+    while let Some(inner) = src {
+        let t = inner.to_string();
+        if !out.contains(&t) {
+            out = format!("{out}: {t}");
+        }
+        src = inner.source();
+    }
+    out
+}

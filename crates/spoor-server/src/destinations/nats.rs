@@ -146,27 +146,11 @@ pub fn subject(prefix: &str, body: &Value) -> String {
 
 /// A TLS client configuration trusting the system's CAs and those in `pem`.
 fn tls_config(pem: &str) -> Result<rustls::ClientConfig, String> {
-    use rustls::pki_types::{pem::PemObject, CertificateDer};
     let mut roots = rustls::RootCertStore::empty();
     // Unreadable system certificates are skipped: the extra CA may be all that is needed.
     roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
-    let mut n = 0;
-    for c in CertificateDer::pem_slice_iter(pem.as_bytes()) {
-        let c = c.map_err(|e| format!("nats.ca_pem: not PEM certificates: {e}"))?;
-        roots
-            .add(c)
-            .map_err(|e| format!("nats.ca_pem: unusable certificate: {e}"))?;
-        n += 1;
-    }
-    if n == 0 {
-        return Err("nats.ca_pem: no certificate in the PEM text".into());
-    }
-    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
-    Ok(rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| format!("TLS: {e}"))?
-        .with_root_certificates(roots)
-        .with_no_client_auth())
+    crate::tls::add_pem_roots(&mut roots, pem).map_err(|e| format!("nats.ca_pem: {e}"))?;
+    crate::tls::client_config_with_roots(roots)
 }
 
 /// Connects and finds (or creates) the stream.
@@ -181,7 +165,13 @@ pub async fn connect(s: &NatsSettings) -> Result<jetstream::Context, String> {
         .request_timeout(Some(timeout))
         .connect(s.url.as_str())
         .await
-        .map_err(|e| format!("cannot connect to NATS at {}: {}", s.url, chain(&e)))?;
+        .map_err(|e| {
+            format!(
+                "cannot connect to NATS at {}: {}",
+                s.url,
+                super::error_chain(&e.to_string(), &e)
+            )
+        })?;
     let mut js = jetstream::new(client);
     js.set_timeout(timeout);
     if s.create_stream {
@@ -202,20 +192,6 @@ pub async fn connect(s: &NatsSettings) -> Result<jetstream::Context, String> {
         })?;
     }
     Ok(js)
-}
-
-/// An error with its causes (a TLS failure is a cause of a connect error).
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(inner) = src {
-        let t = inner.to_string();
-        if !s.contains(&t) {
-            s = format!("{s}: {t}");
-        }
-        src = inner.source();
-    }
-    s
 }
 
 /// A destination's JetStream context, made on first use (the client reconnects by itself).

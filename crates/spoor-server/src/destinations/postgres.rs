@@ -285,15 +285,7 @@ pub async fn connect(s: &PostgresSettings) -> Result<Client, String> {
 fn describe(e: &tokio_postgres::Error) -> String {
     match e.as_db_error() {
         Some(db) => format!("{} ({})", db.message(), db.code().code()),
-        None => {
-            let mut s = e.to_string();
-            let mut src = std::error::Error::source(e);
-            while let Some(inner) = src {
-                s = format!("{s}: {inner}");
-                src = inner.source();
-            }
-            s
-        }
+        None => super::error_chain(&e.to_string(), e),
     }
 }
 

@@ -10,7 +10,6 @@
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
-use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, SignatureScheme};
 use std::sync::Arc;
@@ -18,28 +17,20 @@ use tokio_postgres_rustls::MakeRustlsConnect;
 
 /// The TLS connector for a destination.
 pub fn connector(ca_pem: Option<&str>) -> Result<MakeRustlsConnect, String> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
-        .map_err(|e| format!("TLS: {e}"))?;
     let config = match ca_pem {
         Some(pem) => {
             let mut roots = rustls::RootCertStore::empty();
-            for c in CertificateDer::pem_slice_iter(pem.as_bytes()) {
-                let c = c.map_err(|e| format!("postgres.ca_pem: not PEM certificates: {e}"))?;
-                roots
-                    .add(c)
-                    .map_err(|e| format!("postgres.ca_pem: unusable certificate: {e}"))?;
-            }
-            if roots.is_empty() {
-                return Err("postgres.ca_pem: no certificate in the PEM text".into());
-            }
-            builder.with_root_certificates(roots).with_no_client_auth()
+            crate::tls::add_pem_roots(&mut roots, pem)
+                .map_err(|e| format!("postgres.ca_pem: {e}"))?;
+            crate::tls::client_config_with_roots(roots)?
         }
-        None => builder
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(EncryptOnly(provider)))
-            .with_no_client_auth(),
+        None => {
+            let (provider, builder) = crate::tls::client_config()?;
+            builder
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(EncryptOnly(provider)))
+                .with_no_client_auth()
+        }
     };
     Ok(MakeRustlsConnect::new(config))
 }

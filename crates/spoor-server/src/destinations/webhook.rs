@@ -181,30 +181,14 @@ pub async fn send(http: &reqwest::Client, d: &Destination, id: &str, body: Vec<u
 /// Names the cause of a failed request, including the underlying one (refused connection,
 /// DNS, an untrusted certificate…), so the destination's `last_error` says what to fix.
 fn describe(e: &reqwest::Error) -> String {
-    let mut causes = Vec::new();
-    let mut src = std::error::Error::source(e);
-    while let Some(inner) = src {
-        let t = inner.to_string();
-        if !causes.contains(&t) {
-            causes.push(t);
-        }
-        src = inner.source();
-    }
     let head = if e.is_timeout() {
         "timed out".to_owned()
     } else if e.is_connect() {
         "cannot connect".to_owned()
     } else {
-        return std::iter::once(e.to_string())
-            .chain(causes)
-            .collect::<Vec<_>>()
-            .join(": ");
+        e.to_string()
     };
-    if causes.is_empty() {
-        head
-    } else {
-        format!("{head}: {}", causes.join(": "))
-    }
+    super::error_chain(&head, e)
 }
 
 async fn read_capped(mut resp: reqwest::Response) -> String {
