@@ -49,7 +49,14 @@ pub struct Engine {
     /// The top-level event properties any definition reads: [`Engine::fact`] parses only
     /// these.
     keys: BTreeSet<String>,
+    /// The top-level group traits any audience reads (empty: group traits are never
+    /// loaded, and a change of a group's traits re-evaluates no one).
+    group_keys: BTreeSet<String>,
 }
+
+/// The traits of the person's groups, as plain values (what `group trait` conditions read;
+/// empty unless [`Engine::reads_groups`]).
+pub type GroupFacts = [serde_json::Map<String, serde_json::Value>];
 
 struct Slot {
     name: String,
@@ -126,6 +133,7 @@ impl Engine {
             by_event: HashMap::new(),
             any_name: Vec::new(),
             keys: BTreeSet::new(),
+            group_keys: BTreeSet::new(),
         };
         e.reload();
         e
@@ -157,7 +165,10 @@ impl Engine {
             })
             .collect();
         self.keys.clear();
+        self.group_keys.clear();
         for slot in &self.slots {
+            self.group_keys
+                .extend(slot.rule.deps.group_traits.iter().cloned());
             for sel in &slot.rule.deps.events {
                 property_keys(sel, &mut self.keys);
             }
@@ -199,6 +210,23 @@ impl Engine {
         EventFact::from_view_keys(view, &self.keys)
     }
 
+    /// Whether any audience has a `group trait` condition (only then are the person's groups
+    /// loaded for an evaluation).
+    pub fn reads_groups(&self) -> bool {
+        !self.group_keys.is_empty()
+    }
+
+    /// Whether a group's traits changed in a way some audience can see (a trait it reads).
+    pub fn group_traits_changed(
+        &self,
+        before: &serde_json::Map<String, serde_json::Value>,
+        after: &serde_json::Map<String, serde_json::Value>,
+    ) -> bool {
+        self.group_keys
+            .iter()
+            .any(|k| before.get(k) != after.get(k))
+    }
+
     /// Recompiles if the definitions changed; returns whether they did.
     pub fn reload(&mut self) -> bool {
         let d = self.defs.current();
@@ -236,6 +264,7 @@ impl Engine {
         touched: Touched,
         now_ms: i64,
         full: bool,
+        groups: &GroupFacts,
     ) -> Outcome {
         let mut act = std::mem::take(&mut p.activation);
         let full = full || act.revision != self.revision;
@@ -256,7 +285,7 @@ impl Engine {
         if !computed.is_empty() {
             act.computed_next = self.computed.next_change(&act.computed, now_ms);
         }
-        let out = self.reevaluate(p, &mut act, now_ms, |i, deps, changed| {
+        let out = self.reevaluate(p, &mut act, now_ms, groups, |i, deps, changed| {
             full || matched[i]
                 || touched.traits && !deps.traits.is_empty()
                 || touched.channels && deps.channels
@@ -299,10 +328,27 @@ impl Engine {
 
     /// Re-evaluates everything at `now_ms` with no new event (a timer fired, a backfill, a
     /// merge).
-    pub fn on_time(&self, p: &mut Profile, now_ms: i64) -> Outcome {
+    pub fn on_time(&self, p: &mut Profile, now_ms: i64, groups: &GroupFacts) -> Outcome {
         let mut act = std::mem::take(&mut p.activation);
         self.refresh_computed(&mut act, now_ms);
-        let out = self.reevaluate(p, &mut act, now_ms, |_, _, _| true);
+        let out = self.reevaluate(p, &mut act, now_ms, groups, |_, _, _| true);
+        p.activation = act;
+        out
+    }
+
+    /// Re-evaluates, at `now_ms`, the audiences with group-trait conditions (and those
+    /// nested on one that changed): a group the person belongs to changed its traits
+    /// through another member's `group` call.
+    pub fn on_group(&self, p: &mut Profile, now_ms: i64, groups: &GroupFacts) -> Outcome {
+        let mut act = std::mem::take(&mut p.activation);
+        if act.revision != self.revision {
+            // Not evaluated under these definitions yet: everything, as its next event would.
+            p.activation = act;
+            return self.on_time(p, now_ms, groups);
+        }
+        let out = self.reevaluate(p, &mut act, now_ms, groups, |i, deps, changed| {
+            !deps.group_traits.is_empty() || self.slots[i].reads.iter().any(|r| changed[*r])
+        });
         p.activation = act;
         out
     }
@@ -344,6 +390,7 @@ impl Engine {
         p: &Profile,
         act: &mut Activation,
         now_ms: i64,
+        groups: &GroupFacts,
         dirty: impl Fn(usize, &Dependencies, &[bool]) -> bool,
     ) -> Outcome {
         let mut out = Outcome {
@@ -374,7 +421,7 @@ impl Engine {
                 continue;
             }
             if slot.needs & !built != 0 {
-                self.fill(&mut f, slot.needs & !built, p, act);
+                self.fill(&mut f, slot.needs & !built, p, act, groups);
                 built |= slot.needs;
             }
             let f = &mut f;
@@ -424,10 +471,10 @@ const CHANNELS: u8 = 4;
 const DEVICES: u8 = 8;
 const CONSENT: u8 = 16;
 const AUDIENCES: u8 = 32;
+const GROUPS: u8 = 64;
 
 fn needs(d: &Dependencies) -> u8 {
     let mut n = 0;
-    // Group traits are not part of the facts here (see `ProfileFacts::from_profile`).
     for (on, bit) in [
         (!d.traits.is_empty(), TRAITS),
         (!d.computed.is_empty(), COMPUTED),
@@ -435,6 +482,7 @@ fn needs(d: &Dependencies) -> u8 {
         (d.devices, DEVICES),
         (d.consent, CONSENT),
         (!d.audiences.is_empty(), AUDIENCES),
+        (!d.group_traits.is_empty(), GROUPS),
     ] {
         if on {
             n |= bit;
@@ -446,7 +494,14 @@ fn needs(d: &Dependencies) -> u8 {
 impl Engine {
     /// Fills the `parts` of `f` from the profile and its activation (memberships as they
     /// were before this evaluation; the evaluation keeps `f.audiences` current itself).
-    fn fill(&self, f: &mut ProfileFacts, parts: u8, p: &Profile, act: &Activation) {
+    fn fill(
+        &self,
+        f: &mut ProfileFacts,
+        parts: u8,
+        p: &Profile,
+        act: &Activation,
+        groups: &GroupFacts,
+    ) {
         if parts & (TRAITS | CHANNELS | DEVICES) != 0 {
             let from = ProfileFacts::from_profile_parts(
                 p,
@@ -472,6 +527,9 @@ impl Engine {
         }
         if parts & AUDIENCES != 0 {
             f.audiences = act.members.keys().cloned().collect();
+        }
+        if parts & GROUPS != 0 {
+            f.groups = groups.to_vec();
         }
     }
 }
@@ -556,7 +614,8 @@ pub fn fire_timers(
         let live = spoor_core::identity::resolve_profile(state, *pid);
         match live {
             Some(live) if live == *pid => {
-                let out = state.with_profile(live, |p| engine.on_time(p, now))?;
+                let groups = super::groups::facts_of(state, engine, live)?;
+                let out = state.with_profile(live, |p| engine.on_time(p, now, &groups))?;
                 lateness.add((engine.now)() - *at);
                 // The change happened when the timer was due, not when it was noticed.
                 record(state, live, out, *at, 0, ChangeCause::Timer);

@@ -1,6 +1,7 @@
 //! One event's effect on the state: identity resolution, then the profile.
 
 use super::activate::{record, Engine, Touched};
+use super::groups;
 use super::Pipeline;
 use spoor_core::audience::Activation;
 use spoor_core::identity::ProfileId;
@@ -99,27 +100,57 @@ pub fn apply_resolution(
             })?;
         }
     }
-    let touched = state.with_profile(pid, |p| {
+    let gid = view
+        .group_id
+        .as_deref()
+        .filter(|_| view.kind == EventType::Group);
+    let (touched, joined) = state.with_profile(pid, |p| {
+        let joined = gid.is_some_and(|g| !p.groups.contains_key(g));
         p.apply(view);
         let stated = p.apply_consent(view, &engine.consent);
         // Only the audience engine reads what changed.
-        (!engine.idle).then(|| Touched::of(view, p, stated))
+        ((!engine.idle).then(|| Touched::of(view, p, stated)), joined)
     })?;
     state.add_timeline(pid, view.timestamp_ms, view.seq);
+    if let (Some(g), true) = (gid, joined) {
+        state.add_group_member(g, pid);
+    }
+    // The group first: the person's own evaluation reads its new traits.
+    let mut group_changed = false;
+    if let Some(g) = gid.filter(|_| with_group) {
+        if engine.reads_groups() {
+            let before = group_traits(state, g)?;
+            state.with_group(g, |grp| grp.apply(view))?;
+            group_changed = engine.group_traits_changed(&before, &group_traits(state, g)?);
+        } else {
+            state.with_group(g, |grp| grp.apply(view))?;
+        }
+    }
     if let Some(touched) = touched {
         let fact = engine.fact(view);
         let now = (engine.now)();
         // After a merge two people's states became one: everything is re-evaluated.
         let full = !res.merged.is_empty();
-        let out = state.with_profile(pid, |p| engine.on_event(p, &fact, touched, now, full))?;
+        let groups = groups::facts_of(state, engine, pid)?;
+        let out = state.with_profile(pid, |p| {
+            engine.on_event(p, &fact, touched, now, full, &groups)
+        })?;
         record(state, pid, out, now, view.seq, ChangeCause::Event);
-    }
-    if with_group && view.kind == EventType::Group {
-        if let Some(g) = view.group_id.as_deref() {
-            state.with_group(g, |grp| grp.apply(view))?;
+        if let Some(g) = gid.filter(|_| group_changed) {
+            groups::reevaluate_members(state, engine, g, pid, view.seq, now)?;
         }
     }
     Ok(())
+}
+
+fn group_traits(
+    state: &mut ProcessorState,
+    gid: &str,
+) -> Result<serde_json::Map<String, serde_json::Value>, StoreError> {
+    Ok(state
+        .group(gid)?
+        .map(|g| g.trait_values())
+        .unwrap_or_default())
 }
 
 /// Takes a profile that no longer exists (merged away, or re-derived by a split) out of

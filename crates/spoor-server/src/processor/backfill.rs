@@ -93,7 +93,15 @@ fn evaluate_part(
         let act = part.remove(&pid.raw()).unwrap_or_default();
         p.activation.computed = act.computed;
         p.activation.audiences = act.audiences;
-        let o = engine.on_time(&mut p, now);
+        let mut groups = Vec::new();
+        if engine.reads_groups() {
+            for g in p.groups.keys() {
+                if let Some(g) = r.group(g)? {
+                    groups.push(g.trait_values());
+                }
+            }
+        }
+        let o = engine.on_time(&mut p, now, &groups);
         out.push((p, o));
     }
     Ok(out)

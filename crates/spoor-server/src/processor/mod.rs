@@ -8,6 +8,7 @@ pub mod activate;
 mod apply;
 pub mod backfill;
 pub mod erase;
+pub mod groups;
 pub mod retention;
 mod split;
 

@@ -142,6 +142,76 @@ async fn a_merge_combines_the_states_of_both_profiles() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_trait_change_reevaluates_every_member_of_the_group() {
+    let (srv, _clock) = clocked().await;
+    srv.define(|d| {
+        d.audiences.extend([
+            audience("enterprise", r#"group trait plan = "enterprise""#),
+            audience(
+                "enterprise_buyers",
+                r#"in audience enterprise and performed "Bought""#,
+            ),
+        ]);
+    })
+    .await;
+    let group = |user: &str, plan: &str, ts: &str| json!({"type": "group", "userId": user, "groupId": "acme", "traits": {"plan": plan}, "timestamp": ts});
+    srv.send_processed(vec![
+        group("ann", "free", "2026-03-01T10:00:00Z"),
+        group("bo", "free", "2026-03-01T10:01:00Z"),
+        ev("track", "bo", "Bought", json!({}), "2026-03-01T10:02:00Z"),
+        json!({"type": "group", "userId": "cy", "groupId": "other", "traits": {"plan": "enterprise"}, "timestamp": "2026-03-01T10:03:00Z"}),
+    ])
+    .await;
+    assert!(activation(&srv, "user_id", "ann").0.is_empty());
+    assert!(activation(&srv, "user_id", "bo").0.is_empty());
+    assert_eq!(activation(&srv, "user_id", "cy").0, vec!["enterprise"]);
+    // Ann upgrades the account: Bo, who sent nothing, is in both audiences at once.
+    srv.send_processed(vec![group("ann", "enterprise", "2026-03-01T11:00:00Z")])
+        .await;
+    assert_eq!(activation(&srv, "user_id", "ann").0, vec!["enterprise"]);
+    assert_eq!(
+        activation(&srv, "user_id", "bo").0,
+        vec!["enterprise", "enterprise_buyers"]
+    );
+    let (_, h) = srv.admin_get("/v1/profiles/user_id:bo/audiences").await;
+    let causes: Vec<&str> = h["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["cause"].as_str().unwrap())
+        .collect();
+    assert_eq!(causes, ["group", "group"], "{h}");
+    // An older call that loses to the newer trait value changes nothing; a group call
+    // without the trait audiences read does not re-evaluate anyone either.
+    srv.send_processed(vec![
+        group("bo", "free", "2026-03-01T09:00:00Z"),
+        json!({"type": "group", "userId": "bo", "groupId": "acme", "traits": {"size": 3}, "timestamp": "2026-03-01T12:00:00Z"}),
+    ])
+    .await;
+    assert_eq!(activation(&srv, "user_id", "ann").0, vec!["enterprise"]);
+    // Downgraded: everyone leaves, and Cy's other group is not touched.
+    srv.send_processed(vec![group("bo", "free", "2026-03-01T13:00:00Z")])
+        .await;
+    assert!(activation(&srv, "user_id", "ann").0.is_empty());
+    assert!(activation(&srv, "user_id", "bo").0.is_empty());
+    assert_eq!(activation(&srv, "user_id", "cy").0, vec!["enterprise"]);
+    // A merge carries the membership of the group: Dee's anonymous visit joined acme, and
+    // the index row of the merged-away profile leads to the survivor.
+    srv.send_processed(vec![
+        json!({"type": "identify", "userId": "dee", "timestamp": "2026-03-01T13:30:00Z"}),
+        json!({"type": "group", "anonymousId": "anon-d", "groupId": "acme", "timestamp": "2026-03-01T14:00:00Z"}),
+        json!({"type": "identify", "userId": "dee", "anonymousId": "anon-d", "timestamp": "2026-03-01T14:01:00Z"}),
+        group("ann", "enterprise", "2026-03-01T15:00:00Z"),
+    ])
+    .await;
+    assert_eq!(activation(&srv, "user_id", "dee").0, vec!["enterprise"]);
+    assert_eq!(
+        activation(&srv, "user_id", "bo").0,
+        vec!["enterprise", "enterprise_buyers"]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_definition_added_later_is_backfilled_over_history() {
     let (srv, _clock) = clocked().await;
     srv.send_processed(vec![
@@ -206,11 +276,16 @@ fn random_events(seed: u64, n: usize) -> Vec<Value> {
             let anon = format!("a{}", next(30));
             let user = format!("u{}", next(12));
             let id = format!("r{seed}-{i}");
-            match next(7) {
+            match next(8) {
                 0 => json!({"type": "identify", "userId": user, "anonymousId": anon, "traits": {"n": next(6)}, "timestamp": ts, "messageId": id}),
                 1 | 2 => json!({"type": "track", "anonymousId": anon, "event": "Viewed", "properties": {"price": next(100), "cat": format!("c{}", next(3))}, "timestamp": ts, "messageId": id}),
                 3 => json!({"type": "track", "userId": user, "event": "Bought", "properties": {"price": next(100)}, "timestamp": ts, "messageId": id}),
                 4 => json!({"type": "alias", "userId": user, "previousId": anon, "timestamp": ts, "messageId": id}),
+                5 => {
+                    let tier = ["gold", "silver", "free"][next(3) as usize];
+                    json!({"type": "group", "userId": user, "groupId": format!("g{}", next(3)),
+                           "traits": {"tier": tier, "seats": next(50)}, "timestamp": ts, "messageId": id})
+                }
                 _ => json!({"type": "page", "anonymousId": anon, "name": "P", "context": {"campaign": {"source": format!("s{}", next(3))}}, "timestamp": ts, "messageId": id}),
             }
         })
@@ -234,6 +309,12 @@ fn assert_equals_brute_force(srv: &TestServer, now_ms: i64) -> usize {
             events.push(EventFact::from_view(&view));
         }
         let mut facts = ProfileFacts::from_profile(&p);
+        facts.groups = p
+            .groups
+            .keys()
+            .filter_map(|g| r.group(g).unwrap())
+            .map(|g| g.trait_values())
+            .collect();
         for name in computed.names() {
             let def = computed.get(name).unwrap();
             if let Some(v) = spoor_core::computed::brute_force(def, &events, now_ms) {
@@ -299,6 +380,8 @@ async fn incremental_memberships_equal_brute_force_over_the_log_as_time_passes()
                 audience("abandoned", r#"performed "Viewed" where price > 50 and not followed by "Bought" within 1d"#),
                 audience("target", "in audience viewers and not in audience buyers"),
                 audience("first_old", r#"first performed "Viewed" before date "2026-01-15""#),
+                audience("gold", r#"group trait tier = "gold""#),
+                audience("big_viewers", "group trait seats >= 25 and in audience viewers"),
             ]);
         })
         .await;

@@ -29,6 +29,8 @@ pub struct ChangeSet {
     pub identities: Vec<(u64, Option<Arc<ProfileIdentity>>)>,
     pub profiles: Vec<(u64, Option<Arc<Profile>>)>,
     pub groups: Vec<(String, Arc<Group>)>,
+    /// (group id, profile) rows: the profile joined the group.
+    pub group_members: Vec<(String, u64)>,
     /// Profiles whose timeline and decision rows are deleted before this set's rows are
     /// added (a split re-derives them).
     pub drop_rows: Vec<u64>,
@@ -78,6 +80,9 @@ pub trait StateSnapshot: Send {
     fn identities(&self, pids: &[u64]) -> Result<Vec<Option<ProfileIdentity>>, StoreError>;
     fn profiles(&self, pids: &[u64]) -> Result<Vec<Option<Profile>>, StoreError>;
     fn groups(&self, ids: &[&str]) -> Result<Vec<Option<Group>>, StoreError>;
+    /// Ids of the profiles that joined a group, ascending: each as it was when it joined,
+    /// so some may be merged away or gone (callers resolve them to live profiles).
+    fn group_members(&self, group: &str) -> Result<Vec<u64>, StoreError>;
     /// Up to `limit` (time, seq) of the profiles' events, newest first across all of them,
     /// strictly before `before`.
     fn timeline(
@@ -131,5 +136,7 @@ pub trait StateSnapshot: Send {
     fn next_change_no(&self) -> Result<u64, StoreError>;
     /// Every stored fact as a line of text, in a canonical order (differential tests
     /// compare two states with it; backends must produce the same lines for the same state).
+    /// The group→members index is left out: it is a superset of the members by design (a
+    /// split leaves rows of re-derived profiles behind), so two equal states may differ there.
     fn dump(&self) -> Result<Vec<String>, StoreError>;
 }

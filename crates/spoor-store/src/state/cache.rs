@@ -41,6 +41,10 @@ pub struct ProcessorState {
     /// checkpoint).
     ident_events: Vec<(u64, u64)>,
     drop_ident_events: Vec<u64>,
+    /// (group, profile) rows since the last checkpoint, and those of the checkpoint in
+    /// flight (read with the backend's until it is durable). Only the processor reads them.
+    group_members: Vec<(String, u64)>,
+    group_members_in_flight: Vec<(String, u64)>,
     c_ident: HashMap<String, Option<u64>>,
     c_pident: HashMap<u64, Option<Arc<ProfileIdentity>>>,
     c_profiles: HashMap<u64, Option<Arc<Profile>>>,
@@ -139,6 +143,8 @@ impl ProcessorState {
             mem,
             ident_events: Vec::new(),
             drop_ident_events: Vec::new(),
+            group_members: Vec::new(),
+            group_members_in_flight: Vec::new(),
             c_ident: HashMap::new(),
             c_pident: HashMap::new(),
             c_profiles: HashMap::new(),
@@ -179,6 +185,7 @@ impl ProcessorState {
             || self.rules_dirty
             || !self.ident_events.is_empty()
             || !self.drop_ident_events.is_empty()
+            || !self.group_members.is_empty()
             || self.mem.has_changes()
             || !self.shared.read().cur.is_empty()
     }
@@ -304,6 +311,46 @@ impl ProcessorState {
         Ok(r)
     }
 
+    /// A group as it is now (pending, cached or committed), without changing it.
+    pub fn group(&mut self, id: &str) -> Result<Option<Arc<Group>>, StoreError> {
+        {
+            let g = self.shared.read();
+            let pending = g
+                .cur
+                .groups
+                .get(id)
+                .or_else(|| g.frozen.as_ref().and_then(|f| f.groups.get(id)));
+            if let Some(grp) = pending {
+                return Ok(Some(grp.clone()));
+            }
+        }
+        if let Some(grp) = self.c_groups.get(id) {
+            return Ok(Some(grp.clone()));
+        }
+        Ok(self.snap.groups(&[id])?.pop().flatten().map(Arc::new))
+    }
+
+    /// Records that a profile joined a group (see [`Self::group_members`]).
+    pub fn add_group_member(&mut self, group: &str, pid: ProfileId) {
+        self.group_members.push((group.to_owned(), pid.raw()));
+    }
+
+    /// Ids of the profiles that joined a group, ascending, each as it was when it joined
+    /// (resolve them to live profiles: some may be merged away or gone).
+    pub fn group_members(&self, group: &str) -> Result<Vec<u64>, StoreError> {
+        let mut ids = self.snap.group_members(group)?;
+        ids.extend(
+            self.group_members_in_flight
+                .iter()
+                .chain(&self.group_members)
+                .filter(|(g, _)| g == group)
+                .map(|(_, p)| *p),
+        );
+        ids.sort_unstable();
+        ids.dedup();
+        Ok(ids)
+    }
+
     pub fn add_timeline(&mut self, pid: ProfileId, ts_ms: i64, seq: u64) {
         self.shared
             .write()
@@ -398,9 +445,11 @@ impl ProcessorState {
             split_rules: self.rules_dirty.then(|| self.rules.clone()),
             ident_events: std::mem::take(&mut self.ident_events),
             drop_ident_events: std::mem::take(&mut self.drop_ident_events),
+            group_members: self.group_members.clone(),
             ..ChangeSet::default()
         };
         self.rules_dirty = false;
+        self.group_members_in_flight = std::mem::take(&mut self.group_members);
         let backend = self.backend.clone();
         let seq = self.processed_seq;
         let handle = std::thread::Builder::new()
@@ -442,6 +491,7 @@ impl ProcessorState {
         // A snapshot with the new checkpoint first, then drop the frozen layer: a reader
         // that misses the pending changes from now on finds them in the backend.
         self.snap = self.backend.snapshot()?;
+        self.group_members_in_flight.clear();
         let frozen = self.shared.write().checkpointed();
         // The last reference to the frozen layer (up to a million map entries): freed
         // outside the lock, on a thread of its own, so neither readers nor the processor

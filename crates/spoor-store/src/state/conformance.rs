@@ -5,8 +5,8 @@
 //! It checks behaviour only the contract promises: atomic checkpoints with their position,
 //! snapshot isolation, deletes, timeline order and cursors, row drops before re-inserts,
 //! decision order and replacement, identifier prefix search, paging, the identifier→events
-//! index, split rules, audience memberships (bitmaps, timers, history, change feed), and a
-//! canonical dump.
+//! and group→members indexes, split rules, audience memberships (bitmaps, timers, history,
+//! change feed), and a canonical dump.
 
 use super::backend::{ChangeSet, StateBackend};
 use super::memberships::{decode_members, encode_members, ChangeCause, MembershipChange};
@@ -28,6 +28,7 @@ pub fn run(make: &mut dyn FnMut() -> Arc<dyn StateBackend>) {
     decisions_are_ordered_and_a_later_one_replaces(make());
     identifier_search_is_by_type_and_prefix_with_cursor(make());
     profiles_page_in_id_order_and_events_are_indexed_by_identifier(make());
+    group_members_accumulate_per_group(make());
     split_rules_persist_and_change_only_when_given(make());
     memberships_round_trip_and_snapshots_are_isolated(make());
     membership_deletes_and_dropped_rows(make());
@@ -349,6 +350,38 @@ fn profiles_page_in_id_order_and_events_are_indexed_by_identifier(b: Arc<dyn Sta
     assert_eq!(s.events_with(&k1, 10).unwrap(), vec![3, 7, 9]);
     assert_eq!(s.events_with(&k1, 2).unwrap(), vec![3, 7]);
     assert_eq!(s.events_with(&k2, 10).unwrap(), vec![4]);
+}
+
+fn group_members_accumulate_per_group(b: Arc<dyn StateBackend>) {
+    assert!(b
+        .snapshot()
+        .unwrap()
+        .group_members("acme")
+        .unwrap()
+        .is_empty());
+    let rows = |v: &[(&str, u64)]| v.iter().map(|(g, p)| (g.to_string(), *p)).collect();
+    commit(
+        &*b,
+        ChangeSet {
+            group_members: rows(&[("acme", 9), ("acme", 2), ("acme2", 5), ("acm", 1)]),
+            ..ChangeSet::default()
+        },
+    );
+    let before = b.snapshot().unwrap();
+    // A later checkpoint adds to a group's rows; the same row twice is one row.
+    commit(
+        &*b,
+        ChangeSet {
+            group_members: rows(&[("acme", 4), ("acme", 9)]),
+            ..ChangeSet::default()
+        },
+    );
+    let s = b.snapshot().unwrap();
+    assert_eq!(s.group_members("acme").unwrap(), vec![2, 4, 9]);
+    assert_eq!(s.group_members("acme2").unwrap(), vec![5]);
+    assert_eq!(s.group_members("acm").unwrap(), vec![1]);
+    assert!(s.group_members("nope").unwrap().is_empty());
+    assert_eq!(before.group_members("acme").unwrap(), vec![2, 9]);
 }
 
 fn split_rules_persist_and_change_only_when_given(b: Arc<dyn StateBackend>) {

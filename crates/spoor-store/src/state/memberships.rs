@@ -36,6 +36,8 @@ pub enum ChangeCause {
     Event,
     /// Time alone (a window passed).
     Timer,
+    /// A group the person belongs to changed its traits (another member's `group` call).
+    Group,
     /// A new or changed audience was evaluated over history.
     Backfill,
     /// The person's profile was merged into another.

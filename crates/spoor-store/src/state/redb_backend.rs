@@ -38,6 +38,7 @@ impl RedbBackend {
             copy_table(r, w, PIDENT)?;
             copy_table(r, w, PROFILES)?;
             copy_table(r, w, GROUPS)?;
+            copy_table(r, w, GROUP_MEMBERS)?;
             copy_table(r, w, TIMELINE)?;
             copy_table(r, w, IDENT_EVENTS)?;
             copy_table(r, w, DECISIONS)?;
@@ -60,6 +61,7 @@ impl StateBackend for RedbBackend {
         c.profiles.sort_by_key(|(k, _)| *k);
         c.groups.sort_by(|a, b| a.0.cmp(&b.0));
         c.timeline.sort_unstable();
+        c.group_members.sort_unstable();
         c.ident_events.sort_unstable();
         c.decisions.sort_by_key(|(k, _)| *k); // stable: a later row with the same key wins
         c.audiences.sort_by(|a, b| a.0.cmp(&b.0));
@@ -95,6 +97,10 @@ impl StateBackend for RedbBackend {
             for (k, g) in &c.groups {
                 t.insert(k.as_str(), json(&**g)?.as_slice())
                     .map_err(engine_err)?;
+            }
+            let mut t = tx.open_table(GROUP_MEMBERS).map_err(engine_err)?;
+            for (g, p) in &c.group_members {
+                t.insert((g.as_str(), *p), ()).map_err(engine_err)?;
             }
             let mut t = tx.open_table(TIMELINE).map_err(engine_err)?;
             for p in &c.drop_rows {
@@ -251,6 +257,15 @@ impl StateSnapshot for RedbSnapshot {
                     .map(|v| from_json(v.value()))
                     .transpose()
             })
+            .collect()
+    }
+
+    fn group_members(&self, group: &str) -> Result<Vec<u64>, StoreError> {
+        let t = self.tx.open_table(GROUP_MEMBERS).map_err(engine_err)?;
+        let rows = t
+            .range((group, 0)..=(group, u64::MAX))
+            .map_err(engine_err)?;
+        rows.map(|r| r.map(|(k, _)| k.value().1).map_err(engine_err))
             .collect()
     }
 

@@ -16,6 +16,11 @@ pub const GROUPS: TableDefinition<&str, &[u8]> = TableDefinition::new("groups");
 /// (profile id at processing time, event time ms, seq) → (): the per-profile timeline.
 /// Merged profiles keep their rows; reads take the union over a profile's absorbed ids.
 pub const TIMELINE: TableDefinition<(u64, i64, u64), ()> = TableDefinition::new("timeline");
+/// (group id, profile id at the time it joined) → (): the people of a group, so a change of
+/// a group's traits re-evaluates its members' group-trait audiences. Rows stay when a
+/// profile is merged away or re-derived (readers resolve each id to the live profile and
+/// skip the gone ones): a superset of the members, never missing one.
+pub const GROUP_MEMBERS: TableDefinition<(&str, u64), ()> = TableDefinition::new("group_members");
 /// ([`ident_hash`] of the identifier key, seq) → (): which events carried an identifier
 /// (for splits). Hashed, because two or three rows are written per event and fixed-width
 /// keys sort and insert several times faster than strings; a reader re-checks each event,
@@ -75,6 +80,7 @@ pub fn create_all(db: &Database) -> Result<(), StoreError> {
         tx.open_table(PIDENT).map_err(engine_err)?;
         tx.open_table(PROFILES).map_err(engine_err)?;
         tx.open_table(GROUPS).map_err(engine_err)?;
+        tx.open_table(GROUP_MEMBERS).map_err(engine_err)?;
         tx.open_table(TIMELINE).map_err(engine_err)?;
         tx.open_table(IDENT_EVENTS).map_err(engine_err)?;
         tx.open_table(DECISIONS).map_err(engine_err)?;
