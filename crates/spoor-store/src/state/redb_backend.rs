@@ -23,9 +23,41 @@ impl RedbBackend {
         let path = dir.join("state.redb");
         let db = Database::create(&path)
             .map_err(|e| StoreError::Meta(format!("{}: {e}", path.display())))?;
+        let index_groups = {
+            use redb::TableHandle;
+            let tx = db.begin_read().map_err(engine_err)?;
+            let names: Vec<String> = tx
+                .list_tables()
+                .map_err(engine_err)?
+                .map(|t| t.name().to_owned())
+                .collect();
+            names.iter().any(|n| n == PROFILES.name())
+                && !names.iter().any(|n| n == GROUP_MEMBERS.name())
+        };
         create_all(&db)?;
+        if index_groups {
+            index_group_members(&db)?;
+        }
         Ok(Self { db })
     }
+}
+
+/// Fills the group→members index of a state written before it existed, from the profiles'
+/// groups (once, when the table is first created on a state that has profiles).
+fn index_group_members(db: &Database) -> Result<(), StoreError> {
+    let tx = db.begin_write().map_err(engine_err)?;
+    {
+        let profiles = tx.open_table(PROFILES).map_err(engine_err)?;
+        let mut t = tx.open_table(GROUP_MEMBERS).map_err(engine_err)?;
+        for row in profiles.iter().map_err(engine_err)? {
+            let (k, v) = row.map_err(engine_err)?;
+            let p: Profile = from_json(v.value())?;
+            for g in p.groups.keys() {
+                t.insert((g.as_str(), k.value()), ()).map_err(engine_err)?;
+            }
+        }
+    }
+    tx.commit().map_err(engine_err)
 }
 
 impl RedbBackend {
@@ -548,5 +580,45 @@ impl StateSnapshot for RedbSnapshot {
             String::from_utf8_lossy(&json(&self.split_rules()?)?)
         ));
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use spoor_core::identity::ProfileId;
+    use std::sync::Arc;
+
+    /// A state written before the group→members index existed gets it filled from the
+    /// profiles' groups when opened.
+    #[test]
+    fn an_older_state_gets_its_group_index_on_open() {
+        let d = tempfile::tempdir().unwrap();
+        {
+            let b = RedbBackend::open(d.path()).unwrap();
+            let mut p = Profile::new(ProfileId::from_raw(7));
+            p.groups.insert("acme".into(), 1);
+            p.groups.insert("beta".into(), 2);
+            let mut c = ChangeSet {
+                profiles: vec![(7, Some(Arc::new(p)))],
+                ..ChangeSet::default()
+            };
+            b.commit(&mut c).unwrap();
+            let tx = b.db.begin_write().unwrap();
+            tx.delete_table(GROUP_MEMBERS).unwrap();
+            tx.commit().unwrap();
+        }
+        let b = RedbBackend::open(d.path()).unwrap();
+        let s = b.snapshot().unwrap();
+        assert_eq!(s.group_members("acme").unwrap(), vec![7]);
+        assert_eq!(s.group_members("beta").unwrap(), vec![7]);
+        drop(s);
+        drop(b);
+        // Once it exists, opening does not touch it again.
+        let b = RedbBackend::open(d.path()).unwrap();
+        assert_eq!(
+            b.snapshot().unwrap().group_members("acme").unwrap(),
+            vec![7]
+        );
     }
 }
