@@ -336,15 +336,21 @@ async fn incremental_memberships_equal_brute_force_over_the_log_as_time_passes()
     }
 }
 
-/// The last backfill's figures (what it recomputed, how many people it evaluated).
-fn last_backfill(srv: &TestServer) -> spoor_server::processor::backfill::Stats {
-    srv.app
-        .processor
-        .status
-        .last_backfill
-        .lock()
-        .clone()
-        .expect("a backfill ran")
+/// The figures of the backfill of the current definitions (what it recomputed, how many
+/// people it evaluated): the processor records them just after the definitions are marked
+/// applied, so this waits for them.
+async fn last_backfill(srv: &TestServer) -> spoor_server::processor::backfill::Stats {
+    let rev = srv.app.defs.current().revision;
+    let status = &srv.app.processor.status;
+    wait_until(|| {
+        status
+            .last_backfill
+            .lock()
+            .as_ref()
+            .is_some_and(|s| s.revision == rev)
+    })
+    .await;
+    status.last_backfill.lock().clone().expect("a backfill ran")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -390,7 +396,7 @@ async fn backfilling_only_changed_definitions_equals_brute_force() {
         })
         .await;
         assert!(
-            last_backfill(&srv).full,
+            last_backfill(&srv).await.full,
             "first backfill of a state: everything"
         );
         assert_equals_brute_force(&srv, now());
@@ -411,7 +417,7 @@ async fn backfilling_only_changed_definitions_equals_brute_force() {
             ]);
         })
         .await;
-        let st = last_backfill(&srv);
+        let st = last_backfill(&srv).await;
         assert!(!st.full && st.evaluated < live, "{st:?} of {live}");
         assert!(st.parsed < 160, "events skipped unparsed: {st:?}");
         assert_equals_brute_force(&srv, now());
@@ -426,7 +432,7 @@ async fn backfilling_only_changed_definitions_equals_brute_force() {
             )]);
         })
         .await;
-        assert!(!last_backfill(&srv).full);
+        assert!(!last_backfill(&srv).await.full);
         assert_equals_brute_force(&srv, now());
 
         // A changed audience that another one nests (`target` reads `viewers`).
@@ -437,7 +443,7 @@ async fn backfilling_only_changed_definitions_equals_brute_force() {
             )]);
         })
         .await;
-        assert!(!last_backfill(&srv).full);
+        assert!(!last_backfill(&srv).await.full);
         assert_equals_brute_force(&srv, now());
 
         // Removals: an audience, and a trait with a value for everyone (`[]`).
@@ -446,7 +452,7 @@ async fn backfilling_only_changed_definitions_equals_brute_force() {
             d.computed.remove("cats");
         })
         .await;
-        let st = last_backfill(&srv);
+        let st = last_backfill(&srv).await;
         assert!(
             !st.full && st.evaluated == live,
             "everyone had `cats`: {st:?}"
@@ -467,7 +473,7 @@ async fn backfilling_only_changed_definitions_equals_brute_force() {
             }
         })
         .await;
-        let st = last_backfill(&srv);
+        let st = last_backfill(&srv).await;
         assert_eq!((st.parsed, st.evaluated), (0, 0), "{st:?}");
 
         // Processing and time go on from the partly rewritten state.

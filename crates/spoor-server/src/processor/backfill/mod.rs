@@ -39,6 +39,8 @@ use std::time::Instant;
 /// What one backfill did (logged; `spoor bench audiences` prints it).
 #[derive(Debug, Clone, Default)]
 pub struct Stats {
+    /// The definitions revision backfilled.
+    pub revision: u64,
     /// Events in the log up to where the backfill ran.
     pub events: u64,
     /// Events parsed (the others were skipped on their raw bytes, or not read at all).
@@ -222,6 +224,7 @@ pub fn run(
     let applied = engine.defs.applied_definitions()?;
     let plan = Plan::new(engine, applied.as_ref(), now);
     let mut stats = Stats {
+        revision: engine.revision,
         events: last,
         full: plan.full,
         ..Stats::default()
