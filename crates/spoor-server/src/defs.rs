@@ -14,6 +14,9 @@ use std::sync::Arc;
 const KEY: &str = "definitions";
 /// The definitions revision the derived state (activation) was last backfilled for.
 const APPLIED: &str = "definitions_applied_revision";
+/// The definitions themselves at that revision: the next backfill compares against them
+/// to recompute only what changed. Absent (older data directories): a full recompute.
+const APPLIED_DEFS: &str = "definitions_applied";
 
 /// How far the backfill of one audience or computed trait has come.
 #[derive(Debug, Clone, Default, Serialize, PartialEq)]
@@ -91,9 +94,30 @@ impl DefsHandle {
         Ok(self.meta.get_json(APPLIED)?.unwrap_or(0))
     }
 
-    /// Records that the derived state now reflects `revision` (after a backfill).
-    pub fn set_applied_revision(&self, revision: u64) -> Result<(), StoreError> {
-        self.meta.put_json(APPLIED, &revision)
+    /// The definitions the derived state reflects, when known.
+    pub fn applied_definitions(&self) -> Result<Option<Definitions>, StoreError> {
+        Ok(self
+            .meta
+            .get_json::<Option<Definitions>>(APPLIED_DEFS)?
+            .flatten())
+    }
+
+    /// Records that the derived state now reflects `defs` (after a backfill or rebuild).
+    /// The definitions are written before the revision: a crash in between leaves the old
+    /// revision, so the next start backfills again from the new definitions — recomputing
+    /// nothing, as nothing differs — instead of trusting a revision whose definitions were
+    /// never recorded.
+    pub fn set_applied(&self, defs: &Definitions) -> Result<(), StoreError> {
+        self.meta.put_json(APPLIED_DEFS, defs)?;
+        self.meta.put_json(APPLIED, &defs.revision)
+    }
+
+    /// Forgets which definitions the state reflects (the next backfill recomputes
+    /// everything; `spoor bench audiences` measures that case).
+    pub fn forget_applied(&self) -> Result<(), StoreError> {
+        self.meta
+            .put_json(APPLIED_DEFS, &Option::<Definitions>::None)?;
+        self.meta.put_json(APPLIED, &0u64)
     }
 
     /// Backfills in progress, by audience or computed-trait name.

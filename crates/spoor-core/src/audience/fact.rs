@@ -7,9 +7,10 @@
 
 use super::ast::{EventSelector, PropCond};
 use crate::event::EventType;
-use crate::profile::{EventView, Profile};
+use crate::profile::{EventView, LeanView, Profile};
 use serde::de::{IgnoredAny, MapAccess, Visitor};
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 use std::borrow::Cow;
 use std::collections::BTreeSet;
@@ -55,13 +56,6 @@ impl EventFact {
     /// the definitions read, see [`property_keys`]): the others are skipped by the parser,
     /// never built. Rules and computed traits read nothing else, so they see the same fact.
     pub fn from_view_keys(ev: &EventView, keys: &BTreeSet<String>) -> EventFact {
-        let properties = match ev.properties {
-            Some(raw) if !keys.is_empty() => {
-                let mut de = serde_json::Deserializer::from_str(raw.get());
-                serde::de::Deserializer::deserialize_map(&mut de, Wanted(keys)).unwrap_or_default()
-            }
-            _ => Map::new(),
-        };
         let name = match ev.kind {
             EventType::Track => ev.event.as_deref(),
             _ => ev.name.as_deref(),
@@ -71,7 +65,19 @@ impl EventFact {
             ts_ms: ev.timestamp_ms,
             kind: ev.kind,
             name: name.map(str::to_owned),
-            properties,
+            properties: wanted(ev.properties, keys),
+        }
+    }
+
+    /// The same fact from a [`LeanView`] (what a backfill parses): equal to
+    /// [`EventFact::from_view_keys`] for any event the full parse accepts.
+    pub fn from_lean(seq: u64, ts_ms: i64, ev: &LeanView, keys: &BTreeSet<String>) -> EventFact {
+        EventFact {
+            seq,
+            ts_ms,
+            kind: ev.kind,
+            name: ev.name.as_deref().map(str::to_owned),
+            properties: wanted(ev.properties, keys),
         }
     }
 
@@ -83,6 +89,18 @@ impl EventFact {
     /// The property at a dotted path (`product.category`; a numeric segment indexes an array).
     pub fn property(&self, path: &str) -> Option<&Value> {
         lookup(&self.properties, path)
+    }
+}
+
+/// The wanted top-level properties of a raw `properties` value (empty when it is absent
+/// or not an object).
+fn wanted(raw: Option<&RawValue>, keys: &BTreeSet<String>) -> Map<String, Value> {
+    match raw {
+        Some(raw) if !keys.is_empty() => {
+            let mut de = serde_json::Deserializer::from_str(raw.get());
+            serde::de::Deserializer::deserialize_map(&mut de, Wanted(keys)).unwrap_or_default()
+        }
+        _ => Map::new(),
     }
 }
 

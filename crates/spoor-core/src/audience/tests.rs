@@ -552,6 +552,9 @@ fn facts_with_only_the_properties_definitions_read() {
         let mut expect = full.clone();
         expect.properties.retain(|k, _| keys.contains(k));
         assert_eq!(lean, expect);
+        // A backfill's lean parse gives the same fact.
+        let lv = crate::profile::parse_event_lean(9, &bytes).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(EventFact::from_lean(9, T0, &lv, &keys), lean);
         // Rules see the same event either way.
         assert_eq!(
             evaluate(&rule, &facts(), std::slice::from_ref(&full), T0),
@@ -635,4 +638,41 @@ fn audience_set_nesting_exclusion_and_time() {
         keys.map(|k| k.into_iter().collect::<Vec<_>>()),
         Some(vec![(Some("track"), Some("Product Viewed".to_owned()))])
     );
+}
+
+#[test]
+fn lean_parse_reads_kind_name_and_properties_like_the_full_parse() {
+    use crate::profile::{parse_event, parse_event_lean};
+    let keys: std::collections::BTreeSet<String> =
+        ["price", "a\"b"].iter().map(|k| (*k).to_owned()).collect();
+    let messages = [
+        json!({"type": "track", "event": "Order Completed", "userId": "u1", "properties": {"price": 3, "x": 1}}),
+        json!({"type": "track", "event": "Say \"hi\" \\ \n", "userId": "u1"}),
+        json!({"type": "track", "event": 42, "name": "ignored", "anonymousId": "a"}),
+        json!({"type": "track", "event": null, "userId": "u1", "properties": null}),
+        json!({"type": "track", "event": "", "userId": "u1", "properties": [1]}),
+        json!({"type": "page", "name": "Pricing", "event": "not this", "userId": "u1", "properties": {"a\"b": true}}),
+        json!({"type": "screen", "name": {"x": 1}, "userId": "u1"}),
+        json!({"type": "identify", "userId": "u1", "traits": {"plan": "pro"}}),
+        json!({"type": "group", "userId": "u1", "groupId": "g", "properties": {"price": "1"}}),
+    ];
+    for (i, m) in messages.into_iter().enumerate() {
+        let kind = m["type"].clone();
+        let e = json!({
+            "v": 1, "source_id": "src_web", "type": kind, "message_id": format!("m{i}"),
+            "received_at": "2026-01-01T12:00:00.000Z", "timestamp": "2026-01-01T11:59:59.500Z",
+            "message": m,
+        });
+        let bytes = serde_json::to_vec(&e).unwrap_or_default();
+        let full = parse_event(5, T0, &bytes).unwrap_or_else(|e| panic!("{i}: {e}"));
+        let lean = parse_event_lean(5, &bytes).unwrap_or_else(|e| panic!("{i}: {e}"));
+        assert_eq!(
+            EventFact::from_lean(5, T0, &lean, &keys),
+            EventFact::from_view_keys(&full, &keys),
+            "message {i}"
+        );
+    }
+    // Not JSON, or no type: refused.
+    assert!(parse_event_lean(1, b"{").is_err());
+    assert!(parse_event_lean(1, br#"{"message": {}}"#).is_err());
 }

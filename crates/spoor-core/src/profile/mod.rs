@@ -41,7 +41,9 @@ pub use identifiers::{extract_identifiers, identity_input, IdentifierSource};
 pub use model::Profile;
 pub use stats::{channel_key, device_key, ChannelStat, DeviceStat, SourceStat};
 pub use traits::{TraitMap, TraitValue, UNSET_KEY};
-pub use view::{parse_event, parse_event_envelope_time, value_at_path, EventView};
+pub use view::{
+    parse_event, parse_event_envelope_time, parse_event_lean, value_at_path, EventView, LeanView,
+};
 
 /// A log entry the profile stage cannot read. Ingest validated it, so this means a corrupt
 /// log or a format change; the processor should stop rather than skip it silently.

@@ -226,6 +226,60 @@ fn view(
     })
 }
 
+/// The few fields the audience engine reads of an event: type, name and raw properties
+/// (the time comes from the log frame). A backfill reads millions of events for a handful
+/// of definitions, and the identity fields, context, traits, UTM and user agent that
+/// [`parse_event`] builds are most of its cost.
+#[derive(Debug, Clone)]
+pub struct LeanView<'a> {
+    pub kind: EventType,
+    /// The `track` event name, or the `page` / `screen` name (what
+    /// `EventFact::name` holds).
+    pub name: Option<Cow<'a, str>>,
+    pub properties: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+struct LeanEnvelope<'a> {
+    #[serde(rename = "type")]
+    kind: EventType,
+    #[serde(borrow)]
+    message: LeanMessage<'a>,
+}
+
+/// The same field types as [`MessageIn`], so a name or properties are read alike.
+#[derive(Default, Deserialize)]
+#[serde(default)]
+struct LeanMessage<'a> {
+    #[serde(borrow)]
+    event: Lenient<'a>,
+    #[serde(borrow)]
+    name: Lenient<'a>,
+    #[serde(borrow)]
+    properties: Option<&'a RawValue>,
+}
+
+/// Reads only what [`LeanView`] holds. It may accept a payload [`parse_event`] refuses
+/// (it does not check the fields it skips): callers use it only for events the processor
+/// did apply (they have a timeline row), which the full parse accepted.
+pub fn parse_event_lean(seq: u64, payload: &[u8]) -> Result<LeanView<'_>, ProfileError> {
+    let env: LeanEnvelope =
+        serde_json::from_slice(payload).map_err(|e| ProfileError::Envelope {
+            seq,
+            reason: e.to_string(),
+        })?;
+    let m = env.message;
+    let name = match env.kind {
+        EventType::Track => text(m.event),
+        _ => text(m.name),
+    };
+    Ok(LeanView {
+        kind: env.kind,
+        name,
+        properties: m.properties,
+    })
+}
+
 fn id(f: IdField<'_>) -> Option<Cow<'_, str>> {
     f.0.filter(|s| !s.trim().is_empty())
 }

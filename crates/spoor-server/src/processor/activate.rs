@@ -13,8 +13,8 @@
 
 use crate::defs::DefsHandle;
 use spoor_core::audience::{
-    property_keys, top_key, Activation, AudienceSet, AudienceState, CompiledRule, Dependencies,
-    EventFact, ProfileFacts,
+    property_keys, top_key, Activation, AudienceSet, AudienceState, CompiledRule, Definitions,
+    Dependencies, EventFact, ProfileFacts,
 };
 use spoor_core::computed::ComputedSet;
 use spoor_core::identity::ProfileId;
@@ -31,6 +31,9 @@ pub struct Engine {
     pub defs: DefsHandle,
     /// The definitions revision compiled below.
     pub revision: u64,
+    /// The definitions compiled below (a backfill records them as what the state reflects,
+    /// and the next one compares against them).
+    pub definitions: Arc<Definitions>,
     pub audiences: AudienceSet,
     pub computed: ComputedSet,
     /// No definitions at all: every stage below is skipped.
@@ -124,6 +127,7 @@ impl Engine {
         let mut e = Self {
             defs,
             revision: u64::MAX,
+            definitions: Arc::default(),
             audiences: empty_set(),
             computed: ComputedSet::default(),
             idle: true,
@@ -227,6 +231,11 @@ impl Engine {
             .any(|k| before.get(k) != after.get(k))
     }
 
+    /// The top-level event properties any definition reads.
+    pub fn keys(&self) -> &BTreeSet<String> {
+        &self.keys
+    }
+
     /// Recompiles if the definitions changed; returns whether they did.
     pub fn reload(&mut self) -> bool {
         let d = self.defs.current();
@@ -239,6 +248,7 @@ impl Engine {
                 self.computed = c;
                 self.idle = d.audiences.is_empty() && d.computed.is_empty();
                 self.index();
+                self.definitions = d.clone();
             }
             Err(e) => {
                 tracing::error!(error = %e, revision = d.revision, "definitions do not compile; audiences are not evaluated");
@@ -246,6 +256,11 @@ impl Engine {
                 self.computed = ComputedSet::default();
                 self.idle = true;
                 self.index();
+                // What is evaluated is no definitions at all.
+                self.definitions = Arc::new(Definitions {
+                    revision: d.revision,
+                    ..Definitions::default()
+                });
             }
         }
         self.revision = d.revision;
@@ -473,7 +488,7 @@ const CONSENT: u8 = 16;
 const AUDIENCES: u8 = 32;
 const GROUPS: u8 = 64;
 
-fn needs(d: &Dependencies) -> u8 {
+pub(crate) fn needs(d: &Dependencies) -> u8 {
     let mut n = 0;
     for (on, bit) in [
         (!d.traits.is_empty(), TRAITS),

@@ -85,6 +85,8 @@ pub struct ProcessorStatus {
     pub timers_at_ms: std::sync::atomic::AtomicI64,
     /// How late timers fired (ms after they were due), the most recent ones.
     pub timer_lateness: activate::Lateness,
+    /// What the last backfill recomputed and how long it took.
+    pub last_backfill: parking_lot::Mutex<Option<backfill::Stats>>,
 }
 
 /// A running processor thread.
@@ -331,16 +333,17 @@ impl Processor {
                     .applied_revision()
                     .map(|r| r != pipeline.engine.revision);
                 if !matches!(stale, Ok(false)) {
-                    if let Err(e) = backfill::run(&mut state, &store, &reader, &pipeline.engine) {
-                        return fail(e, state.processed_seq());
+                    match backfill::run(&mut state, &store, &reader, &pipeline.engine) {
+                        Ok(b) => *st.last_backfill.lock() = Some(b),
+                        Err(e) => return fail(e, state.processed_seq()),
                     }
                     publish(&st, &state);
                 }
                 while !sp.load(Ordering::Relaxed) {
                     if pipeline.engine.reload() {
-                        if let Err(e) = backfill::run(&mut state, &store, &reader, &pipeline.engine)
-                        {
-                            return fail(e, state.processed_seq());
+                        match backfill::run(&mut state, &store, &reader, &pipeline.engine) {
+                            Ok(b) => *st.last_backfill.lock() = Some(b),
+                            Err(e) => return fail(e, state.processed_seq()),
                         }
                         publish(&st, &state);
                     }
@@ -641,7 +644,7 @@ pub fn rebuild(
             .checkpoint(&mut state, &status, true)
             .map_err(|e| e.to_string())?;
         progress(total, total);
-        defs.set_applied_revision(pipeline.engine.revision)
+        defs.set_applied(&pipeline.engine.definitions)
             .map_err(|e| e.to_string())?;
     }
 

@@ -418,3 +418,166 @@ async fn incremental_memberships_equal_brute_force_over_the_log_as_time_passes()
         srv.stop().await;
     }
 }
+
+/// The figures of the backfill of the current definitions (what it recomputed, how many
+/// people it evaluated): the processor records them just after the definitions are marked
+/// applied, so this waits for them.
+async fn last_backfill(srv: &TestServer) -> spoor_server::processor::backfill::Stats {
+    let rev = srv.app.defs.current().revision;
+    let status = &srv.app.processor.status;
+    wait_until(|| {
+        status
+            .last_backfill
+            .lock()
+            .as_ref()
+            .is_some_and(|s| s.revision == rev)
+    })
+    .await;
+    status.last_backfill.lock().clone().expect("a backfill ran")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backfilling_only_changed_definitions_equals_brute_force() {
+    for seed in [5u64, 17] {
+        let clock = Arc::new(FixedClock::new("2026-01-25T00:00:00Z".parse().unwrap()));
+        let srv =
+            TestServer::start_clocked(tempfile::tempdir().unwrap(), |_| {}, clock.clone()).await;
+        let now = || clock.now().timestamp_millis();
+        let events = random_events(seed, 300);
+        srv.send_processed(events[..150].to_vec()).await;
+        // Names with a quote and a backslash: their raw JSON holds escapes, never the name.
+        srv.send_processed(vec![
+            ev(
+                "track",
+                "u1",
+                "Say \"hi\"",
+                json!({"price": 70}),
+                "2026-01-20T10:00:00Z",
+            ),
+            ev(
+                "track",
+                "u2",
+                "back\\slash",
+                json!({"price": 5}),
+                "2026-01-21T10:00:00Z",
+            ),
+        ])
+        .await;
+        srv.define(|d| {
+            d.computed.extend([
+                computed(json!({"name": "views_7d", "aggregation": "count", "event": {"name": "Viewed"}, "window": "7d"})),
+                computed(json!({"name": "max_price", "aggregation": "max", "property": "price", "event": {"name": "Viewed"}})),
+                computed(json!({"name": "cats", "aggregation": {"distinct_list": {"limit": 10}}, "property": "cat", "event": {"name": "Viewed"}})),
+            ]);
+            d.audiences.extend([
+                audience("viewers", r#"performed "Viewed" at least 2 times within 7d"#),
+                audience("buyers", r#"performed "Bought" within 5d"#),
+                audience("pricey", "computed max_price >= 80"),
+                audience("target", "in audience viewers and not in audience buyers"),
+                audience("loyal", "trait n >= 3 or utm source = \"s1\""),
+            ]);
+        })
+        .await;
+        assert!(
+            last_backfill(&srv).await.full,
+            "first backfill of a state: everything"
+        );
+        assert_equals_brute_force(&srv, now());
+        let live = srv.app.state.reader().unwrap().live_profiles().unwrap();
+
+        // One new audience among the others, selecting events by name (two of them with
+        // escapes in the raw JSON): only its events' people are evaluated.
+        srv.define(|d| {
+            d.audiences.extend([
+                audience(
+                    "big_buyers",
+                    r#"performed "Bought" where price > 40 at least 2 times"#,
+                ),
+                audience(
+                    "quoted",
+                    r#"performed "Say \"hi\"" or performed "back\\slash""#,
+                ),
+            ]);
+        })
+        .await;
+        let st = last_backfill(&srv).await;
+        assert!(!st.full && st.evaluated < live, "{st:?} of {live}");
+        assert!(st.parsed < 160, "events skipped unparsed: {st:?}");
+        assert_equals_brute_force(&srv, now());
+        assert!(activation(&srv, "user_id", "u1")
+            .0
+            .contains(&"quoted".to_owned()));
+
+        // A changed computed trait, read by `pricey` (a dependency through a trait).
+        srv.define(|d| {
+            d.computed.extend([computed(
+                json!({"name": "max_price", "aggregation": "max", "property": "price", "event": {"name": "Bought"}}),
+            )]);
+        })
+        .await;
+        assert!(!last_backfill(&srv).await.full);
+        assert_equals_brute_force(&srv, now());
+
+        // A changed audience that another one nests (`target` reads `viewers`).
+        srv.define(|d| {
+            d.audiences.extend([audience(
+                "viewers",
+                r#"performed "Viewed" where cat = "c1" at least 1 times within 7d"#,
+            )]);
+        })
+        .await;
+        assert!(!last_backfill(&srv).await.full);
+        assert_equals_brute_force(&srv, now());
+
+        // Removals: an audience, and a trait with a value for everyone (`[]`).
+        srv.define(|d| {
+            d.audiences.remove("big_buyers");
+            d.computed.remove("cats");
+        })
+        .await;
+        let st = last_backfill(&srv).await;
+        assert!(
+            !st.full && st.evaluated == live,
+            "everyone had `cats`: {st:?}"
+        );
+        assert_equals_brute_force(&srv, now());
+
+        // A definition that holds without events: everyone evaluated.
+        srv.define(|d| {
+            d.audiences
+                .extend([audience("never_bought", r#"not performed "Bought""#)]);
+        })
+        .await;
+        assert_equals_brute_force(&srv, now());
+        // Only a description changed: nothing recomputed.
+        srv.define(|d| {
+            if let Some(a) = d.audiences.get_mut("buyers") {
+                a.description = "changed".into();
+            }
+        })
+        .await;
+        let st = last_backfill(&srv).await;
+        assert_eq!((st.parsed, st.evaluated), (0, 0), "{st:?}");
+
+        // Processing and time go on from the partly rewritten state.
+        for chunk in events[150..].chunks(50) {
+            srv.send_processed(chunk.to_vec()).await;
+        }
+        assert_equals_brute_force(&srv, now());
+        for days in [2, 9] {
+            let target = now() + days * 86_400_000;
+            clock.set(DateTime::from_timestamp_millis(target).unwrap());
+            wait_until(|| {
+                srv.app
+                    .processor
+                    .status
+                    .timers_at_ms
+                    .load(std::sync::atomic::Ordering::Acquire)
+                    >= target
+            })
+            .await;
+            assert_equals_brute_force(&srv, target);
+        }
+        srv.stop().await;
+    }
+}
