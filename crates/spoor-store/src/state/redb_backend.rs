@@ -1,5 +1,5 @@
-//! The embedded backend of derived state: one redb file. Values are JSON (readable, and
-//! the types evolve with `#[serde(default)]`); keys are fixed-width where they are ranged.
+//! The embedded backend of derived state: one redb file. Profiles are binary records
+//! (see [`super::tables`]), other values JSON; keys are fixed-width where they are ranged.
 
 use super::backend::{ChangeSet, StateBackend, StateSnapshot};
 use super::engine_err;
@@ -24,6 +24,7 @@ impl RedbBackend {
         let db = Database::create(&path)
             .map_err(|e| StoreError::Meta(format!("{}: {e}", path.display())))?;
         create_all(&db)?;
+        check_format(&db)?;
         Ok(Self { db })
     }
 }
@@ -85,9 +86,13 @@ impl StateBackend for RedbBackend {
                 };
             }
             let mut t = tx.open_table(PROFILES).map_err(engine_err)?;
+            let mut buf = Vec::with_capacity(4096);
             for (k, v) in &c.profiles {
                 match v {
-                    Some(p) => t.insert(*k, json(&**p)?.as_slice()).map_err(engine_err)?,
+                    Some(p) => {
+                        write_profile(&mut buf, p);
+                        t.insert(*k, buf.as_slice()).map_err(engine_err)?
+                    }
                     None => t.remove(*k).map_err(engine_err)?,
                 };
             }
@@ -236,7 +241,7 @@ impl StateSnapshot for RedbSnapshot {
                 self.profiles
                     .get(*p)
                     .map_err(engine_err)?
-                    .map(|v| from_json(v.value()))
+                    .map(|v| read_profile(v.value()))
                     .transpose()
             })
             .collect()
@@ -331,7 +336,7 @@ impl StateSnapshot for RedbSnapshot {
             .take(limit)
         {
             let (_, v) = row.map_err(engine_err)?;
-            out.push(from_json(v.value())?);
+            out.push(read_profile(v.value())?);
         }
         Ok(out)
     }
@@ -460,12 +465,13 @@ impl StateSnapshot for RedbSnapshot {
                 String::from_utf8_lossy(v.value())
             ));
         }
+        // Profiles decoded and printed as JSON: the same text whichever format holds them.
         for row in self.profiles.iter().map_err(engine_err)? {
             let (k, v) = row.map_err(engine_err)?;
             out.push(format!(
                 "profile {} {}",
                 k.value(),
-                String::from_utf8_lossy(v.value())
+                String::from_utf8_lossy(&json(&read_profile(v.value())?)?)
             ));
         }
         for row in self.groups.iter().map_err(engine_err)? {
@@ -533,5 +539,77 @@ impl StateSnapshot for RedbSnapshot {
             String::from_utf8_lossy(&json(&self.split_rules()?)?)
         ));
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use spoor_core::identity::ProfileId;
+
+    fn profile_with_activation() -> Profile {
+        let mut p = Profile::new(ProfileId::from_raw(7));
+        p.event_count = 3;
+        p.activation.members.insert("vip".into(), 1_000);
+        p.activation.next.insert("vip".into(), 2_000);
+        p.activation
+            .values
+            .insert("orders".into(), serde_json::json!(2));
+        p
+    }
+
+    /// A state written before format 2 holds JSON profiles: they are still read, and the
+    /// open records the current format.
+    #[test]
+    fn json_profiles_of_format_1_are_read() {
+        let d = tempfile::tempdir().unwrap();
+        let p = profile_with_activation();
+        {
+            let db = Database::create(d.path().join("state.redb")).unwrap();
+            create_all(&db).unwrap();
+            let tx = db.begin_write().unwrap();
+            tx.open_table(PROFILES)
+                .unwrap()
+                .insert(7, json(&p).unwrap().as_slice())
+                .unwrap();
+            tx.commit().unwrap();
+        }
+        let b = RedbBackend::open(d.path()).unwrap();
+        let snap = b.snapshot().unwrap();
+        assert_eq!(snap.profiles(&[7]).unwrap(), vec![Some(p.clone())]);
+        assert_eq!(snap.list_profiles(None, 10).unwrap(), vec![p.clone()]);
+        let t = b.db.begin_read().unwrap();
+        let format = t.open_table(META).unwrap().get(K_FORMAT).unwrap().unwrap();
+        assert_eq!(format.value(), STATE_FORMAT.to_le_bytes().as_slice());
+        // A checkpoint rewrites it in the binary form, which reads back the same.
+        let mut c = ChangeSet {
+            profiles: vec![(7, Some(std::sync::Arc::new(p.clone())))],
+            ..ChangeSet::default()
+        };
+        b.commit(&mut c).unwrap();
+        let t = b.db.begin_read().unwrap();
+        let raw = t.open_table(PROFILES).unwrap().get(7).unwrap().unwrap();
+        assert_eq!(raw.value()[0], spoor_core::codec::PROFILE_V2);
+        assert_eq!(b.snapshot().unwrap().profiles(&[7]).unwrap(), vec![Some(p)]);
+    }
+
+    #[test]
+    fn a_newer_state_format_is_refused() {
+        let d = tempfile::tempdir().unwrap();
+        {
+            let db = Database::create(d.path().join("state.redb")).unwrap();
+            create_all(&db).unwrap();
+            let tx = db.begin_write().unwrap();
+            tx.open_table(META)
+                .unwrap()
+                .insert(K_FORMAT, (STATE_FORMAT + 1).to_le_bytes().as_slice())
+                .unwrap();
+            tx.commit().unwrap();
+        }
+        let e = RedbBackend::open(d.path())
+            .err()
+            .expect("refused")
+            .to_string();
+        assert!(e.contains("spoor rebuild"), "{e}");
     }
 }
