@@ -69,7 +69,7 @@ pub(super) fn write_activation<'b>(w: &mut Writer<'_, 'b>, a: &'b Activation) {
     while let Some(name) = smallest([cs.peek().map(|e| e.0), vs.peek().map(|e| e.0)]) {
         let (s, v) = (take(&mut cs, name), take(&mut vs, name));
         w.u8(flag(s.is_some(), HAS_STATE) | flag(v.is_some(), HAS_VALUE));
-        w.istr(name);
+        w.str(name);
         if let Some(s) = s {
             write_computed(w, s);
         }
@@ -94,7 +94,7 @@ pub(super) fn write_activation<'b>(w: &mut Writer<'_, 'b>, a: &'b Activation) {
         w.u8(flag(s.is_some(), HAS_STATE)
             | flag(m.is_some(), IS_MEMBER)
             | flag(n.is_some(), HAS_NEXT));
-        w.istr(name);
+        w.str(name);
         if let Some(AudienceState { slots }) = s {
             w.usize(slots.len());
             for slot in slots {
@@ -121,7 +121,7 @@ pub(super) fn read_activation(r: &mut Reader<'_>) -> Result<Activation, DecodeEr
         if flags == 0 {
             break;
         }
-        let name = r.istr()?;
+        let name = r.str()?;
         if flags & HAS_STATE != 0 {
             computed.push((name.clone(), read_computed(r)?));
         }
@@ -135,7 +135,7 @@ pub(super) fn read_activation(r: &mut Reader<'_>) -> Result<Activation, DecodeEr
         if flags == 0 {
             break;
         }
-        let name = r.istr()?;
+        let name = r.str()?;
         if flags & HAS_STATE != 0 {
             let n = r.len()?;
             let mut slots = Vec::with_capacity(n);

@@ -13,7 +13,8 @@
 //!   value round-trips exactly (a NaN too, which JSON cannot hold);
 //! - JSON values (trait values, computed values) are a tagged tree ([`Writer::value`]);
 //! - strings that repeat inside a record (source and message ids of trait registers,
-//!   definition names) are written once and then referred to by index ([`Writer::istr`]);
+//!   values counted by several computed traits) are written once and then referred to by
+//!   index ([`Writer::istr`]);
 //! - the activation's per-definition maps are written as one list per kind of definition,
 //!   name once, with what each map holds for it (see [`activation`]).
 //!
@@ -38,6 +39,9 @@ use serde_json::{Map, Number, Value};
 
 /// The format byte of a binary profile record.
 pub const PROFILE_V2: u8 = 2;
+
+/// How many of the latest interned strings [`Writer::istr`] searches.
+const ISTR_WINDOW: usize = 16;
 
 /// Nesting depth of JSON values beyond which a record is refused as corrupt (serde_json's
 /// own limit at ingest is 128, so no stored value is deeper).
@@ -123,11 +127,15 @@ impl<'a, 'b> Writer<'a, 'b> {
     }
 
     /// A string that may repeat in the record: `0` and the string the first time, then
-    /// its index + 1. The table is searched linearly — records hold a few dozen such
-    /// strings, and most are found among the latest.
+    /// its index + 1. Only the latest [`ISTR_WINDOW`] strings are searched (a linear search
+    /// of every one made encoding quadratic; repeats are near each other: the source and
+    /// message of registers set by one event, a category counted by several traits). The
+    /// reader needs no search, so the window can change without a format change.
     pub fn istr(&mut self, s: &'b str) {
-        if let Some(i) = self.strings.iter().rposition(|x| *x == s) {
-            self.usize(i + 1);
+        let n = self.strings.len();
+        let from = n.saturating_sub(ISTR_WINDOW);
+        if let Some(i) = self.strings[from..].iter().rposition(|x| *x == s) {
+            self.usize(from + i + 1);
         } else {
             self.u8(0);
             self.str(s);

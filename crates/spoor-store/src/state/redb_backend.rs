@@ -3,7 +3,7 @@
 
 use super::backend::{ChangeSet, StateBackend, StateSnapshot};
 use super::engine_err;
-use super::memberships::{decode_members, MembershipChange};
+use super::memberships::{decode_members, read_change, write_change, MembershipChange};
 use super::tables::*;
 use crate::error::StoreError;
 use redb::{Database, ReadOnlyTable, ReadTransaction, ReadableDatabase, ReadableTable};
@@ -145,12 +145,14 @@ impl StateBackend for RedbBackend {
                     .map_err(engine_err)?;
             }
             for (n, m) in &c.membership_history {
-                t.insert((m.profile.raw(), m.at_ms, *n), json(&**m)?.as_slice())
+                write_change(&mut buf, m);
+                t.insert((m.profile.raw(), m.at_ms, *n), buf.as_slice())
                     .map_err(engine_err)?;
             }
             let mut t = tx.open_table(MEMBERSHIP_FEED).map_err(engine_err)?;
             for (n, m) in &c.membership_feed {
-                t.insert(*n, json(&**m)?.as_slice()).map_err(engine_err)?;
+                write_change(&mut buf, m);
+                t.insert(*n, buf.as_slice()).map_err(engine_err)?;
             }
             let mut t = tx.open_table(META).map_err(engine_err)?;
             if let Some(n) = c.next_change_no {
@@ -422,7 +424,7 @@ impl StateSnapshot for RedbSnapshot {
             for row in range.rev().take(limit) {
                 let (k, v) = row.map_err(engine_err)?;
                 let (_, at, n) = k.value();
-                all.push(((at, n), from_json::<MembershipChange>(v.value())?));
+                all.push(((at, n), read_change(v.value())?));
             }
         }
         all.sort_by_key(|r| std::cmp::Reverse(r.0));
@@ -442,7 +444,7 @@ impl StateSnapshot for RedbSnapshot {
         let mut out = Vec::new();
         for row in t.range(start..).map_err(engine_err)?.take(limit) {
             let (k, v) = row.map_err(engine_err)?;
-            out.push((k.value(), from_json(v.value())?));
+            out.push((k.value(), read_change(v.value())?));
         }
         Ok(out)
     }
@@ -519,7 +521,7 @@ impl StateSnapshot for RedbSnapshot {
             out.push(format!(
                 "membership_history {:?} {}",
                 k.value(),
-                String::from_utf8_lossy(v.value())
+                String::from_utf8_lossy(&json(&read_change(v.value())?)?)
             ));
         }
         let t = self.tx.open_table(MEMBERSHIP_FEED).map_err(engine_err)?;
@@ -528,7 +530,7 @@ impl StateSnapshot for RedbSnapshot {
             out.push(format!(
                 "membership_feed {} {}",
                 k.value(),
-                String::from_utf8_lossy(v.value())
+                String::from_utf8_lossy(&json(&read_change(v.value())?)?)
             ));
         }
         out.push(format!("meta next_change_no {}", self.next_change_no()?));

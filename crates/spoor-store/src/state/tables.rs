@@ -33,10 +33,11 @@ pub const DECISIONS: TableDefinition<(u64, u64, u32), &[u8]> = TableDefinition::
 pub const AUDIENCE_MEMBERS: TableDefinition<&str, &[u8]> = TableDefinition::new("audience_members");
 /// (at ms, profile id) → (): when time alone may change a profile's memberships.
 pub const TIMERS: TableDefinition<(i64, u64), ()> = TableDefinition::new("timers");
-/// (profile id at the time, at ms, change number) → `MembershipChange` JSON.
+/// (profile id at the time, at ms, change number) → `MembershipChange` (binary record,
+/// `memberships::write_change`; JSON in format 1).
 pub const MEMBERSHIP_HISTORY: TableDefinition<(u64, i64, u64), &[u8]> =
     TableDefinition::new("membership_history");
-/// Change number → `MembershipChange` JSON: every entry and exit, in order.
+/// Change number → `MembershipChange` (as above): every entry and exit, in order.
 pub const MEMBERSHIP_FEED: TableDefinition<u64, &[u8]> = TableDefinition::new("membership_feed");
 /// Small values: `processed_seq`, `split_rules`, counters.
 pub const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
@@ -47,7 +48,8 @@ pub const K_LIVE_PROFILES: &str = "live_profiles";
 pub const K_NEXT_CHANGE: &str = "next_change_no";
 pub const K_FORMAT: &str = "state_format";
 
-/// The state format this code writes: 1 = every value JSON; 2 = profiles as binary records.
+/// The state format this code writes: 1 = every value JSON; 2 = profiles and membership
+/// changes as binary records.
 /// A format-2 reader reads format-1 profiles too (a record says which it is by its first
 /// byte), so an older state is upgraded in place as its profiles are rewritten; a state of
 /// a newer format is refused at open.
