@@ -137,7 +137,7 @@ pub(super) fn read_activation(r: &mut Reader<'_>) -> Result<Activation, DecodeEr
         }
         let name = r.str()?;
         if flags & HAS_STATE != 0 {
-            let n = r.len()?;
+            let n = r.count()?;
             let mut slots = Vec::with_capacity(n);
             for _ in 0..n {
                 slots.push(read_slot(r)?);
@@ -171,7 +171,7 @@ fn write_keys(w: &mut Writer<'_, '_>, keys: &[(i64, u64)]) {
 }
 
 fn read_keys(r: &mut Reader<'_>) -> Result<Vec<(i64, u64)>, DecodeError> {
-    let n = r.len()?;
+    let n = r.count()?;
     let mut v = Vec::with_capacity(n);
     for _ in 0..n {
         v.push(r.key()?);
@@ -236,7 +236,7 @@ fn read_slot(r: &mut Reader<'_>) -> Result<SlotState, DecodeError> {
     Ok(match r.u8()? {
         0 => SlotState::Count { n: r.u64()? },
         1 => {
-            let n = r.len()?;
+            let n = r.count()?;
             let mut ts = Vec::with_capacity(n);
             for _ in 0..n {
                 ts.push(r.i64()?);
@@ -349,7 +349,7 @@ fn read_computed(r: &mut Reader<'_>) -> Result<ComputedState, DecodeError> {
             latest: map(r, |r| Ok((r.istr()?, r.key()?)))?,
         },
         6 => {
-            let n = r.len()?;
+            let n = r.count()?;
             let mut points = Vec::with_capacity(n);
             for _ in 0..n {
                 points.push((r.i64()?, r.f64()?));
@@ -357,7 +357,7 @@ fn read_computed(r: &mut Reader<'_>) -> Result<ComputedState, DecodeError> {
             ComputedState::Staircase { points }
         }
         7 => {
-            let n = r.len()?;
+            let n = r.count()?;
             let mut entries = Vec::with_capacity(n);
             for _ in 0..n {
                 entries.push((r.key()?, r.value()?));

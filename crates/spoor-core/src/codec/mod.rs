@@ -258,7 +258,7 @@ impl<'a> Reader<'a> {
 
     /// A length or count; bounded by the bytes left (every element takes at least one), so
     /// a corrupt count cannot make a decoder reserve gigabytes.
-    pub fn len(&mut self) -> Result<usize, DecodeError> {
+    pub fn count(&mut self) -> Result<usize, DecodeError> {
         let n = self.u64()?;
         if n > (self.buf.len() - self.pos) as u64 {
             return Err(DecodeError::Truncated);
@@ -284,7 +284,7 @@ impl<'a> Reader<'a> {
     }
 
     pub fn str_ref(&mut self) -> Result<&'a str, DecodeError> {
-        let n = self.len()?;
+        let n = self.count()?;
         let end = self.pos + n;
         let b = self.buf.get(self.pos..end).ok_or(DecodeError::Truncated)?;
         self.pos = end;
@@ -357,7 +357,7 @@ impl<'a> Reader<'a> {
             ),
             T_STR => Value::String(self.str()?),
             T_ARRAY => {
-                let n = self.len()?;
+                let n = self.count()?;
                 let mut a = Vec::with_capacity(n);
                 for _ in 0..n {
                     a.push(self.value_at(depth + 1)?);
@@ -365,7 +365,7 @@ impl<'a> Reader<'a> {
                 Value::Array(a)
             }
             T_OBJECT => {
-                let n = self.len()?;
+                let n = self.count()?;
                 let mut m = Map::new();
                 for _ in 0..n {
                     let k = self.str()?;

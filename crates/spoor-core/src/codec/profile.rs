@@ -234,7 +234,7 @@ pub fn decode_profile(b: &[u8]) -> Result<Profile, DecodeError> {
     })?;
     let groups = map(&mut r, |r| Ok((r.str()?, r.i64()?)))?;
     let current = map(&mut r, |r| Ok((r.istr()?, read_consent(r)?)))?;
-    let n = r.len()?;
+    let n = r.count()?;
     let mut history = Vec::with_capacity(n);
     for _ in 0..n {
         history.push(read_consent(&mut r)?);
@@ -283,7 +283,7 @@ pub(super) fn map<'a, K: Ord, V>(
     r: &mut Reader<'a>,
     mut entry: impl FnMut(&mut Reader<'a>) -> Result<(K, V), DecodeError>,
 ) -> Result<BTreeMap<K, V>, DecodeError> {
-    let n = r.len()?;
+    let n = r.count()?;
     let mut v = Vec::with_capacity(n);
     for _ in 0..n {
         v.push(entry(r)?);
