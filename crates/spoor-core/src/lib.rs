@@ -7,6 +7,7 @@
 
 pub mod audience;
 pub mod clock;
+pub mod codec;
 pub mod computed;
 pub mod consent;
 pub mod enrich;

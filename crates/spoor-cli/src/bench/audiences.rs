@@ -50,6 +50,10 @@ pub struct AudienceBenchArgs {
     /// Skip phases by number (e.g. `--skip 3`).
     #[arg(long)]
     pub skip: Vec<u8>,
+    /// Keep the data directory of phases 1 and 2 here (log, definitions, state) instead of
+    /// a temporary one, e.g. to profile `spoor rebuild` on it afterwards.
+    #[arg(long)]
+    pub keep: Option<std::path::PathBuf>,
 }
 
 fn now_ms() -> i64 {
@@ -220,16 +224,18 @@ fn rebuild(cfg: &Config) -> anyhow::Result<f64> {
     Ok(n as f64 / started.elapsed().as_secs_f64())
 }
 
-/// Average stored size of a profile (JSON), and of its audience/trait states, over a sample.
+/// Average stored size of a profile (its binary record), and of its audience/trait states,
+/// over a sample.
 fn profile_sizes(cfg: &Config) -> anyhow::Result<(usize, usize)> {
+    use spoor_core::codec::{encode_activation, encode_profile};
     let store = spoor_store::state::StateStore::open(&cfg.storage.data_dir.join("state"))?;
     let sample = store.durable_reader()?.list_profiles(None, 1_000)?;
     let n = sample.len().max(1);
     let mut total = 0;
     let mut act = 0;
     for p in &sample {
-        total += serde_json::to_vec(p)?.len();
-        act += serde_json::to_vec(&p.activation)?.len();
+        total += encode_profile(p).len();
+        act += encode_activation(&p.activation).len();
     }
     Ok((total / n, act / n))
 }
@@ -247,7 +253,7 @@ pub fn run(args: AudienceBenchArgs) -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .try_init();
     let tmp = tempfile::tempdir()?;
-    let dir = tmp.path().join("data");
+    let dir = args.keep.clone().unwrap_or_else(|| tmp.path().join("data"));
     let cfg = Config::load(
         None,
         &Overrides {

@@ -43,16 +43,21 @@ impl ComputedSet {
     /// Applies one event to the person's states (creating missing ones); returns the names
     /// of the traits the event touched, whose values — and the audiences reading them — the
     /// caller re-evaluates.
-    pub fn apply(&self, states: &mut ComputedStates, ev: &EventFact) -> Vec<String> {
+    pub fn apply(&self, states: &mut ComputedStates, ev: &EventFact) -> Vec<&str> {
         let mut touched = Vec::new();
         for (name, def) in &self.defs {
-            if def.matters(ev) {
-                states
-                    .entry(name.clone())
-                    .or_insert_with(|| ComputedState::new(def))
-                    .apply(def, ev);
-                touched.push(name.clone());
+            // The input once (it is cloned out of the event), and the name cloned only for
+            // a state the person does not have yet.
+            let Some(v) = def.input(ev) else { continue };
+            match states.get_mut(name) {
+                Some(s) => s.add_input(def, ev, v),
+                None => {
+                    let mut s = ComputedState::new(def);
+                    s.add_input(def, ev, v);
+                    states.insert(name.clone(), s);
+                }
             }
+            touched.push(name.as_str());
         }
         touched
     }

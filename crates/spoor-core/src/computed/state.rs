@@ -66,6 +66,11 @@ impl ComputedState {
         }
     }
 
+    /// Applies an event's input, already taken with `def.input(ev)`.
+    pub(crate) fn add_input(&mut self, def: &ComputedDef, ev: &EventFact, v: Value) {
+        self.add(def, ev.key(), v);
+    }
+
     fn add(&mut self, def: &ComputedDef, k: Key, v: Value) {
         let agg = def.aggregation;
         match self {

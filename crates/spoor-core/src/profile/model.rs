@@ -101,11 +101,11 @@ impl Profile {
             }
         }
         if let Some(ua) = &ev.user_agent {
-            match self.devices.get_mut(&device_key(ua)) {
+            let key = device_key(ua);
+            match self.devices.get_mut(&key) {
                 Some(d) => d.add(ua, ms, ev.seq),
                 None => {
-                    self.devices
-                        .insert(device_key(ua), DeviceStat::new(ua, ms, ev.seq));
+                    self.devices.insert(key, DeviceStat::new(ua, ms, ev.seq));
                 }
             }
         }

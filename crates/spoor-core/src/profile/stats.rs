@@ -156,12 +156,18 @@ pub fn device_key(ua: &UserAgentInfo) -> String {
 }
 
 fn key3(a: Option<&str>, b: Option<&str>, c: Option<&str>) -> String {
-    let mut key = String::new();
-    for (i, part) in [a, b, c].into_iter().enumerate() {
+    let parts = [a, b, c].map(Option::unwrap_or_default);
+    let mut key = String::with_capacity(parts.iter().map(|p| p.len() + 1).sum());
+    for (i, part) in parts.into_iter().enumerate() {
         if i > 0 {
             key.push('/');
         }
-        for ch in part.unwrap_or_default().chars() {
+        // Runs up to four times per event: copy whole parts, escape only when needed.
+        if !part.contains(['%', '/']) {
+            key.push_str(part);
+            continue;
+        }
+        for ch in part.chars() {
             match ch {
                 '%' => key.push_str("%25"),
                 '/' => key.push_str("%2F"),

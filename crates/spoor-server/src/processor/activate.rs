@@ -288,12 +288,17 @@ impl Engine {
         if full {
             self.refresh_computed(&mut act, now_ms);
         }
-        for name in &computed {
+        for &name in &computed {
             if let (Some(def), Some(s)) = (self.computed.get(name), act.computed.get_mut(name)) {
                 s.prune(def, now_ms);
-                match s.value(def, now_ms) {
-                    Some(v) => act.values.insert(name.clone(), v),
-                    None => act.values.remove(name),
+                match (s.value(def, now_ms), act.values.get_mut(name)) {
+                    (Some(v), Some(slot)) => *slot = v,
+                    (Some(v), None) => {
+                        act.values.insert(name.to_owned(), v);
+                    }
+                    (None, _) => {
+                        act.values.remove(name);
+                    }
                 };
             }
         }
@@ -307,7 +312,8 @@ impl Engine {
                 || touched.devices && deps.devices
                 || touched.groups && !deps.group_traits.is_empty()
                 || touched.consent && deps.consent
-                || !computed.is_empty() && deps.computed.iter().any(|c| computed.contains(c))
+                || !computed.is_empty()
+                    && deps.computed.iter().any(|c| computed.contains(&c.as_str()))
                 || self.slots[i].reads.iter().any(|r| changed[*r])
         });
         p.activation = act;
@@ -318,7 +324,7 @@ impl Engine {
     /// evaluating anything (the real-time path evaluates after; a backfill folds a
     /// person's whole history first). Sets `matched[i]` for the audience slots the event
     /// applied to; returns the computed traits it touched.
-    pub fn fold(&self, act: &mut Activation, ev: &EventFact, matched: &mut [bool]) -> Vec<String> {
+    pub fn fold(&self, act: &mut Activation, ev: &EventFact, matched: &mut [bool]) -> Vec<&str> {
         let computed = self.computed.apply(&mut act.computed, ev);
         // Only slots whose selectors name this event (or no event) can match it.
         let named = ev.name.as_deref().and_then(|n| self.by_event.get(n));

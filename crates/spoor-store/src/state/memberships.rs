@@ -60,6 +60,72 @@ pub struct MembershipChange {
     pub cause: ChangeCause,
 }
 
+/// The format byte of a binary membership change record (JSON ones, format 1, start with
+/// `{`). Two rows are written per change (history and feed), several per event with many
+/// audiences, so JSON was a visible part of a checkpoint.
+const CHANGE_V2: u8 = 2;
+
+/// A membership change row: [`CHANGE_V2`], audience, profile, entered, time, seq, cause.
+pub(crate) fn write_change(out: &mut Vec<u8>, c: &MembershipChange) {
+    let MembershipChange {
+        audience,
+        profile,
+        entered,
+        at_ms,
+        seq,
+        cause,
+    } = c;
+    out.clear();
+    let mut w = spoor_core::codec::Writer::new(out);
+    w.u8(CHANGE_V2);
+    w.str(audience);
+    w.u64(profile.raw());
+    w.bool(*entered);
+    w.i64(*at_ms);
+    w.u64(*seq);
+    w.u8(match cause {
+        ChangeCause::Event => 0,
+        ChangeCause::Timer => 1,
+        ChangeCause::Backfill => 2,
+        ChangeCause::Merge => 3,
+        ChangeCause::Deleted => 4,
+        ChangeCause::Group => 5,
+    });
+}
+
+/// Reads a membership change row of either format.
+pub(crate) fn read_change(b: &[u8]) -> Result<MembershipChange, StoreError> {
+    if b.first() == Some(&b'{') {
+        return super::tables::from_json(b);
+    }
+    let bad = |e: spoor_core::codec::DecodeError| {
+        StoreError::Meta(format!("unreadable membership change: {e}"))
+    };
+    let mut r = spoor_core::codec::Reader::new(b);
+    match r.u8().map_err(bad)? {
+        CHANGE_V2 => {}
+        f => return Err(bad(spoor_core::codec::DecodeError::Format(f))),
+    }
+    let c = MembershipChange {
+        audience: r.str().map_err(bad)?,
+        profile: ProfileId::from_raw(r.u64().map_err(bad)?),
+        entered: r.bool().map_err(bad)?,
+        at_ms: r.i64().map_err(bad)?,
+        seq: r.u64().map_err(bad)?,
+        cause: match r.u8().map_err(bad)? {
+            0 => ChangeCause::Event,
+            1 => ChangeCause::Timer,
+            2 => ChangeCause::Backfill,
+            3 => ChangeCause::Merge,
+            4 => ChangeCause::Deleted,
+            5 => ChangeCause::Group,
+            _ => return Err(bad(spoor_core::codec::DecodeError::Corrupt("cause"))),
+        },
+    };
+    r.finish().map_err(bad)?;
+    Ok(c)
+}
+
 /// Members of an audience as bytes (the portable roaring serialization), for storage.
 pub fn encode_members(m: &RoaringTreemap) -> Vec<u8> {
     let mut out = Vec::with_capacity(m.serialized_size());
@@ -466,6 +532,36 @@ mod tests {
 
     fn ids(v: Vec<ProfileId>) -> Vec<u64> {
         v.into_iter().map(|p| p.raw()).collect()
+    }
+
+    /// Binary change rows round-trip (every cause, edge values, a unicode name); JSON rows
+    /// of format 1 are still read; a truncated row is an error.
+    #[test]
+    fn change_rows_round_trip_and_json_rows_are_read() {
+        let causes = [
+            ChangeCause::Event,
+            ChangeCause::Timer,
+            ChangeCause::Backfill,
+            ChangeCause::Merge,
+            ChangeCause::Deleted,
+            ChangeCause::Group,
+        ];
+        let mut buf = Vec::new();
+        for (i, cause) in causes.into_iter().enumerate() {
+            let c = MembershipChange {
+                audience: format!("größte Käufer 🎉 {i}"),
+                profile: ProfileId::from_raw(u64::MAX - i as u64),
+                entered: i % 2 == 0,
+                at_ms: if i % 2 == 0 { i64::MIN } else { i64::MAX },
+                seq: u64::MAX,
+                cause,
+            };
+            write_change(&mut buf, &c);
+            assert_eq!(read_change(&buf).unwrap(), c);
+            assert!(read_change(&buf[..buf.len() - 1]).is_err());
+            let json = serde_json::to_vec(&c).unwrap();
+            assert_eq!(read_change(&json).unwrap(), c);
+        }
     }
 
     #[test]

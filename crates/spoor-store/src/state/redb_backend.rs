@@ -1,9 +1,9 @@
-//! The embedded backend of derived state: one redb file. Values are JSON (readable, and
-//! the types evolve with `#[serde(default)]`); keys are fixed-width where they are ranged.
+//! The embedded backend of derived state: one redb file. Profiles are binary records
+//! (see [`super::tables`]), other values JSON; keys are fixed-width where they are ranged.
 
 use super::backend::{ChangeSet, StateBackend, StateSnapshot};
 use super::engine_err;
-use super::memberships::{decode_members, MembershipChange};
+use super::memberships::{decode_members, read_change, write_change, MembershipChange};
 use super::tables::*;
 use crate::error::StoreError;
 use redb::{Database, ReadOnlyTable, ReadTransaction, ReadableDatabase, ReadableTable};
@@ -35,6 +35,7 @@ impl RedbBackend {
                 && !names.iter().any(|n| n == GROUP_MEMBERS.name())
         };
         create_all(&db)?;
+        check_format(&db)?;
         if index_groups {
             index_group_members(&db)?;
         }
@@ -51,7 +52,7 @@ fn index_group_members(db: &Database) -> Result<(), StoreError> {
         let mut t = tx.open_table(GROUP_MEMBERS).map_err(engine_err)?;
         for row in profiles.iter().map_err(engine_err)? {
             let (k, v) = row.map_err(engine_err)?;
-            let p: Profile = from_json(v.value())?;
+            let p = read_profile(v.value())?;
             for g in p.groups.keys() {
                 t.insert((g.as_str(), k.value()), ()).map_err(engine_err)?;
             }
@@ -119,9 +120,13 @@ impl StateBackend for RedbBackend {
                 };
             }
             let mut t = tx.open_table(PROFILES).map_err(engine_err)?;
+            let mut buf = Vec::with_capacity(4096);
             for (k, v) in &c.profiles {
                 match v {
-                    Some(p) => t.insert(*k, json(&**p)?.as_slice()).map_err(engine_err)?,
+                    Some(p) => {
+                        write_profile(&mut buf, p);
+                        t.insert(*k, buf.as_slice()).map_err(engine_err)?
+                    }
                     None => t.remove(*k).map_err(engine_err)?,
                 };
             }
@@ -178,12 +183,14 @@ impl StateBackend for RedbBackend {
                     .map_err(engine_err)?;
             }
             for (n, m) in &c.membership_history {
-                t.insert((m.profile.raw(), m.at_ms, *n), json(&**m)?.as_slice())
+                write_change(&mut buf, m);
+                t.insert((m.profile.raw(), m.at_ms, *n), buf.as_slice())
                     .map_err(engine_err)?;
             }
             let mut t = tx.open_table(MEMBERSHIP_FEED).map_err(engine_err)?;
             for (n, m) in &c.membership_feed {
-                t.insert(*n, json(&**m)?.as_slice()).map_err(engine_err)?;
+                write_change(&mut buf, m);
+                t.insert(*n, buf.as_slice()).map_err(engine_err)?;
             }
             let mut t = tx.open_table(META).map_err(engine_err)?;
             if let Some(n) = c.next_change_no {
@@ -274,7 +281,7 @@ impl StateSnapshot for RedbSnapshot {
                 self.profiles
                     .get(*p)
                     .map_err(engine_err)?
-                    .map(|v| from_json(v.value()))
+                    .map(|v| read_profile(v.value()))
                     .transpose()
             })
             .collect()
@@ -378,7 +385,7 @@ impl StateSnapshot for RedbSnapshot {
             .take(limit)
         {
             let (_, v) = row.map_err(engine_err)?;
-            out.push(from_json(v.value())?);
+            out.push(read_profile(v.value())?);
         }
         Ok(out)
     }
@@ -464,7 +471,7 @@ impl StateSnapshot for RedbSnapshot {
             for row in range.rev().take(limit) {
                 let (k, v) = row.map_err(engine_err)?;
                 let (_, at, n) = k.value();
-                all.push(((at, n), from_json::<MembershipChange>(v.value())?));
+                all.push(((at, n), read_change(v.value())?));
             }
         }
         all.sort_by_key(|r| std::cmp::Reverse(r.0));
@@ -484,7 +491,7 @@ impl StateSnapshot for RedbSnapshot {
         let mut out = Vec::new();
         for row in t.range(start..).map_err(engine_err)?.take(limit) {
             let (k, v) = row.map_err(engine_err)?;
-            out.push((k.value(), from_json(v.value())?));
+            out.push((k.value(), read_change(v.value())?));
         }
         Ok(out)
     }
@@ -507,12 +514,13 @@ impl StateSnapshot for RedbSnapshot {
                 String::from_utf8_lossy(v.value())
             ));
         }
+        // Profiles decoded and printed as JSON: the same text whichever format holds them.
         for row in self.profiles.iter().map_err(engine_err)? {
             let (k, v) = row.map_err(engine_err)?;
             out.push(format!(
                 "profile {} {}",
                 k.value(),
-                String::from_utf8_lossy(v.value())
+                String::from_utf8_lossy(&json(&read_profile(v.value())?)?)
             ));
         }
         for row in self.groups.iter().map_err(engine_err)? {
@@ -560,7 +568,7 @@ impl StateSnapshot for RedbSnapshot {
             out.push(format!(
                 "membership_history {:?} {}",
                 k.value(),
-                String::from_utf8_lossy(v.value())
+                String::from_utf8_lossy(&json(&read_change(v.value())?)?)
             ));
         }
         let t = self.tx.open_table(MEMBERSHIP_FEED).map_err(engine_err)?;
@@ -569,7 +577,7 @@ impl StateSnapshot for RedbSnapshot {
             out.push(format!(
                 "membership_feed {} {}",
                 k.value(),
-                String::from_utf8_lossy(v.value())
+                String::from_utf8_lossy(&json(&read_change(v.value())?)?)
             ));
         }
         out.push(format!("meta next_change_no {}", self.next_change_no()?));
@@ -620,5 +628,71 @@ mod tests {
             b.snapshot().unwrap().group_members("acme").unwrap(),
             vec![7]
         );
+    }
+
+    fn profile_with_activation() -> Profile {
+        let mut p = Profile::new(ProfileId::from_raw(7));
+        p.event_count = 3;
+        p.activation.members.insert("vip".into(), 1_000);
+        p.activation.next.insert("vip".into(), 2_000);
+        p.activation
+            .values
+            .insert("orders".into(), serde_json::json!(2));
+        p
+    }
+
+    /// A state written before format 2 holds JSON profiles: they are still read, and the
+    /// open records the current format.
+    #[test]
+    fn json_profiles_of_format_1_are_read() {
+        let d = tempfile::tempdir().unwrap();
+        let p = profile_with_activation();
+        {
+            let db = Database::create(d.path().join("state.redb")).unwrap();
+            create_all(&db).unwrap();
+            let tx = db.begin_write().unwrap();
+            tx.open_table(PROFILES)
+                .unwrap()
+                .insert(7, json(&p).unwrap().as_slice())
+                .unwrap();
+            tx.commit().unwrap();
+        }
+        let b = RedbBackend::open(d.path()).unwrap();
+        let snap = b.snapshot().unwrap();
+        assert_eq!(snap.profiles(&[7]).unwrap(), vec![Some(p.clone())]);
+        assert_eq!(snap.list_profiles(None, 10).unwrap(), vec![p.clone()]);
+        let t = b.db.begin_read().unwrap();
+        let format = t.open_table(META).unwrap().get(K_FORMAT).unwrap().unwrap();
+        assert_eq!(format.value(), STATE_FORMAT.to_le_bytes().as_slice());
+        // A checkpoint rewrites it in the binary form, which reads back the same.
+        let mut c = ChangeSet {
+            profiles: vec![(7, Some(std::sync::Arc::new(p.clone())))],
+            ..ChangeSet::default()
+        };
+        b.commit(&mut c).unwrap();
+        let t = b.db.begin_read().unwrap();
+        let raw = t.open_table(PROFILES).unwrap().get(7).unwrap().unwrap();
+        assert_eq!(raw.value()[0], spoor_core::codec::PROFILE_V2);
+        assert_eq!(b.snapshot().unwrap().profiles(&[7]).unwrap(), vec![Some(p)]);
+    }
+
+    #[test]
+    fn a_newer_state_format_is_refused() {
+        let d = tempfile::tempdir().unwrap();
+        {
+            let db = Database::create(d.path().join("state.redb")).unwrap();
+            create_all(&db).unwrap();
+            let tx = db.begin_write().unwrap();
+            tx.open_table(META)
+                .unwrap()
+                .insert(K_FORMAT, (STATE_FORMAT + 1).to_le_bytes().as_slice())
+                .unwrap();
+            tx.commit().unwrap();
+        }
+        let e = RedbBackend::open(d.path())
+            .err()
+            .expect("refused")
+            .to_string();
+        assert!(e.contains("spoor rebuild"), "{e}");
     }
 }

@@ -1,15 +1,19 @@
-//! Table layout of `state.redb`. Values are JSON (readable with any tool, and the types
-//! evolve with `#[serde(default)]`); keys are fixed-width where they are ranged over.
+//! Table layout of `state.redb`. Profiles, written at every checkpoint and read at every
+//! cache miss, are compact binary records (`spoor_core::codec`); the other values are JSON
+//! (small or rarely written; readable with any tool, and the types evolve with
+//! `#[serde(default)]`). Keys are fixed-width where they are ranged over.
 
 use super::engine_err;
 use crate::error::StoreError;
 use redb::{Database, TableDefinition};
+use spoor_core::profile::Profile;
 
 /// Identifier key (`ident_key`) → owning profile id (raw u64).
 pub const IDENT: TableDefinition<&str, u64> = TableDefinition::new("ident");
 /// Profile id → `ProfileIdentity` (identifiers, status, merges).
 pub const PIDENT: TableDefinition<u64, &[u8]> = TableDefinition::new("profile_identity");
-/// Profile id → `Profile` (traits with provenance, stats). Only live profiles.
+/// Profile id → `Profile` (traits with provenance, stats, activation) as a binary record
+/// ([`write_profile`]; format 1 states hold JSON, still read). Only live profiles.
 pub const PROFILES: TableDefinition<u64, &[u8]> = TableDefinition::new("profiles");
 /// Group id → `Group`.
 pub const GROUPS: TableDefinition<&str, &[u8]> = TableDefinition::new("groups");
@@ -34,10 +38,11 @@ pub const DECISIONS: TableDefinition<(u64, u64, u32), &[u8]> = TableDefinition::
 pub const AUDIENCE_MEMBERS: TableDefinition<&str, &[u8]> = TableDefinition::new("audience_members");
 /// (at ms, profile id) → (): when time alone may change a profile's memberships.
 pub const TIMERS: TableDefinition<(i64, u64), ()> = TableDefinition::new("timers");
-/// (profile id at the time, at ms, change number) → `MembershipChange` JSON.
+/// (profile id at the time, at ms, change number) → `MembershipChange` (binary record,
+/// `memberships::write_change`; JSON in format 1).
 pub const MEMBERSHIP_HISTORY: TableDefinition<(u64, i64, u64), &[u8]> =
     TableDefinition::new("membership_history");
-/// Change number → `MembershipChange` JSON: every entry and exit, in order.
+/// Change number → `MembershipChange` (as above): every entry and exit, in order.
 pub const MEMBERSHIP_FEED: TableDefinition<u64, &[u8]> = TableDefinition::new("membership_feed");
 /// Small values: `processed_seq`, `split_rules`, counters.
 pub const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
@@ -46,6 +51,14 @@ pub const K_PROCESSED: &str = "processed_seq";
 pub const K_SPLIT_RULES: &str = "split_rules";
 pub const K_LIVE_PROFILES: &str = "live_profiles";
 pub const K_NEXT_CHANGE: &str = "next_change_no";
+pub const K_FORMAT: &str = "state_format";
+
+/// The state format this code writes: 1 = every value JSON; 2 = profiles and membership
+/// changes as binary records.
+/// A format-2 reader reads format-1 profiles too (a record says which it is by its first
+/// byte), so an older state is upgraded in place as its profiles are rewritten; a state of
+/// a newer format is refused at open.
+pub const STATE_FORMAT: u64 = 2;
 
 /// The key of an identifier: its type and value separated by U+001F (never in a type name).
 pub fn ident_key(kind: &str, value: &str) -> String {
@@ -89,6 +102,48 @@ pub fn create_all(db: &Database) -> Result<(), StoreError> {
         tx.open_table(TIMERS).map_err(engine_err)?;
         tx.open_table(MEMBERSHIP_HISTORY).map_err(engine_err)?;
         tx.open_table(MEMBERSHIP_FEED).map_err(engine_err)?;
+    }
+    tx.commit().map_err(engine_err)
+}
+
+/// Writes a profile's record into `out` (cleared first).
+pub fn write_profile(out: &mut Vec<u8>, p: &Profile) {
+    out.clear();
+    spoor_core::codec::write_profile(out, p);
+}
+
+/// Reads a profile record of either format: JSON (format 1) starts with `{`, a binary
+/// record with its format byte.
+pub fn read_profile(b: &[u8]) -> Result<Profile, StoreError> {
+    if b.first() == Some(&b'{') {
+        return from_json(b);
+    }
+    spoor_core::codec::decode_profile(b)
+        .map_err(|e| StoreError::Meta(format!("unreadable profile record: {e}")))
+}
+
+/// Checks the state's format and records the current one: a newer format is refused
+/// (this code cannot read it), an older one is readable and becomes the current one.
+pub fn check_format(db: &Database) -> Result<(), StoreError> {
+    use redb::ReadableTable;
+    let tx = db.begin_write().map_err(engine_err)?;
+    {
+        let mut t = tx.open_table(META).map_err(engine_err)?;
+        let found = t
+            .get(K_FORMAT)
+            .map_err(engine_err)?
+            .and_then(|v| v.value().try_into().ok().map(u64::from_le_bytes))
+            .unwrap_or(1);
+        if found > STATE_FORMAT {
+            return Err(StoreError::Meta(format!(
+                "state.redb has state format {found}, newer than this Spoor reads ({STATE_FORMAT}): \
+                 run the newer Spoor, or `spoor rebuild` to derive the state again from the log"
+            )));
+        }
+        if found != STATE_FORMAT {
+            t.insert(K_FORMAT, STATE_FORMAT.to_le_bytes().as_slice())
+                .map_err(engine_err)?;
+        }
     }
     tx.commit().map_err(engine_err)
 }
