@@ -58,13 +58,13 @@ fn default_checkpoint_pending() -> usize {
 }
 
 /// Lowers the calling thread's priority (on Linux, niceness is per thread).
-fn lower_priority(nice: i32) {
+pub(crate) fn lower_priority(nice: i32) {
     #[cfg(target_os = "linux")]
     if nice > 0 {
         // SAFETY: setpriority only reads its arguments; who = 0 is the calling thread.
         let rc = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, nice.min(19)) };
         if rc != 0 {
-            tracing::warn!(nice, "could not lower the processor thread's priority");
+            tracing::warn!(nice, "could not lower a thread's priority");
         }
     }
     #[cfg(not(target_os = "linux"))]
