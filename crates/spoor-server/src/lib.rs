@@ -11,6 +11,7 @@ pub mod destinations;
 pub mod erasure;
 pub mod error;
 pub mod metrics;
+pub mod parse_pool;
 pub mod privacy;
 pub mod processor;
 pub mod scheduled_exports;
@@ -67,6 +68,8 @@ pub struct Inner {
     pub counts: ui::count::CountJobs,
     /// The overview page's per-minute event counts, updated incrementally.
     pub overview: ui::overview_stats::OverviewStats,
+    /// Where ingest batches are parsed, below the API's priority.
+    pub parse: parse_pool::ParsePool,
 }
 
 impl Deref for AppState {
@@ -207,6 +210,7 @@ impl AppState {
             privacy,
             counts: Default::default(),
             overview: Default::default(),
+            parse: Default::default(),
         };
         Ok((Self(Arc::new(inner)), first))
     }

@@ -100,15 +100,18 @@ async fn ingest(
     app.metrics.ingest_bytes.inc_by(body.len() as u64);
     let ip = client_ip(peer, &parts.headers, &app.cfg.server.trusted_proxies);
 
-    // Parsing and normalising a batch takes milliseconds of CPU: done on the blocking pool,
-    // so reads (profile lookups, health checks) are not queued behind it on a runtime worker.
+    // Parsing and normalising a batch takes milliseconds of CPU: done on the parse threads,
+    // below the runtime workers' priority, so reads (profile lookups, health checks) are
+    // neither queued behind it on a worker nor kept off the CPU by it.
     let job = {
-        let (app, body, source) = (app.clone(), body.clone(), header_source.clone());
-        tokio::task::spawn_blocking(move || {
-            prepare(&app, &body, path_type, source, received_at, ip)
-        })
+        let (app2, body, source) = (app.clone(), body.clone(), header_source.clone());
+        app.parse
+            .run(move || prepare(&app2, &body, path_type, source, received_at, ip))
     };
-    let prepared = match job.await.map_err(ApiError::internal)? {
+    let prepared = match job
+        .await
+        .ok_or_else(|| ApiError::internal("the batch parser failed"))?
+    {
         Ok(p) => p,
         Err(e) => {
             record_request_failure(&app, header_source.as_ref(), received_at, &e, &body).await;

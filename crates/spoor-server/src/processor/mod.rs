@@ -59,13 +59,13 @@ fn default_checkpoint_pending() -> usize {
 }
 
 /// Lowers the calling thread's priority (on Linux, niceness is per thread).
-fn lower_priority(nice: i32) {
+pub(crate) fn lower_priority(nice: i32) {
     #[cfg(target_os = "linux")]
     if nice > 0 {
         // SAFETY: setpriority only reads its arguments; who = 0 is the calling thread.
         let rc = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, nice.min(19)) };
         if rc != 0 {
-            tracing::warn!(nice, "could not lower the processor thread's priority");
+            tracing::warn!(nice, "could not lower a thread's priority");
         }
     }
     #[cfg(not(target_os = "linux"))]
@@ -237,11 +237,33 @@ impl CheckpointClock {
     }
 }
 
+/// Events whose changes the processor publishes to readers at once (with the processed
+/// seq): a reader sees an event whole, and the publication (two short write sections, see
+/// `spoor_store::state`'s pending changes) is paid per chunk, not per change. Small enough
+/// that readers see an event a few milliseconds after it is applied.
+const PUBLISH_EVERY: usize = 256;
+
 /// Applies the log from the state's position up to `until` (inclusive), checkpointing
-/// when due. Returns the last applied seq; what is applied is visible to readers at once
-/// and durable after the next checkpoint (the caller forces one when it must be durable
-/// now). Used by the thread and by `spoor rebuild`.
+/// when due. Returns the last applied seq; what is applied is visible to readers once
+/// published (every [`PUBLISH_EVERY`] events, before `status` shows the seq) and durable
+/// after the next checkpoint (the caller forces one when it must be durable now). Used by
+/// the thread and by `spoor rebuild`.
 pub fn process_range(
+    reader: &LogReader,
+    state: &mut ProcessorState,
+    pipeline: &Pipeline,
+    until: u64,
+    status: &ProcessorStatus,
+    clock: &mut CheckpointClock,
+    on_checkpoint: impl FnMut(u64),
+) -> Result<u64, StoreError> {
+    state.set_batching(true);
+    let r = process_batched(reader, state, pipeline, until, status, clock, on_checkpoint);
+    state.set_batching(false);
+    r
+}
+
+fn process_batched(
     reader: &LogReader,
     state: &mut ProcessorState,
     pipeline: &Pipeline,
@@ -257,20 +279,14 @@ pub fn process_range(
         if batch.is_empty() {
             break;
         }
-        for e in &batch {
-            apply_event(state, pipeline, e)?;
-            state.set_processed(e.seq);
-        }
-        let dropped = std::mem::take(
-            &mut *pipeline
-                .suppressed
-                .lock()
-                .unwrap_or_else(|e| e.into_inner()),
-        );
-        if !dropped.is_empty() {
-            // Events of erased people that arrived again: gone from the log too.
-            let n = reader.erase(&dropped)?;
-            tracing::info!(events = n, "suppressed events erased");
+        for chunk in batch.chunks(PUBLISH_EVERY) {
+            for e in chunk {
+                apply_event(state, pipeline, e)?;
+                state.set_processed(e.seq);
+            }
+            // Before the seq is published: whoever sees it processed finds them erased.
+            erase_suppressed(reader, pipeline)?;
+            publish(status, state);
         }
         clock.events += batch.len();
         publish(status, state);
@@ -281,7 +297,26 @@ pub fn process_range(
     Ok(state.processed_seq())
 }
 
-fn publish(status: &ProcessorStatus, state: &ProcessorState) {
+/// Erases from the log the events dropped because they carry a suppressed identifier
+/// (an erased person's events that arrived again).
+fn erase_suppressed(reader: &LogReader, pipeline: &Pipeline) -> Result<(), StoreError> {
+    let dropped = std::mem::take(
+        &mut *pipeline
+            .suppressed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()),
+    );
+    if !dropped.is_empty() {
+        let n = reader.erase(&dropped)?;
+        tracing::info!(events = n, "suppressed events erased");
+    }
+    Ok(())
+}
+
+/// Publishes the state's changes to readers, then its figures to `status` (so whoever
+/// sees a processed seq there reads state at least that new).
+fn publish(status: &ProcessorStatus, state: &mut ProcessorState) {
+    state.publish();
     status
         .processed_seq
         .store(state.processed_seq(), Ordering::Release);
@@ -303,7 +338,7 @@ impl Processor {
     ) -> Result<Self, StoreError> {
         let mut state = store.processor_state(cfg.cache_entries)?;
         let status = Arc::new(ProcessorStatus::default());
-        publish(&status, &state);
+        publish(&status, &mut state);
         let stop = Arc::new(AtomicBool::new(false));
         let (st, sp) = (status.clone(), stop.clone());
         let (tx, rx) = std::sync::mpsc::channel::<Command>();
@@ -337,7 +372,7 @@ impl Processor {
                         Ok(b) => *st.last_backfill.lock() = Some(b),
                         Err(e) => return fail(e, state.processed_seq()),
                     }
-                    publish(&st, &state);
+                    publish(&st, &mut state);
                 }
                 while !sp.load(Ordering::Relaxed) {
                     if pipeline.engine.reload() {
@@ -345,24 +380,27 @@ impl Processor {
                             Ok(b) => *st.last_backfill.lock() = Some(b),
                             Err(e) => return fail(e, state.processed_seq()),
                         }
-                        publish(&st, &state);
+                        publish(&st, &mut state);
                     }
                     match activate::fire_timers(&mut state, &pipeline.engine, &st.timer_lateness) {
-                        Ok(Some(now)) => st.timers_at_ms.store(now, Ordering::Release),
+                        Ok(Some(now)) => {
+                            state.publish();
+                            st.timers_at_ms.store(now, Ordering::Release)
+                        }
                         Ok(None) => {}
                         Err(e) => return fail(e, state.processed_seq()),
                     }
                     if retention_every.is_some_and(|every| last_retention.elapsed() >= every) {
                         last_retention = Instant::now();
                         let _ = run_retention_now(&mut state, &store, &reader, &pipeline, false);
-                        publish(&st, &state);
+                        publish(&st, &mut state);
                     }
                     // Unfinished erasures resume once the log written before the restart
                     // is applied again: their person may be in it (not yet checkpointed).
                     if resume && state.processed_seq() >= resume_after {
                         resume = false;
                         resume_erasures(&mut state, &store, &reader, &pipeline);
-                        publish(&st, &state);
+                        publish(&st, &mut state);
                     }
                     while let Ok(cmd) = rx.try_recv() {
                         let now = chrono::Utc::now().timestamp_millis();
@@ -390,7 +428,7 @@ impl Processor {
                                 }
                             }
                         }
-                        publish(&st, &state);
+                        publish(&st, &mut state);
                     }
                     let until = reader.last_seq();
                     if state.processed_seq() >= until {

@@ -1,7 +1,9 @@
-//! The processor's view of the state: reads go through the [pending](super::pending)
-//! changes, then a private clean cache, then the backend's last durable checkpoint; writes
-//! go to the pending changes (visible to readers at once) and reach the backend at the
-//! next [`ProcessorState::checkpoint`], together with the log position, in one transaction.
+//! The processor's view of the state: reads go through its staged changes, the
+//! [pending](super::pending) changes, then a private clean cache, then the backend's last
+//! durable checkpoint; writes are staged privately, published to readers by
+//! [`ProcessorState::publish`] (at once, unless the processor batches them per chunk of
+//! events), and reach the backend at the next [`ProcessorState::checkpoint`], together
+//! with the log position, in one transaction.
 //!
 //! Memory is bounded: pending changes by the checkpoint policy (the processor checkpoints
 //! when they exceed a bound), the clean cache by `cap` (about half is dropped when it is
@@ -9,10 +11,10 @@
 
 use super::backend::{ChangeSet, StateBackend, StateSnapshot};
 use super::memberships::{MembershipDelta, MembershipState};
-use super::pending::{Layer, Pending};
+use super::pending::{Layer, Staged};
+use super::shared::Shared;
 use super::tables::{ident_hash_step, ident_key, IDENT_HASH_SEED};
 use crate::error::StoreError;
-use parking_lot::RwLock;
 use spoor_core::identity::{
     Decision, Identifier, IdentityStore, ProfileId, ProfileIdentity, SplitRule, SplitRuleId,
     SplitSide,
@@ -34,7 +36,14 @@ pub struct ProcessorState {
     rule_index: HashMap<Identifier, Vec<(SplitRuleId, SplitSide)>>,
     rules_dirty: bool,
     /// Changes since the last checkpoint, shared with readers.
-    pub(super) shared: Arc<RwLock<Pending>>,
+    pub(super) shared: Arc<Shared>,
+    /// Changes not yet published to `shared` (read first by the processor).
+    pub(super) staged: Staged,
+    /// Whether changes wait in `staged` for [`Self::publish`]; if not, each is published
+    /// as it is made.
+    batching: bool,
+    /// The processed seq last published with the changes.
+    published_seq: u64,
     /// Timers and what changed in memberships since the last checkpoint.
     pub(super) mem: MembershipState,
     /// ([`ident_hash`], seq) rows since the last checkpoint (only splits read them, after a
@@ -102,6 +111,16 @@ fn change_set(mut c: ChangeSet, l: &Layer, mem: MembershipDelta) -> ChangeSet {
     c
 }
 
+/// Drops `v` on a thread of its own (a layer of up to a million entries takes a while to
+/// free).
+fn free_elsewhere<T: Send + 'static>(v: Option<T>) {
+    if let Some(v) = v {
+        let _ = std::thread::Builder::new()
+            .name("spoor-free".into())
+            .spawn(move || drop(v));
+    }
+}
+
 /// Drops about half of a map (whichever entries the hash order puts first).
 fn halve<K, V>(m: &mut HashMap<K, V>) {
     let mut i = 0usize;
@@ -114,7 +133,7 @@ fn halve<K, V>(m: &mut HashMap<K, V>) {
 impl ProcessorState {
     pub(super) fn new(
         backend: Arc<dyn StateBackend>,
-        shared: Arc<RwLock<Pending>>,
+        shared: Arc<Shared>,
         cap: usize,
     ) -> Result<Self, StoreError> {
         let snap = backend.snapshot()?;
@@ -124,11 +143,21 @@ impl ProcessorState {
         let (mem, members) = MembershipState::load(&*snap)?;
         // A previous processor on this store may have left pending changes that never
         // became durable: they are replayed from the log, so start clean.
-        {
-            let mut g = shared.write();
+        // Each copy gets bitmaps of its own, so changing one never copies the other's.
+        let mut members = Some(members);
+        shared.write(|g, first| {
             g.clear();
-            g.members = Some(members);
-        }
+            g.seq = processed_seq;
+            g.members = if first {
+                members.as_ref().map(|m| {
+                    m.iter()
+                        .map(|(k, b)| (k.clone(), Arc::new((**b).clone())))
+                        .collect()
+                })
+            } else {
+                members.take()
+            };
+        });
         let mut s = Self {
             backend,
             snap,
@@ -140,6 +169,9 @@ impl ProcessorState {
             rule_index: HashMap::new(),
             rules_dirty: false,
             shared,
+            staged: Staged::default(),
+            batching: false,
+            published_seq: processed_seq,
             mem,
             ident_events: Vec::new(),
             drop_ident_events: Vec::new(),
@@ -170,13 +202,47 @@ impl ProcessorState {
         self.durable_seq
     }
 
+    /// Marks `seq` applied; readers see it with the changes (see [`Self::publish`]).
     pub fn set_processed(&mut self, seq: u64) {
         self.processed_seq = seq;
+        self.changed();
     }
 
-    /// Entries a checkpoint would write now (for the checkpoint policy's memory bound).
+    /// With `on`, changes are staged until [`Self::publish`] (the processor's event loop
+    /// publishes once per chunk of events); without, each change is published as it is
+    /// made (what the rarer paths — splits, erasures, timers, tests — expect). Turning it
+    /// off publishes what is staged.
+    pub fn set_batching(&mut self, on: bool) {
+        self.batching = on;
+        if !on {
+            self.publish();
+        }
+    }
+
+    /// Makes the staged changes and the processed seq visible to readers, together: two
+    /// short write sections (one per copy of the pending changes, see [`Shared`]) in
+    /// which readers do not wait.
+    pub fn publish(&mut self) {
+        if self.staged.is_empty() && self.published_seq == self.processed_seq {
+            return;
+        }
+        let staged = std::mem::take(&mut self.staged);
+        let seq = self.processed_seq;
+        self.shared.write(|g, _| g.install(&staged, seq));
+        self.published_seq = seq;
+    }
+
+    /// Called after every change: publishes it unless the caller batches.
+    pub(super) fn changed(&mut self) {
+        if !self.batching {
+            self.publish();
+        }
+    }
+
+    /// Entries a checkpoint would write now (for the checkpoint policy's memory bound;
+    /// staged entries already pending are counted twice).
     pub fn pending_entries(&self) -> usize {
-        self.shared.read().entries()
+        self.shared.read().entries() + self.staged.layer.entries()
     }
 
     /// Whether anything awaits a checkpoint.
@@ -187,6 +253,7 @@ impl ProcessorState {
             || !self.drop_ident_events.is_empty()
             || !self.group_members.is_empty()
             || self.mem.has_changes()
+            || !self.staged.is_empty()
             || !self.shared.read().cur.is_empty()
     }
 
@@ -234,26 +301,29 @@ impl ProcessorState {
     }
 
     /// Changes a profile (created empty if it does not exist yet). Readers see the change
-    /// as soon as `f` returns.
+    /// once it is published.
     pub fn with_profile<R>(
         &mut self,
         pid: ProfileId,
         f: impl FnOnce(&mut Profile) -> R,
     ) -> Result<R, StoreError> {
         let raw = pid.raw();
-        {
-            let mut g = self.shared.write();
-            if let Some(slot) = g.cur.profiles.get_mut(&raw) {
-                let p = slot.get_or_insert_with(|| Arc::new(Profile::new(pid)));
-                return Ok(f(Arc::make_mut(p)));
-            }
+        if let Some(slot) = self.staged.layer.profiles.get_mut(&raw) {
+            let p = slot.get_or_insert_with(|| Arc::new(Profile::new(pid)));
+            let r = f(Arc::make_mut(p));
+            self.changed();
+            return Ok(r);
         }
-        // Not pending: read it without holding the lock (only this thread writes).
-        let mut p = self
-            .base_profile(raw)?
-            .unwrap_or_else(|| Arc::new(Profile::new(pid)));
+        // A published copy is shared with readers: `make_mut` changes a copy of it.
+        let pending = self.shared.read().cur.profiles.get(&raw).cloned();
+        let mut p = match pending {
+            Some(p) => p,
+            None => self.base_profile(raw)?,
+        }
+        .unwrap_or_else(|| Arc::new(Profile::new(pid)));
         let r = f(Arc::make_mut(&mut p));
-        self.shared.write().cur.profiles.insert(raw, Some(p));
+        self.staged.layer.profiles.insert(raw, Some(p));
+        self.changed();
         Ok(r)
     }
 
@@ -263,21 +333,22 @@ impl ProcessorState {
     pub fn put_profile(&mut self, p: Profile) {
         let raw = p.id.raw();
         self.c_profiles.remove(&raw);
-        self.shared
-            .write()
-            .cur
-            .profiles
-            .insert(raw, Some(Arc::new(p)));
+        self.staged.layer.profiles.insert(raw, Some(Arc::new(p)));
+        self.changed();
     }
 
     /// Removes a profile (merged away) and returns what it held.
     pub fn take_profile(&mut self, pid: ProfileId) -> Result<Option<Profile>, StoreError> {
         let raw = pid.raw();
-        let pending = self.shared.write().cur.profiles.insert(raw, None);
+        let pending = match self.staged.layer.profiles.insert(raw, None) {
+            Some(p) => Some(p),
+            None => self.shared.read().cur.profiles.get(&raw).cloned(),
+        };
         let p = match pending {
             Some(p) => p,
             None => self.base_profile(raw)?,
         };
+        self.changed();
         Ok(p.map(|a| Arc::try_unwrap(a).unwrap_or_else(|a| (*a).clone())))
     }
 
@@ -287,19 +358,13 @@ impl ProcessorState {
         id: &str,
         f: impl FnOnce(&mut Group) -> R,
     ) -> Result<R, StoreError> {
-        {
-            let mut g = self.shared.write();
-            if let Some(grp) = g.cur.groups.get_mut(id) {
-                return Ok(f(Arc::make_mut(grp)));
-            }
+        if let Some(grp) = self.staged.layer.groups.get_mut(id) {
+            let r = f(Arc::make_mut(grp));
+            self.changed();
+            return Ok(r);
         }
-        let frozen = self
-            .shared
-            .read()
-            .frozen
-            .as_ref()
-            .and_then(|f| f.groups.get(id).cloned());
-        let mut grp = match frozen.or_else(|| self.c_groups.remove(id)) {
+        let pending = self.shared.read().group(id);
+        let mut grp = match pending.or_else(|| self.c_groups.remove(id)) {
             Some(g) => g,
             None => match self.snap.groups(&[id])?.pop().flatten() {
                 Some(g) => Arc::new(g),
@@ -307,22 +372,18 @@ impl ProcessorState {
             },
         };
         let r = f(Arc::make_mut(&mut grp));
-        self.shared.write().cur.groups.insert(id.to_owned(), grp);
+        self.staged.layer.groups.insert(id.to_owned(), grp);
+        self.changed();
         Ok(r)
     }
 
     /// A group as it is now (pending, cached or committed), without changing it.
     pub fn group(&mut self, id: &str) -> Result<Option<Arc<Group>>, StoreError> {
-        {
-            let g = self.shared.read();
-            let pending = g
-                .cur
-                .groups
-                .get(id)
-                .or_else(|| g.frozen.as_ref().and_then(|f| f.groups.get(id)));
-            if let Some(grp) = pending {
-                return Ok(Some(grp.clone()));
-            }
+        if let Some(grp) = self.staged.layer.groups.get(id) {
+            return Ok(Some(grp.clone()));
+        }
+        if let Some(grp) = self.shared.read().group(id) {
+            return Ok(Some(grp));
         }
         if let Some(grp) = self.c_groups.get(id) {
             return Ok(Some(grp.clone()));
@@ -352,13 +413,13 @@ impl ProcessorState {
     }
 
     pub fn add_timeline(&mut self, pid: ProfileId, ts_ms: i64, seq: u64) {
-        self.shared
-            .write()
-            .cur
+        self.staged
+            .layer
             .timeline
             .entry(pid.raw())
             .or_default()
             .push((ts_ms, seq));
+        self.changed();
     }
 
     pub fn add_ident_event(&mut self, kind: &str, value: &str, seq: u64) {
@@ -386,13 +447,13 @@ impl ProcessorState {
         idx: u32,
         d: &Decision,
     ) -> Result<(), StoreError> {
-        self.shared
-            .write()
-            .cur
+        self.staged
+            .layer
             .decisions
             .entry(pid.map_or(0, |p| p.raw()))
             .or_default()
             .push(((seq, idx), Arc::new(d.clone())));
+        self.changed();
         Ok(())
     }
 
@@ -401,12 +462,12 @@ impl ProcessorState {
     /// them now, and the next checkpoint deletes them before writing that checkpoint's
     /// rows.
     pub fn drop_rows(&mut self, pid: ProfileId) {
-        let mut g = self.shared.write();
-        let l = &mut g.cur;
+        let l = &mut self.staged.layer;
         l.dropped.insert(pid.raw());
         l.timeline.remove(&pid.raw());
         l.decisions.remove(&pid.raw());
         l.membership_history.remove(&pid.raw());
+        self.changed();
     }
 
     /// Commits every pending change and the processed seq in one transaction and waits
@@ -429,16 +490,29 @@ impl ProcessorState {
         if let Some(e) = self.error.take() {
             return Err(e);
         }
+        self.publish();
         // Under the write lock only what is O(1) or O(changed audiences): every Profile API
         // read and every processor change waits while it is held. The change set (about a
         // million entries after a busy interval) is built from the frozen layer, which no
         // one changes any more, on the checkpoint thread.
-        let (layer, mem) = {
-            let mut g = self.shared.write();
-            let l = g.freeze();
-            let mem = self.mem.take_delta(&g);
-            (l, mem)
-        };
+        // The other copy's current layer equals the frozen one: it is dropped (on a thread
+        // of its own: up to a million entries) and the copy shares the frozen layer.
+        let (mut frozen, mut mem, mut twin) = (None, None, None);
+        self.shared.write(|g, first| {
+            if first {
+                let l = g.freeze();
+                mem = Some(self.mem.take_delta(g));
+                frozen = Some(l);
+            } else {
+                twin = Some(std::mem::take(&mut g.cur));
+                g.frozen = frozen.clone();
+            }
+        });
+        free_elsewhere(twin);
+        let (layer, mem) = (
+            frozen.expect("set by the first call"),
+            mem.expect("set by the first call"),
+        );
         let head = ChangeSet {
             processed_seq: self.processed_seq,
             live_profiles: self.live_profiles(),
@@ -492,15 +566,11 @@ impl ProcessorState {
         // that misses the pending changes from now on finds them in the backend.
         self.snap = self.backend.snapshot()?;
         self.group_members_in_flight.clear();
-        let frozen = self.shared.write().checkpointed();
+        let frozen = self.shared.write(|g, _| g.checkpointed());
         // The last reference to the frozen layer (up to a million map entries): freed
         // outside the lock, on a thread of its own, so neither readers nor the processor
         // wait for millions of deallocations.
-        if let Some(l) = frozen {
-            let _ = std::thread::Builder::new()
-                .name("spoor-free".into())
-                .spawn(move || drop(l));
-        }
+        free_elsewhere(frozen);
         // What was written is now the freshest copy outside the current layer (which is
         // read first): keep it as clean cache.
         let incoming = changes.owners.len() + changes.identities.len() + changes.profiles.len();
@@ -535,6 +605,9 @@ impl ProcessorState {
     }
 
     fn get_ident(&mut self, key: &str) -> Result<Option<u64>, StoreError> {
+        if let Some(v) = self.staged.layer.owners.get(key) {
+            return Ok(*v);
+        }
         if let Some(v) = self.shared.read().owner(key) {
             return Ok(v);
         }
@@ -547,6 +620,9 @@ impl ProcessorState {
     }
 
     fn get_pident(&mut self, p: u64) -> Result<Option<ProfileIdentity>, StoreError> {
+        if let Some(v) = self.staged.layer.identities.get(&p) {
+            return Ok(v.as_deref().cloned());
+        }
         if let Some(v) = self.shared.read().identity(p) {
             return Ok(v.as_deref().cloned());
         }
@@ -569,11 +645,8 @@ impl IdentityStore for ProcessorState {
     fn set_owner(&mut self, id: &Identifier, owner: Option<ProfileId>) {
         let key = ident_key(id.kind.as_str(), &id.value);
         self.c_ident.remove(&key);
-        self.shared
-            .write()
-            .cur
-            .owners
-            .insert(key, owner.map(|p| p.raw()));
+        self.staged.layer.owners.insert(key, owner.map(|p| p.raw()));
+        self.changed();
     }
 
     fn identity(&mut self, p: ProfileId) -> Option<ProfileIdentity> {
@@ -583,16 +656,17 @@ impl IdentityStore for ProcessorState {
 
     fn put_identity(&mut self, p: ProfileId, v: ProfileIdentity) {
         self.c_pident.remove(&p.raw());
-        self.shared
-            .write()
-            .cur
+        self.staged
+            .layer
             .identities
             .insert(p.raw(), Some(Arc::new(v)));
+        self.changed();
     }
 
     fn remove_identity(&mut self, p: ProfileId) {
         self.c_pident.remove(&p.raw());
-        self.shared.write().cur.identities.insert(p.raw(), None);
+        self.staged.layer.identities.insert(p.raw(), None);
+        self.changed();
     }
 
     fn split_rules(&self) -> &[SplitRule] {

@@ -265,35 +265,20 @@ impl MembershipDelta {
 /// The write side, used by the processor's audience engine.
 impl ProcessorState {
     /// Makes `pid` a member of `audience` or not (the bitmap only; see
-    /// [`Self::record_membership`] for the history). Readers see it at once.
+    /// [`Self::record_membership`] for the history). Readers see it once published.
     pub fn set_member(&mut self, audience: &str, pid: ProfileId, member: bool) {
-        let raw = pid.raw();
-        let changed = {
-            let mut g = self.shared.write();
-            let m = g.members.get_or_insert_with(HashMap::new);
-            match m.get_mut(audience) {
-                Some(b) if b.contains(raw) != member => {
-                    let b = Arc::make_mut(b);
-                    if member {
-                        b.insert(raw);
-                    } else {
-                        b.remove(raw);
-                    }
-                    true
-                }
-                Some(_) => false,
-                None if member => {
-                    let mut b = RoaringTreemap::new();
-                    b.insert(raw);
-                    m.insert(audience.to_owned(), Arc::new(b));
-                    true
-                }
-                None => false,
-            }
-        };
-        if changed && !self.mem.dirty.contains(audience) {
+        if self.is_member(audience, pid) == member {
+            return;
+        }
+        self.staged
+            .members
+            .entry(audience.to_owned())
+            .or_default()
+            .insert(pid.raw(), member);
+        if !self.mem.dirty.contains(audience) {
             self.mem.dirty.insert(audience.to_owned());
         }
+        self.changed();
     }
 
     /// Records an entry or exit: a row of the profile's history and of the global change
@@ -304,24 +289,20 @@ impl ProcessorState {
         self.mem.numbered = true;
         let pid = c.profile.raw();
         let c = Arc::new(c);
-        let mut g = self.shared.write();
-        g.cur.membership_feed.push((no, c.clone()));
-        g.cur
-            .membership_history
-            .entry(pid)
-            .or_default()
-            .push((no, c));
+        let l = &mut self.staged.layer;
+        l.membership_feed.push((no, c.clone()));
+        l.membership_history.entry(pid).or_default().push((no, c));
+        self.changed();
         no
     }
 
     /// Forgets a deleted audience's members (its history stays).
     pub fn drop_audience(&mut self, audience: &str) {
+        // After what is staged, which may change this audience.
+        self.publish();
         let gone = self
             .shared
-            .write()
-            .members
-            .as_mut()
-            .and_then(|m| m.remove(audience))
+            .write(|g, _| g.members.as_mut().and_then(|m| m.remove(audience)))
             .is_some();
         if gone {
             self.mem.dirty.insert(audience.to_owned());
@@ -367,6 +348,14 @@ impl ProcessorState {
 
     /// Whether `pid` is a member of `audience` now.
     pub fn is_member(&self, audience: &str, pid: ProfileId) -> bool {
+        if let Some(m) = self
+            .staged
+            .members
+            .get(audience)
+            .and_then(|ops| ops.get(&pid.raw()))
+        {
+            return *m;
+        }
         self.shared
             .read()
             .members

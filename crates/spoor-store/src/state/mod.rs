@@ -17,6 +17,7 @@ mod memberships;
 mod pending;
 mod read;
 mod redb_backend;
+mod shared;
 mod tables;
 
 pub use backend::{ChangeSet, StateBackend, StateSnapshot};
@@ -27,8 +28,7 @@ pub use redb_backend::RedbBackend;
 pub use tables::{ident_hash, ident_key};
 
 use crate::error::StoreError;
-use parking_lot::RwLock;
-use pending::Pending;
+use shared::Shared;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -38,7 +38,7 @@ use std::sync::Arc;
 pub struct StateStore {
     backend: Arc<dyn StateBackend>,
     /// The processor's changes since its last checkpoint, which readers see first.
-    pending: Arc<RwLock<Pending>>,
+    pending: Arc<Shared>,
 }
 
 pub(crate) fn engine_err(e: impl std::fmt::Display) -> StoreError {
@@ -79,3 +79,5 @@ impl StateStore {
 
 #[cfg(test)]
 mod pending_tests;
+#[cfg(test)]
+mod publish_tests;

@@ -21,6 +21,10 @@
 //! commit of a large checkpoint takes seconds on a B-tree; processing does not stop for it.
 //! Lookups read `cur`, then `frozen`, then the backend; once the commit is durable the
 //! frozen layer is dropped and `epoch` moves on.
+//!
+//! The processor does not change this in place: it builds a chunk of events' changes in a
+//! private [`Staged`] and installs it here with [`Pending::install`], in both copies of
+//! [`super::shared::Shared`] — so readers never wait for it and see each event whole.
 
 use super::memberships::MembershipChange;
 use roaring::RoaringTreemap;
@@ -33,7 +37,7 @@ use std::sync::Arc;
 pub(super) type DecisionRow = ((u64, u32), Arc<Decision>);
 
 /// One generation of changes (what one checkpoint writes).
-#[derive(Default)]
+#[derive(Default, Clone)]
 pub(super) struct Layer {
     /// Identifier key → owner (`None`: removed).
     pub owners: HashMap<String, Option<u64>>,
@@ -72,9 +76,30 @@ impl Layer {
     }
 }
 
+/// Changes the processor made since it last published them: a layer, and audience
+/// membership changes (audience → profile → member or not).
+#[derive(Default)]
+pub(super) struct Staged {
+    pub layer: Layer,
+    pub members: HashMap<String, HashMap<u64, bool>>,
+}
+
+impl Staged {
+    pub fn is_empty(&self) -> bool {
+        self.layer.is_empty() && self.members.is_empty()
+    }
+}
+
+/// Appends `rows` to `p`'s rows in `m`.
+fn append<T: Clone>(m: &mut HashMap<u64, Vec<T>>, p: u64, rows: &[T]) {
+    m.entry(p).or_default().extend_from_slice(rows);
+}
+
 /// Changes not yet in the backend. Readers consult this before the backend snapshot.
 #[derive(Default)]
 pub(super) struct Pending {
+    /// The last log seq whose changes are here (published with them).
+    pub seq: u64,
     /// How many checkpoints have been cleared from here. A reader whose backend snapshot is
     /// older than this must reopen it (the cleared changes are only in newer snapshots).
     pub epoch: u64,
@@ -128,6 +153,56 @@ impl Pending {
         self.cur = Layer::default();
         self.frozen = None;
         self.epoch += 1;
+    }
+
+    /// Adds a chunk of the processor's changes to the current layer, with the seq they
+    /// reach. Superseded rows go first: rows staged for a profile were added after its
+    /// rows were dropped (dropping removes staged rows too).
+    pub fn install(&mut self, s: &Staged, seq: u64) {
+        let (cur, l) = (&mut self.cur, &s.layer);
+        for p in &l.dropped {
+            cur.timeline.remove(p);
+            cur.decisions.remove(p);
+            cur.membership_history.remove(p);
+            cur.dropped.insert(*p);
+        }
+        cur.owners
+            .extend(l.owners.iter().map(|(k, v)| (k.clone(), *v)));
+        cur.identities
+            .extend(l.identities.iter().map(|(k, v)| (*k, v.clone())));
+        cur.profiles
+            .extend(l.profiles.iter().map(|(k, v)| (*k, v.clone())));
+        cur.groups
+            .extend(l.groups.iter().map(|(k, v)| (k.clone(), v.clone())));
+        for (p, rows) in &l.timeline {
+            append(&mut cur.timeline, *p, rows);
+        }
+        for (p, rows) in &l.decisions {
+            append(&mut cur.decisions, *p, rows);
+        }
+        for (p, rows) in &l.membership_history {
+            append(&mut cur.membership_history, *p, rows);
+        }
+        cur.membership_feed.extend_from_slice(&l.membership_feed);
+        if !s.members.is_empty() {
+            let m = self.members.get_or_insert_with(HashMap::new);
+            for (audience, ops) in &s.members {
+                if !m.contains_key(audience) && !ops.values().any(|member| *member) {
+                    continue;
+                }
+                // Each copy owns its bitmaps, so this copies one only while a reader or a
+                // checkpoint holds it.
+                let b = Arc::make_mut(m.entry(audience.clone()).or_default());
+                for (p, member) in ops {
+                    if *member {
+                        b.insert(*p);
+                    } else {
+                        b.remove(*p);
+                    }
+                }
+            }
+        }
+        self.seq = seq;
     }
 
     pub fn owner(&self, key: &str) -> Option<Option<u64>> {

@@ -5,9 +5,9 @@
 
 use super::backend::{StateBackend, StateSnapshot};
 use super::pending::Pending;
+use super::shared::Shared;
 use super::tables::{ident_key, split_ident_key};
 use crate::error::StoreError;
-use parking_lot::RwLock;
 use spoor_core::identity::{
     Decision, Identifier, ProfileId, ProfileIdentity, ProfileStatus, SplitRule,
 };
@@ -47,7 +47,7 @@ impl FromStr for TimelineCursor {
 /// reopened when a checkpoint has moved pending changes into the backend since it was taken.
 pub struct StateReader {
     backend: Arc<dyn StateBackend>,
-    pending: Option<Arc<RwLock<Pending>>>,
+    pending: Option<Arc<Shared>>,
     /// (pending epoch it is fresh for, snapshot).
     snap: RefCell<(u64, Box<dyn StateSnapshot>)>,
 }
@@ -59,7 +59,7 @@ fn first<T>(mut v: Vec<Option<T>>) -> Option<T> {
 impl StateReader {
     pub(super) fn new(
         backend: Arc<dyn StateBackend>,
-        pending: Option<Arc<RwLock<Pending>>>,
+        pending: Option<Arc<Shared>>,
     ) -> Result<Self, StoreError> {
         let epoch = pending.as_ref().map_or(0, |p| p.read().epoch);
         let snap = backend.snapshot()?;
@@ -152,13 +152,20 @@ impl StateReader {
     }
 
     /// The processor's pending layer, if this reader sees it.
-    pub(super) fn pending_layer(&self) -> Option<&Arc<RwLock<Pending>>> {
+    pub(super) fn pending_layer(&self) -> Option<&Arc<Shared>> {
         self.pending.as_ref()
     }
 
     /// The last log seq whose effects are durable (in the backend).
     pub fn processed_seq(&self) -> Result<u64, StoreError> {
         self.fresh(|s| s.processed_seq())
+    }
+
+    /// The last log seq whose effects this reader sees now: the processor publishes it
+    /// together with the changes, so after seeing a seq here (or in the processor's
+    /// status, set after publishing) every read shows at least that state.
+    pub fn visible_seq(&self) -> Result<u64, StoreError> {
+        self.with(|p, s| Ok(s.processed_seq()?.max(p.map_or(0, |p| p.seq))))
     }
 
     /// Live profiles as of the last checkpoint.
