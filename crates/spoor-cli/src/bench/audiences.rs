@@ -200,17 +200,7 @@ fn define(cfg: &Config, audiences: usize, n_traits: usize) -> anyhow::Result<()>
         for (i, r) in rs.iter().enumerate() {
             let rule = parse(r).map_err(|e| format!("{r}: {e}"))?;
             let name = format!("a{i}");
-            d.audiences.insert(
-                name.clone(),
-                AudienceDefinition {
-                    name,
-                    description: String::new(),
-                    rule,
-                    created_ms: 0,
-                    updated_ms: 0,
-                    revision: 1,
-                },
-            );
+            d.audiences.insert(name.clone(), definition(name, rule));
         }
         Ok(())
     })
@@ -337,14 +327,7 @@ fn backfill(cfg: &Config, events: usize) -> anyhow::Result<()> {
         let rule = parse(NEW_RULE).map_err(|e| e.to_string())?;
         d.audiences.insert(
             "new_big_spenders".into(),
-            AudienceDefinition {
-                name: "new_big_spenders".into(),
-                description: String::new(),
-                rule,
-                created_ms: 0,
-                updated_ms: 0,
-                revision: 1,
-            },
+            definition("new_big_spenders".into(), rule),
         );
         Ok(())
     })
@@ -554,4 +537,16 @@ fn bitmaps(dir: &Path, n: u64) -> anyhow::Result<()> {
         t.elapsed().as_secs_f64() * 1e3
     );
     Ok(())
+}
+
+/// A stored audience definition of `rule`, as the API would save it.
+fn definition(name: String, rule: spoor_core::audience::Rule) -> AudienceDefinition {
+    AudienceDefinition {
+        name,
+        description: String::new(),
+        rule,
+        created_ms: 0,
+        updated_ms: 0,
+        revision: 1,
+    }
 }

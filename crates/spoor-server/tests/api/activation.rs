@@ -51,6 +51,19 @@ async fn wait_until(mut ok: impl FnMut() -> bool) {
     panic!("condition not reached in 10 s");
 }
 
+/// Waits until the processor has fired every timer due by `target` (ms).
+async fn timers_reach(srv: &TestServer, target: i64) {
+    wait_until(|| {
+        srv.app
+            .processor
+            .status
+            .timers_at_ms
+            .load(std::sync::atomic::Ordering::Acquire)
+            >= target
+    })
+    .await;
+}
+
 /// (audiences the person is in, computed trait values), read from the state.
 fn activation(srv: &TestServer, kind: &str, value: &str) -> (Vec<String>, Value) {
     let r = srv.app.state.reader().unwrap();
@@ -404,15 +417,7 @@ async fn incremental_memberships_equal_brute_force_over_the_log_as_time_passes()
                 .unwrap(),
             );
             let target = clock.now().timestamp_millis();
-            wait_until(|| {
-                srv.app
-                    .processor
-                    .status
-                    .timers_at_ms
-                    .load(std::sync::atomic::Ordering::Acquire)
-                    >= target
-            })
-            .await;
+            timers_reach(&srv, target).await;
             assert_equals_brute_force(&srv, target);
         }
         srv.stop().await;
@@ -567,15 +572,7 @@ async fn backfilling_only_changed_definitions_equals_brute_force() {
         for days in [2, 9] {
             let target = now() + days * 86_400_000;
             clock.set(DateTime::from_timestamp_millis(target).unwrap());
-            wait_until(|| {
-                srv.app
-                    .processor
-                    .status
-                    .timers_at_ms
-                    .load(std::sync::atomic::Ordering::Acquire)
-                    >= target
-            })
-            .await;
+            timers_reach(&srv, target).await;
             assert_equals_brute_force(&srv, target);
         }
         srv.stop().await;
