@@ -55,6 +55,11 @@ pub struct Engine {
     /// The top-level group traits any audience reads (empty: group traits are never
     /// loaded, and a change of a group's traits re-evaluates no one).
     group_keys: BTreeSet<String>,
+    /// The top-level traits any audience reads: [`Engine::fill`] copies only these (a
+    /// rule looks a trait path up by its top-level key first, so it sees the same values).
+    trait_keys: BTreeSet<String>,
+    /// The audiences some audience nests on: the only memberships `fill` copies.
+    nested: BTreeSet<String>,
 }
 
 /// The traits of the person's groups, as plain values (what `group trait` conditions read;
@@ -138,6 +143,8 @@ impl Engine {
             any_name: Vec::new(),
             keys: BTreeSet::new(),
             group_keys: BTreeSet::new(),
+            trait_keys: BTreeSet::new(),
+            nested: BTreeSet::new(),
         };
         e.reload();
         e
@@ -170,9 +177,14 @@ impl Engine {
             .collect();
         self.keys.clear();
         self.group_keys.clear();
+        self.trait_keys.clear();
+        self.nested.clear();
         for slot in &self.slots {
             self.group_keys
                 .extend(slot.rule.deps.group_traits.iter().cloned());
+            self.trait_keys
+                .extend(slot.rule.deps.traits.iter().cloned());
+            self.nested.extend(slot.rule.deps.audiences.iter().cloned());
             for sel in &slot.rule.deps.events {
                 property_keys(sel, &mut self.keys);
             }
@@ -478,6 +490,10 @@ impl Engine {
                 }
             }
         }
+        if built & COMPUTED != 0 {
+            // `fill` lent the values to the facts (nothing above changes them).
+            act.values = std::mem::take(&mut f.computed);
+        }
         let next = act.next.values().copied().chain(act.computed_next).min();
         act.next_timer_ms = next;
         out.new_timer = next;
@@ -515,24 +531,31 @@ pub(crate) fn needs(d: &Dependencies) -> u8 {
 impl Engine {
     /// Fills the `parts` of `f` from the profile and its activation (memberships as they
     /// were before this evaluation; the evaluation keeps `f.audiences` current itself).
+    /// Only what some rule reads is copied: the traits in `trait_keys`, the memberships in
+    /// `nested`; the computed values are moved out of `act.values` (the caller moves them
+    /// back once the evaluation is done).
     fn fill(
         &self,
         f: &mut ProfileFacts,
         parts: u8,
         p: &Profile,
-        act: &Activation,
+        act: &mut Activation,
         groups: &GroupFacts,
     ) {
-        if parts & (TRAITS | CHANNELS | DEVICES) != 0 {
+        if parts & TRAITS != 0 {
+            f.traits = self
+                .trait_keys
+                .iter()
+                .filter_map(|k| Some((k.clone(), p.trait_value(k)?.clone())))
+                .collect();
+        }
+        if parts & (CHANNELS | DEVICES) != 0 {
             let from = ProfileFacts::from_profile_parts(
                 p,
-                parts & TRAITS != 0,
+                false,
                 parts & CHANNELS != 0,
                 parts & DEVICES != 0,
             );
-            if parts & TRAITS != 0 {
-                f.traits = from.traits;
-            }
             if parts & CHANNELS != 0 {
                 f.channels = from.channels;
             }
@@ -541,13 +564,18 @@ impl Engine {
             }
         }
         if parts & COMPUTED != 0 {
-            f.computed = act.values.clone();
+            f.computed = std::mem::take(&mut act.values);
         }
         if parts & CONSENT != 0 {
             f.consents = self.consent.granted(&p.consent).into_iter().collect();
         }
         if parts & AUDIENCES != 0 {
-            f.audiences = act.members.keys().cloned().collect();
+            f.audiences = act
+                .members
+                .keys()
+                .filter(|n| self.nested.contains(*n))
+                .cloned()
+                .collect();
         }
         if parts & GROUPS != 0 {
             f.groups = groups.to_vec();
