@@ -23,7 +23,7 @@ use spoor_core::EventType;
 use spoor_store::state::{ChangeCause, MembershipChange, ProcessorState};
 use spoor_store::StoreError;
 use std::collections::BTreeSet;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 /// The compiled definitions the processor evaluates.
@@ -60,6 +60,9 @@ pub struct Engine {
     trait_keys: BTreeSet<String>,
     /// The audiences some audience nests on: the only memberships `fill` copies.
     nested: BTreeSet<String>,
+    /// Every audience's name: a hash lookup per membership on every evaluation (looking
+    /// for memberships of deleted audiences) instead of a B-tree search among the rules.
+    known: HashSet<String>,
 }
 
 /// The traits of the person's groups, as plain values (what `group trait` conditions read;
@@ -145,6 +148,7 @@ impl Engine {
             group_keys: BTreeSet::new(),
             trait_keys: BTreeSet::new(),
             nested: BTreeSet::new(),
+            known: HashSet::new(),
         };
         e.reload();
         e
@@ -175,6 +179,7 @@ impl Engine {
                 })
             })
             .collect();
+        self.known = self.slots.iter().map(|s| s.name.clone()).collect();
         self.keys.clear();
         self.group_keys.clear();
         self.trait_keys.clear();
@@ -434,7 +439,7 @@ impl Engine {
         let gone: Vec<String> = act
             .members
             .keys()
-            .filter(|n| self.audiences.get(n).is_none())
+            .filter(|n| !self.known.contains(n.as_str()))
             .cloned()
             .collect();
         for n in gone {
