@@ -14,15 +14,26 @@ pub fn holds_any<'a>(
     cmp: &Comparison,
     now_ms: i64,
 ) -> bool {
-    let mut vs: Vec<Option<&Value>> = values.into_iter().collect();
-    if vs.is_empty() {
-        vs.push(None);
-    }
+    // Runs per condition per evaluation: no collecting (an empty set means one absent value).
+    let mut seen = false;
     match cmp {
-        Comparison::Ne { value } => !vs
-            .iter()
-            .any(|v| v.is_some_and(|v| equals(v, value, now_ms))),
-        _ => vs.iter().any(|v| holds(*v, cmp, now_ms)),
+        Comparison::Ne { value } => {
+            for v in values {
+                if v.is_some_and(|v| equals(v, value, now_ms)) {
+                    return false;
+                }
+            }
+            true
+        }
+        _ => {
+            for v in values {
+                seen = true;
+                if holds(v, cmp, now_ms) {
+                    return true;
+                }
+            }
+            !seen && holds(None, cmp, now_ms)
+        }
     }
 }
 
@@ -120,6 +131,7 @@ pub fn next_flip<'a>(
     now_ms: i64,
 ) -> Option<i64> {
     let offsets: Vec<i64> = literals(cmp)
+        .iter()
         .filter_map(|l| match l {
             Literal::Time(TimeRef::Now(off)) => Some(*off),
             _ => None,
@@ -156,10 +168,13 @@ pub fn next_flip<'a>(
 /// relative to now). Only those need [`next_flip`]; asking first spares building the
 /// compared values for every other condition on every evaluation.
 pub fn depends_on_now(cmp: &Comparison) -> bool {
-    literals(cmp).any(|l| matches!(l, Literal::Time(TimeRef::Now(_))))
+    literals(cmp)
+        .iter()
+        .any(|l| matches!(l, Literal::Time(TimeRef::Now(_))))
 }
 
-fn literals(cmp: &Comparison) -> Box<dyn Iterator<Item = &Literal> + '_> {
+/// The literals a comparison compares with (a slice: asked per evaluation, so no boxing).
+fn literals(cmp: &Comparison) -> &[Literal] {
     match cmp {
         Comparison::Eq { value }
         | Comparison::Ne { value }
@@ -167,10 +182,8 @@ fn literals(cmp: &Comparison) -> Box<dyn Iterator<Item = &Literal> + '_> {
         | Comparison::Le { value }
         | Comparison::Gt { value }
         | Comparison::Ge { value }
-        | Comparison::Contains { value } => Box::new(std::iter::once(value)),
-        Comparison::In { values } => Box::new(values.iter()),
-        Comparison::StartsWith { .. } | Comparison::Exists | Comparison::IsEmpty => {
-            Box::new(std::iter::empty())
-        }
+        | Comparison::Contains { value } => std::slice::from_ref(value),
+        Comparison::In { values } => values,
+        Comparison::StartsWith { .. } | Comparison::Exists | Comparison::IsEmpty => &[],
     }
 }

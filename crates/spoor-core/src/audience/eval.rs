@@ -142,7 +142,7 @@ pub(crate) fn walk_eval(
         }
         r => {
             let (values, cmp) = fact_values(r, facts);
-            cmp.is_some_and(|cmp| holds_any(values.iter().map(|v| v.as_deref()), cmp, now_ms))
+            cmp.is_some_and(|cmp| holds_any(values.iter(), cmp, now_ms))
         }
     }
 }
@@ -165,7 +165,7 @@ pub(crate) fn facts_next_flip(rule: &Rule, facts: &ProfileFacts, now_ms: i64) ->
         }
         let (values, cmp) = fact_values(r, facts);
         if let Some(cmp) = cmp {
-            if let Some(t) = next_flip(values.iter().map(|v| v.as_deref()), cmp, now_ms) {
+            if let Some(t) = next_flip(values.iter(), cmp, now_ms) {
                 best = Some(best.map_or(t, |b| b.min(t)));
             }
         }
@@ -173,55 +173,74 @@ pub(crate) fn facts_next_flip(rule: &Rule, facts: &ProfileFacts, now_ms: i64) ->
     best
 }
 
+/// The value(s) one non-event condition compares: a trait or computed value is borrowed
+/// as is (no allocation — these are most conditions, evaluated per event per affected
+/// audience); channels, devices and groups give one value each.
+enum Values<'f> {
+    One(Option<&'f Value>),
+    Many(Vec<Option<Cow<'f, Value>>>),
+}
+
+impl Values<'_> {
+    fn iter(&self) -> impl Iterator<Item = Option<&Value>> {
+        let (one, many) = match self {
+            Values::One(v) => (Some(*v), &[][..]),
+            Values::Many(vs) => (None, vs.as_slice()),
+        };
+        one.into_iter().chain(many.iter().map(|v| v.as_deref()))
+    }
+}
+
 /// The value(s) a non-event condition compares, and its comparison. Borrowed where the
 /// facts hold JSON already (evaluation runs per event per affected audience).
 fn fact_values<'r, 'f>(
     r: &'r Rule,
     facts: &'f ProfileFacts,
-) -> (Vec<Option<Cow<'f, Value>>>, Option<&'r Comparison>) {
+) -> (Values<'f>, Option<&'r Comparison>) {
     let s = |v: &Option<String>| v.clone().map(|s| Cow::Owned(Value::String(s)));
     match r {
-        Rule::Trait { path, cmp } => (
-            vec![lookup(&facts.traits, path).map(Cow::Borrowed)],
-            Some(cmp),
-        ),
-        Rule::Computed { name, cmp } => {
-            (vec![facts.computed.get(name).map(Cow::Borrowed)], Some(cmp))
-        }
+        Rule::Trait { path, cmp } => (Values::One(lookup(&facts.traits, path)), Some(cmp)),
+        Rule::Computed { name, cmp } => (Values::One(facts.computed.get(name)), Some(cmp)),
         Rule::GroupTrait { path, cmp } => (
-            facts
-                .groups
-                .iter()
-                .map(|g| lookup(g, path).map(Cow::Borrowed))
-                .collect(),
+            Values::Many(
+                facts
+                    .groups
+                    .iter()
+                    .map(|g| lookup(g, path).map(Cow::Borrowed))
+                    .collect(),
+            ),
             Some(cmp),
         ),
         Rule::Utm { field, cmp } => (
-            facts
-                .channels
-                .iter()
-                .map(|c| match field {
-                    UtmField::Source => s(&c.source),
-                    UtmField::Medium => s(&c.medium),
-                    UtmField::Campaign => s(&c.campaign),
-                    UtmField::Content => s(&c.content),
-                    UtmField::Term => s(&c.term),
-                })
-                .collect(),
+            Values::Many(
+                facts
+                    .channels
+                    .iter()
+                    .map(|c| match field {
+                        UtmField::Source => s(&c.source),
+                        UtmField::Medium => s(&c.medium),
+                        UtmField::Campaign => s(&c.campaign),
+                        UtmField::Content => s(&c.content),
+                        UtmField::Term => s(&c.term),
+                    })
+                    .collect(),
+            ),
             Some(cmp),
         ),
         Rule::Device { field, cmp } => (
-            facts
-                .devices
-                .iter()
-                .map(|d| match field {
-                    DeviceField::Type => Some(Cow::Owned(Value::String(d.device_type.clone()))),
-                    DeviceField::Os => s(&d.os),
-                    DeviceField::Browser => s(&d.browser),
-                })
-                .collect(),
+            Values::Many(
+                facts
+                    .devices
+                    .iter()
+                    .map(|d| match field {
+                        DeviceField::Type => Some(Cow::Owned(Value::String(d.device_type.clone()))),
+                        DeviceField::Os => s(&d.os),
+                        DeviceField::Browser => s(&d.browser),
+                    })
+                    .collect(),
+            ),
             Some(cmp),
         ),
-        _ => (Vec::new(), None),
+        _ => (Values::One(None), None),
     }
 }

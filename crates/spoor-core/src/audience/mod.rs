@@ -170,16 +170,34 @@ pub struct CompiledRule {
     /// The event conditions, in [`Rule::walk`] order: slot `i` of an [`AudienceState`].
     pub leaves: Vec<Rule>,
     pub deps: Dependencies,
+    /// Some non-event condition compares with a time relative to now (`trait signup <
+    /// now - 30d`): only then can the facts alone flip by time, and
+    /// [`AudienceState::next_change`] walks the rule for them (it runs per evaluation).
+    pub facts_by_time: bool,
 }
 
 /// Prepares a rule for incremental evaluation.
 pub fn compile(rule: Rule) -> CompiledRule {
     let mut leaves = Vec::new();
+    let mut facts_by_time = false;
     rule.walk(&mut |r| {
         if r.is_event_condition() {
             leaves.push(r.clone());
         }
+        if let Rule::Trait { cmp, .. }
+        | Rule::Computed { cmp, .. }
+        | Rule::GroupTrait { cmp, .. }
+        | Rule::Utm { cmp, .. }
+        | Rule::Device { cmp, .. } = r
+        {
+            facts_by_time |= compare::depends_on_now(cmp);
+        }
     });
     let deps = Dependencies::of(&rule);
-    CompiledRule { rule, leaves, deps }
+    CompiledRule {
+        rule,
+        leaves,
+        deps,
+        facts_by_time,
+    }
 }

@@ -387,7 +387,11 @@ impl AudienceState {
             .zip(&rule.leaves)
             .filter_map(|(s, leaf)| s.next_change(leaf, now_ms))
             .min();
-        let facts = facts_next_flip(&rule.rule, facts, now_ms);
+        let facts = if rule.facts_by_time {
+            facts_next_flip(&rule.rule, facts, now_ms)
+        } else {
+            None
+        };
         match (events, facts) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),

@@ -23,7 +23,7 @@ use spoor_core::EventType;
 use spoor_store::state::{ChangeCause, MembershipChange, ProcessorState};
 use spoor_store::StoreError;
 use std::collections::BTreeSet;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 /// The compiled definitions the processor evaluates.
@@ -55,6 +55,14 @@ pub struct Engine {
     /// The top-level group traits any audience reads (empty: group traits are never
     /// loaded, and a change of a group's traits re-evaluates no one).
     group_keys: BTreeSet<String>,
+    /// The top-level traits any audience reads: [`Engine::fill`] copies only these (a
+    /// rule looks a trait path up by its top-level key first, so it sees the same values).
+    trait_keys: BTreeSet<String>,
+    /// The audiences some audience nests on: the only memberships `fill` copies.
+    nested: BTreeSet<String>,
+    /// Every audience's name: a hash lookup per membership on every evaluation (looking
+    /// for memberships of deleted audiences) instead of a B-tree search among the rules.
+    known: HashSet<String>,
 }
 
 /// The traits of the person's groups, as plain values (what `group trait` conditions read;
@@ -138,6 +146,9 @@ impl Engine {
             any_name: Vec::new(),
             keys: BTreeSet::new(),
             group_keys: BTreeSet::new(),
+            trait_keys: BTreeSet::new(),
+            nested: BTreeSet::new(),
+            known: HashSet::new(),
         };
         e.reload();
         e
@@ -168,11 +179,17 @@ impl Engine {
                 })
             })
             .collect();
+        self.known = self.slots.iter().map(|s| s.name.clone()).collect();
         self.keys.clear();
         self.group_keys.clear();
+        self.trait_keys.clear();
+        self.nested.clear();
         for slot in &self.slots {
             self.group_keys
                 .extend(slot.rule.deps.group_traits.iter().cloned());
+            self.trait_keys
+                .extend(slot.rule.deps.traits.iter().cloned());
+            self.nested.extend(slot.rule.deps.audiences.iter().cloned());
             for sel in &slot.rule.deps.events {
                 property_keys(sel, &mut self.keys);
             }
@@ -422,7 +439,7 @@ impl Engine {
         let gone: Vec<String> = act
             .members
             .keys()
-            .filter(|n| self.audiences.get(n).is_none())
+            .filter(|n| !self.known.contains(n.as_str()))
             .cloned()
             .collect();
         for n in gone {
@@ -478,6 +495,10 @@ impl Engine {
                 }
             }
         }
+        if built & COMPUTED != 0 {
+            // `fill` lent the values to the facts (nothing above changes them).
+            act.values = std::mem::take(&mut f.computed);
+        }
         let next = act.next.values().copied().chain(act.computed_next).min();
         act.next_timer_ms = next;
         out.new_timer = next;
@@ -515,24 +536,31 @@ pub(crate) fn needs(d: &Dependencies) -> u8 {
 impl Engine {
     /// Fills the `parts` of `f` from the profile and its activation (memberships as they
     /// were before this evaluation; the evaluation keeps `f.audiences` current itself).
+    /// Only what some rule reads is copied: the traits in `trait_keys`, the memberships in
+    /// `nested`; the computed values are moved out of `act.values` (the caller moves them
+    /// back once the evaluation is done).
     fn fill(
         &self,
         f: &mut ProfileFacts,
         parts: u8,
         p: &Profile,
-        act: &Activation,
+        act: &mut Activation,
         groups: &GroupFacts,
     ) {
-        if parts & (TRAITS | CHANNELS | DEVICES) != 0 {
+        if parts & TRAITS != 0 {
+            f.traits = self
+                .trait_keys
+                .iter()
+                .filter_map(|k| Some((k.clone(), p.trait_value(k)?.clone())))
+                .collect();
+        }
+        if parts & (CHANNELS | DEVICES) != 0 {
             let from = ProfileFacts::from_profile_parts(
                 p,
-                parts & TRAITS != 0,
+                false,
                 parts & CHANNELS != 0,
                 parts & DEVICES != 0,
             );
-            if parts & TRAITS != 0 {
-                f.traits = from.traits;
-            }
             if parts & CHANNELS != 0 {
                 f.channels = from.channels;
             }
@@ -541,13 +569,18 @@ impl Engine {
             }
         }
         if parts & COMPUTED != 0 {
-            f.computed = act.values.clone();
+            f.computed = std::mem::take(&mut act.values);
         }
         if parts & CONSENT != 0 {
             f.consents = self.consent.granted(&p.consent).into_iter().collect();
         }
         if parts & AUDIENCES != 0 {
-            f.audiences = act.members.keys().cloned().collect();
+            f.audiences = act
+                .members
+                .keys()
+                .filter(|n| self.nested.contains(*n))
+                .cloned()
+                .collect();
         }
         if parts & GROUPS != 0 {
             f.groups = groups.to_vec();
