@@ -1,0 +1,104 @@
+//! Tests of `redb_backend.rs`.
+
+use super::*;
+use spoor_core::identity::ProfileId;
+use std::sync::Arc;
+
+/// A state written before the group→members index existed gets it filled from the
+/// profiles' groups when opened.
+#[test]
+fn an_older_state_gets_its_group_index_on_open() {
+    let d = tempfile::tempdir().unwrap();
+    {
+        let b = RedbBackend::open(d.path()).unwrap();
+        let mut p = Profile::new(ProfileId::from_raw(7));
+        p.groups.insert("acme".into(), 1);
+        p.groups.insert("beta".into(), 2);
+        let mut c = ChangeSet {
+            profiles: vec![(7, Some(Arc::new(p)))],
+            ..ChangeSet::default()
+        };
+        b.commit(&mut c).unwrap();
+        let tx = b.db.begin_write().unwrap();
+        tx.delete_table(GROUP_MEMBERS).unwrap();
+        tx.commit().unwrap();
+    }
+    let b = RedbBackend::open(d.path()).unwrap();
+    let s = b.snapshot().unwrap();
+    assert_eq!(s.group_members("acme").unwrap(), vec![7]);
+    assert_eq!(s.group_members("beta").unwrap(), vec![7]);
+    drop(s);
+    drop(b);
+    // Once it exists, opening does not touch it again.
+    let b = RedbBackend::open(d.path()).unwrap();
+    assert_eq!(
+        b.snapshot().unwrap().group_members("acme").unwrap(),
+        vec![7]
+    );
+}
+
+fn profile_with_activation() -> Profile {
+    let mut p = Profile::new(ProfileId::from_raw(7));
+    p.event_count = 3;
+    p.activation.members.insert("vip".into(), 1_000);
+    p.activation.next.insert("vip".into(), 2_000);
+    p.activation
+        .values
+        .insert("orders".into(), serde_json::json!(2));
+    p
+}
+
+/// A state written before format 2 holds JSON profiles: they are still read, and the
+/// open records the current format.
+#[test]
+fn json_profiles_of_format_1_are_read() {
+    let d = tempfile::tempdir().unwrap();
+    let p = profile_with_activation();
+    {
+        let db = Database::create(d.path().join("state.redb")).unwrap();
+        create_all(&db).unwrap();
+        let tx = db.begin_write().unwrap();
+        tx.open_table(PROFILES)
+            .unwrap()
+            .insert(7, json(&p).unwrap().as_slice())
+            .unwrap();
+        tx.commit().unwrap();
+    }
+    let b = RedbBackend::open(d.path()).unwrap();
+    let snap = b.snapshot().unwrap();
+    assert_eq!(snap.profiles(&[7]).unwrap(), vec![Some(p.clone())]);
+    assert_eq!(snap.list_profiles(None, 10).unwrap(), vec![p.clone()]);
+    let t = b.db.begin_read().unwrap();
+    let format = t.open_table(META).unwrap().get(K_FORMAT).unwrap().unwrap();
+    assert_eq!(format.value(), STATE_FORMAT.to_le_bytes().as_slice());
+    // A checkpoint rewrites it in the binary form, which reads back the same.
+    let mut c = ChangeSet {
+        profiles: vec![(7, Some(std::sync::Arc::new(p.clone())))],
+        ..ChangeSet::default()
+    };
+    b.commit(&mut c).unwrap();
+    let t = b.db.begin_read().unwrap();
+    let raw = t.open_table(PROFILES).unwrap().get(7).unwrap().unwrap();
+    assert_eq!(raw.value()[0], spoor_core::codec::PROFILE_V2);
+    assert_eq!(b.snapshot().unwrap().profiles(&[7]).unwrap(), vec![Some(p)]);
+}
+
+#[test]
+fn a_newer_state_format_is_refused() {
+    let d = tempfile::tempdir().unwrap();
+    {
+        let db = Database::create(d.path().join("state.redb")).unwrap();
+        create_all(&db).unwrap();
+        let tx = db.begin_write().unwrap();
+        tx.open_table(META)
+            .unwrap()
+            .insert(K_FORMAT, (STATE_FORMAT + 1).to_le_bytes().as_slice())
+            .unwrap();
+        tx.commit().unwrap();
+    }
+    let e = RedbBackend::open(d.path())
+        .err()
+        .expect("refused")
+        .to_string();
+    assert!(e.contains("spoor rebuild"), "{e}");
+}
