@@ -39,15 +39,11 @@ impl EventFact {
             .properties
             .and_then(|raw| serde_json::from_str::<Map<String, Value>>(raw.get()).ok())
             .unwrap_or_default();
-        let name = match ev.kind {
-            EventType::Track => ev.event.as_deref(),
-            _ => ev.name.as_deref(),
-        };
         EventFact {
             seq: ev.seq,
             ts_ms: ev.timestamp_ms,
             kind: ev.kind,
-            name: name.map(str::to_owned),
+            name: ev.selector_name().map(str::to_owned),
             properties,
         }
     }
@@ -56,15 +52,11 @@ impl EventFact {
     /// the definitions read, see [`property_keys`]): the others are skipped by the parser,
     /// never built. Rules and computed traits read nothing else, so they see the same fact.
     pub fn from_view_keys(ev: &EventView, keys: &BTreeSet<String>) -> EventFact {
-        let name = match ev.kind {
-            EventType::Track => ev.event.as_deref(),
-            _ => ev.name.as_deref(),
-        };
         EventFact {
             seq: ev.seq,
             ts_ms: ev.timestamp_ms,
             kind: ev.kind,
-            name: name.map(str::to_owned),
+            name: ev.selector_name().map(str::to_owned),
             properties: wanted(ev.properties, keys),
         }
     }

@@ -70,6 +70,15 @@ impl<'a> EventView<'a> {
             .ok()
             .map(|e| e.message)
     }
+
+    /// The name events are selected by: a track call's `event`, any other call's `name`
+    /// (page, screen); the same rule as [`parse_event_lean`].
+    pub fn selector_name(&self) -> Option<&str> {
+        match self.kind {
+            EventType::Track => self.event.as_deref(),
+            _ => self.name.as_deref(),
+        }
+    }
 }
 
 /// The envelope fields the profile stage reads (unknown ones are skipped). `M` is the

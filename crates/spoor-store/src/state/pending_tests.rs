@@ -6,7 +6,7 @@ use super::{StateReader, StateStore};
 use spoor_core::identity::{Identifier, IdentityStore, ProfileId, ProfileIdentity};
 use spoor_core::profile::{Profile, TraitValue};
 
-fn set_trait(p: &mut Profile, v: &str) {
+pub(super) fn set_trait(p: &mut Profile, v: &str) {
     p.traits.insert(
         "plan".into(),
         TraitValue {

@@ -5,22 +5,12 @@
 use super::{ident_key, ChangeCause, MembershipChange, ProcessorState, StateReader, StateStore};
 use proptest::prelude::*;
 use spoor_core::identity::{Identifier, IdentityStore, ProfileId, ProfileIdentity};
-use spoor_core::profile::{Profile, TraitValue};
+use spoor_core::profile::Profile;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 fn set_trait(p: &mut Profile, v: u8) {
-    p.traits.insert(
-        "plan".into(),
-        TraitValue {
-            value: serde_json::json!(v),
-            set_at_ms: 1,
-            seq: 1,
-            source_id: "src".into(),
-            message_id: "m".into(),
-            removed: false,
-        },
-    );
+    super::pending_tests::set_trait(p, &v.to_string());
     p.event_count += 1;
 }
 
