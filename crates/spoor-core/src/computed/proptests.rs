@@ -128,3 +128,38 @@ proptest! {
         prop_assert_eq!(ComputedDef::from_json(&json), Ok(def));
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+    /// `ComputedSet` looks only at the definitions naming the event (or none): it must
+    /// touch exactly the definitions whose selector matches, and build the same states as
+    /// applying every definition to every event.
+    #[test]
+    fn the_event_name_index_misses_no_definition(
+        defs in prop::collection::vec(gen::computed_def(), 1..9),
+        events in gen::events(24),
+    ) {
+        // Names in index order (`t0` … `t8` sort as their numbers).
+        let defs: Vec<ComputedDef> = defs
+            .into_iter()
+            .enumerate()
+            .map(|(i, d)| ComputedDef { name: format!("t{i}"), ..d })
+            .collect();
+        let set = ComputedSet::new(defs.clone()).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        let mut states = ComputedStates::new();
+        let mut each = ComputedStates::new();
+        for e in &events {
+            let want: Vec<usize> = (0..defs.len()).filter(|i| defs[*i].matters(e)).collect();
+            prop_assert_eq!(set.apply_at(&mut states, e), want);
+            for d in &defs {
+                if d.matters(e) {
+                    each.entry(d.name.clone())
+                        .or_insert_with(|| ComputedState::new(d))
+                        .apply(d, e);
+                }
+            }
+        }
+        prop_assert_eq!(states, each);
+    }
+}

@@ -4,12 +4,21 @@
 use super::{ComputedDef, ComputedError, ComputedState};
 use crate::audience::EventFact;
 use serde_json::{Map, Value};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
-/// Validated definitions by name.
+/// Validated definitions, in name order, with an index by event name.
+///
+/// Each event used to be checked against every definition's selector; most definitions
+/// name one event (`Order Completed`), so an event can only matter to the few naming it
+/// and to those naming none — the index makes the per-event cost depend on those alone.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ComputedSet {
-    defs: BTreeMap<String, ComputedDef>,
+    /// Sorted by name (names are unique): positions are stable indexes for callers.
+    defs: Vec<ComputedDef>,
+    /// Event name → positions of the definitions whose selector names it (ascending).
+    by_event: HashMap<String, Vec<usize>>,
+    /// Positions of the definitions whose selector names no event (ascending).
+    any_name: Vec<usize>,
 }
 
 /// One person's states, by trait name (what the store persists per person).
@@ -29,35 +38,83 @@ impl ComputedSet {
             }
             out.insert(d.name.clone(), d);
         }
-        Ok(ComputedSet { defs: out })
+        let defs: Vec<ComputedDef> = out.into_values().collect();
+        let mut by_event: HashMap<String, Vec<usize>> = HashMap::new();
+        let mut any_name = Vec::new();
+        for (i, d) in defs.iter().enumerate() {
+            match &d.event.name {
+                Some(n) => by_event.entry(n.clone()).or_default().push(i),
+                None => any_name.push(i),
+            }
+        }
+        Ok(ComputedSet {
+            defs,
+            by_event,
+            any_name,
+        })
     }
 
     pub fn get(&self, name: &str) -> Option<&ComputedDef> {
-        self.defs.get(name)
+        self.index_of(name).map(|i| &self.defs[i])
+    }
+
+    /// The position of a definition (what [`ComputedSet::apply_at`] returns).
+    pub fn index_of(&self, name: &str) -> Option<usize> {
+        self.defs
+            .binary_search_by(|d| d.name.as_str().cmp(name))
+            .ok()
+    }
+
+    /// The definition at a position.
+    pub fn at(&self, i: usize) -> &ComputedDef {
+        &self.defs[i]
+    }
+
+    pub fn len(&self) -> usize {
+        self.defs.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.defs.is_empty()
     }
 
     pub fn names(&self) -> impl Iterator<Item = &str> {
-        self.defs.keys().map(String::as_str)
+        self.defs.iter().map(|d| d.name.as_str())
     }
 
     /// Applies one event to the person's states (creating missing ones); returns the names
     /// of the traits the event touched, whose values — and the audiences reading them — the
     /// caller re-evaluates.
     pub fn apply(&self, states: &mut ComputedStates, ev: &EventFact) -> Vec<&str> {
+        self.apply_at(states, ev)
+            .into_iter()
+            .map(|i| self.defs[i].name.as_str())
+            .collect()
+    }
+
+    /// [`ComputedSet::apply`] returning the positions of the traits touched, ascending.
+    /// Only the definitions naming the event (or none) are looked at: a selector with a
+    /// name matches only events of that name (`selector_matches`).
+    pub fn apply_at(&self, states: &mut ComputedStates, ev: &EventFact) -> Vec<usize> {
+        let named = ev.name.as_deref().and_then(|n| self.by_event.get(n));
         let mut touched = Vec::new();
-        for (name, def) in &self.defs {
+        for &i in named.into_iter().flatten().chain(&self.any_name) {
+            let def = &self.defs[i];
             // The input once (it is cloned out of the event), and the name cloned only for
             // a state the person does not have yet.
             let Some(v) = def.input(ev) else { continue };
-            match states.get_mut(name) {
+            match states.get_mut(&def.name) {
                 Some(s) => s.add_input(def, ev, v),
                 None => {
                     let mut s = ComputedState::new(def);
                     s.add_input(def, ev, v);
-                    states.insert(name.clone(), s);
+                    states.insert(def.name.clone(), s);
                 }
             }
-            touched.push(name.as_str());
+            touched.push(i);
+        }
+        if named.is_some() && !self.any_name.is_empty() {
+            touched.sort_unstable();
         }
         touched
     }
@@ -65,7 +122,7 @@ impl ComputedSet {
     /// Absorbs another profile's states (identity merge).
     pub fn merge(&self, states: &mut ComputedStates, other: ComputedStates) {
         for (name, o) in other {
-            let Some(def) = self.defs.get(&name) else {
+            let Some(def) = self.get(&name) else {
                 continue;
             };
             match states.get_mut(&name) {
@@ -80,7 +137,7 @@ impl ComputedSet {
     /// Drops expired window entries (`now_ms` must not decrease between calls).
     pub fn prune(&self, states: &mut ComputedStates, now_ms: i64) {
         for (name, s) in states.iter_mut() {
-            if let Some(def) = self.defs.get(name) {
+            if let Some(def) = self.get(name) {
                 s.prune(def, now_ms);
             }
         }
@@ -91,12 +148,12 @@ impl ComputedSet {
     pub fn values(&self, states: &ComputedStates, now_ms: i64) -> Map<String, Value> {
         self.defs
             .iter()
-            .filter_map(|(name, def)| {
-                let v = match states.get(name) {
+            .filter_map(|def| {
+                let v = match states.get(&def.name) {
                     Some(s) => s.value(def, now_ms),
                     None => ComputedState::new(def).value(def, now_ms),
                 }?;
-                Some((name.clone(), v))
+                Some((def.name.clone(), v))
             })
             .collect()
     }
@@ -105,7 +162,7 @@ impl ComputedSet {
     pub fn next_change(&self, states: &ComputedStates, now_ms: i64) -> Option<i64> {
         states
             .iter()
-            .filter_map(|(name, s)| s.next_change(self.defs.get(name)?, now_ms))
+            .filter_map(|(name, s)| s.next_change(self.get(name)?, now_ms))
             .min()
     }
 }
