@@ -37,6 +37,47 @@ pub fn holds_any<'a>(
     }
 }
 
+/// [`holds_any`] over strings (one UTM or device field per channel / device): each is
+/// compared as a JSON string through one reused buffer, not a `Value` allocated per
+/// string per evaluation (device and UTM audiences are evaluated on most events).
+pub fn holds_any_str<'a>(
+    values: impl IntoIterator<Item = Option<&'a str>>,
+    cmp: &Comparison,
+    now_ms: i64,
+) -> bool {
+    let mut buf = Value::String(String::new());
+    let mut seen = false;
+    for s in values {
+        seen = true;
+        let v = match s {
+            Some(s) => {
+                if let Value::String(b) = &mut buf {
+                    b.clear();
+                    b.push_str(s);
+                }
+                Some(&buf)
+            }
+            None => None,
+        };
+        match cmp {
+            Comparison::Ne { value } => {
+                if v.is_some_and(|v| equals(v, value, now_ms)) {
+                    return false;
+                }
+            }
+            _ => {
+                if holds(v, cmp, now_ms) {
+                    return true;
+                }
+            }
+        }
+    }
+    match cmp {
+        Comparison::Ne { .. } => true,
+        _ => !seen && holds(None, cmp, now_ms),
+    }
+}
+
 /// Whether `cmp` holds for one value (`None` = absent).
 pub fn holds(v: Option<&Value>, cmp: &Comparison, now_ms: i64) -> bool {
     let v = v.filter(|v| !v.is_null());

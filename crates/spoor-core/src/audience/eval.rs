@@ -2,7 +2,7 @@
 //! [`super::AudienceState`] is tested against, and the way to preview or backfill a rule.
 
 use super::ast::*;
-use super::compare::{depends_on_now, holds, holds_any, next_flip};
+use super::compare::{depends_on_now, holds, holds_any, holds_any_str, next_flip};
 use super::fact::{lookup, EventFact, ProfileFacts};
 use serde_json::Value;
 use std::borrow::Cow;
@@ -140,6 +140,29 @@ pub(crate) fn walk_eval(
             *slot += 1;
             leaf(r, i)
         }
+        Rule::Utm { field, cmp } => holds_any_str(
+            facts.channels.iter().map(|c| {
+                match field {
+                    UtmField::Source => &c.source,
+                    UtmField::Medium => &c.medium,
+                    UtmField::Campaign => &c.campaign,
+                    UtmField::Content => &c.content,
+                    UtmField::Term => &c.term,
+                }
+                .as_deref()
+            }),
+            cmp,
+            now_ms,
+        ),
+        Rule::Device { field, cmp } => holds_any_str(
+            facts.devices.iter().map(|d| match field {
+                DeviceField::Type => Some(d.device_type.as_str()),
+                DeviceField::Os => d.os.as_deref(),
+                DeviceField::Browser => d.browser.as_deref(),
+            }),
+            cmp,
+            now_ms,
+        ),
         r => {
             let (values, cmp) = fact_values(r, facts);
             cmp.is_some_and(|cmp| holds_any(values.iter(), cmp, now_ms))

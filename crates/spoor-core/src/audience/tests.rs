@@ -676,3 +676,47 @@ fn lean_parse_reads_kind_name_and_properties_like_the_full_parse() {
     assert!(parse_event_lean(1, b"{").is_err());
     assert!(parse_event_lean(1, br#"{"message": {}}"#).is_err());
 }
+
+/// UTM and device conditions compare strings through a reused buffer: the same answers as
+/// the `Value` path, for every comparison, on no value, absent values and several values.
+#[test]
+fn string_comparisons_equal_the_value_path() {
+    use super::compare::{holds_any, holds_any_str};
+    let s = |v: &str| Literal::String(v.to_owned());
+    let cmps = [
+        Comparison::Eq { value: s("google") },
+        Comparison::Ne { value: s("google") },
+        Comparison::Lt { value: s("m") },
+        Comparison::Ge { value: s("g") },
+        Comparison::Contains { value: s("oo") },
+        Comparison::StartsWith {
+            value: "go".to_owned(),
+        },
+        Comparison::In {
+            values: vec![s("bing"), s("google")],
+        },
+        Comparison::Eq {
+            value: Literal::Number(1.0),
+        },
+        Comparison::Exists,
+        Comparison::IsEmpty,
+    ];
+    let sets: [&[Option<&str>]; 6] = [
+        &[],
+        &[None],
+        &[Some("google")],
+        &[Some("bing"), None],
+        &[Some(""), Some("google")],
+        &[Some("yahoo"), Some("bing")],
+    ];
+    for cmp in &cmps {
+        for set in sets {
+            let values: Vec<Option<Value>> = set.iter().map(|v| v.map(|s| json!(s))).collect();
+            assert_eq!(
+                holds_any_str(set.iter().copied(), cmp, T0),
+                holds_any(values.iter().map(Option::as_ref), cmp, T0),
+                "{cmp:?} over {set:?}"
+            );
+        }
+    }
+}
