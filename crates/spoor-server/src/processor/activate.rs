@@ -52,12 +52,17 @@ pub struct Engine {
     /// The top-level event properties any definition reads: [`Engine::fact`] parses only
     /// these.
     keys: BTreeSet<String>,
+    /// Every event name some selector (of an audience or a computed trait) names, and
+    /// whether some selector names none: see [`Engine::fact`].
+    named: HashSet<String>,
+    any_name_selector: bool,
     /// The top-level group traits any audience reads (empty: group traits are never
     /// loaded, and a change of a group's traits re-evaluates no one).
     group_keys: BTreeSet<String>,
-    /// The top-level traits any audience reads: [`Engine::fill`] copies only these (a
-    /// rule looks a trait path up by its top-level key first, so it sees the same values).
-    trait_keys: BTreeSet<String>,
+    /// The top-level traits any audience reads, sorted: [`Engine::fill`] copies only these
+    /// (a rule looks a trait path up by its top-level key first, so it sees the same
+    /// values); positions in this list are what [`Touched::traits`] names.
+    trait_keys: Vec<String>,
     /// The audiences some audience nests on: the only memberships `fill` copies.
     nested: BTreeSet<String>,
     /// Every audience's name: a hash lookup per membership on every evaluation (looking
@@ -76,12 +81,23 @@ struct Slot {
     reads: Vec<usize>,
     /// The parts of the person's facts the rule reads (`TRAITS`, `COMPUTED`…).
     needs: u8,
+    /// Positions in [`Engine::trait_keys`] of the traits the rule reads.
+    traits: Vec<usize>,
+    /// Positions in [`Engine::computed`] of the computed traits the rule reads.
+    computed: Vec<usize>,
+    /// For a rule that reads events only (`needs == 0`): whether it holds for a person none
+    /// of whose events it selects. Such a person's state is the empty one, whose every
+    /// condition is constant (a count of 0, no first/last time, no funnel step — none
+    /// depends on `now`, and none has a next change), so the evaluation is skipped.
+    empty: Option<bool>,
 }
 
 /// What an event changed besides its event conditions.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct Touched {
-    pub traits: bool,
+    /// Positions in the engine's trait keys of the traits whose value the event changed
+    /// (not merely stated: most `identify` calls repeat traits the person already has).
+    pub traits: Vec<usize>,
     pub channels: bool,
     pub devices: bool,
     pub groups: bool,
@@ -89,14 +105,38 @@ pub struct Touched {
     pub consent: bool,
 }
 
-impl Touched {
+/// The values of the traits audiences read before an event is applied (empty for an event
+/// that states no traits, the only ones that can change them): see [`Engine::touched`].
+pub struct TraitsBefore(Vec<Option<serde_json::Value>>);
+
+impl Engine {
+    /// Takes [`TraitsBefore`] of `p`, before `view` is applied to it.
+    pub fn traits_before(&self, view: &EventView, p: &Profile) -> TraitsBefore {
+        if view.traits.is_none() {
+            return TraitsBefore(Vec::new());
+        }
+        TraitsBefore(
+            self.trait_keys
+                .iter()
+                .map(|k| p.trait_value(k).cloned())
+                .collect(),
+        )
+    }
+
     /// What applying `view` to `p` (already applied) changed of the facts audiences read.
+    /// Traits count as touched only when their value changed (compared with `before`).
     /// Channels and devices count as touched only when the person's list of them changed —
     /// a new channel or device, or an earlier event becoming a channel's first touch (its
     /// UTM is the one shown): most events arrive through a channel and device the person
     /// already has, and re-evaluating every UTM/device audience for those was most of the
     /// per-event cost.
-    pub fn of(view: &EventView, p: &Profile, consent: bool) -> Touched {
+    pub fn touched(
+        &self,
+        view: &EventView,
+        p: &Profile,
+        consent: bool,
+        before: TraitsBefore,
+    ) -> Touched {
         let channels = view
             .utm
             .as_ref()
@@ -109,8 +149,16 @@ impl Touched {
             .as_ref()
             .and_then(|ua| p.devices.get(&device_key(ua)))
             .is_some_and(|d| d.count == 1);
+        let traits = before
+            .0
+            .iter()
+            .zip(&self.trait_keys)
+            .enumerate()
+            .filter(|(_, (was, k))| was.as_ref() != p.trait_value(k))
+            .map(|(i, _)| i)
+            .collect();
         Touched {
-            traits: view.traits.is_some(),
+            traits,
             channels,
             devices,
             groups: view.kind == EventType::Group,
@@ -145,8 +193,10 @@ impl Engine {
             by_event: HashMap::new(),
             any_name: Vec::new(),
             keys: BTreeSet::new(),
+            named: HashSet::new(),
+            any_name_selector: false,
             group_keys: BTreeSet::new(),
-            trait_keys: BTreeSet::new(),
+            trait_keys: Vec::new(),
             nested: BTreeSet::new(),
             known: HashSet::new(),
         };
@@ -171,9 +221,21 @@ impl Engine {
                     .iter()
                     .filter_map(|a| pos.get(a.as_str()).copied())
                     .collect();
+                let needs = needs(&rule.deps);
+                let empty = (needs == 0).then(|| {
+                    AudienceState::new(&rule).evaluate(&rule, &ProfileFacts::default(), 0)
+                });
                 Some(Slot {
                     name: n.clone(),
-                    needs: needs(&rule.deps),
+                    needs,
+                    empty,
+                    computed: rule
+                        .deps
+                        .computed
+                        .iter()
+                        .filter_map(|c| self.computed.index_of(c))
+                        .collect(),
+                    traits: Vec::new(),
                     rule,
                     reads,
                 })
@@ -184,14 +246,36 @@ impl Engine {
         self.group_keys.clear();
         self.trait_keys.clear();
         self.nested.clear();
+        let mut trait_keys = BTreeSet::new();
         for slot in &self.slots {
             self.group_keys
                 .extend(slot.rule.deps.group_traits.iter().cloned());
-            self.trait_keys
-                .extend(slot.rule.deps.traits.iter().cloned());
+            trait_keys.extend(slot.rule.deps.traits.iter().cloned());
             self.nested.extend(slot.rule.deps.audiences.iter().cloned());
             for sel in &slot.rule.deps.events {
                 property_keys(sel, &mut self.keys);
+            }
+        }
+        self.trait_keys = trait_keys.into_iter().collect();
+        for slot in &mut self.slots {
+            slot.traits = slot
+                .rule
+                .deps
+                .traits
+                .iter()
+                .filter_map(|t| self.trait_keys.binary_search(t).ok())
+                .collect();
+        }
+        self.named.clear();
+        self.any_name_selector = false;
+        let selectors = self.slots.iter().flat_map(|s| &s.rule.deps.events);
+        let computed = (0..self.computed.len()).map(|i| &self.computed.at(i).event);
+        for sel in selectors.chain(computed) {
+            match &sel.name {
+                Some(n) => {
+                    self.named.insert(n.clone());
+                }
+                None => self.any_name_selector = true,
             }
         }
         for name in self.computed.names() {
@@ -227,8 +311,16 @@ impl Engine {
 
     /// What the definitions need to know about one event (its properties limited to the
     /// ones they read).
+    /// An event no selector can match (its name is named by none, and every selector names
+    /// one) gets no properties: none would be read, and most events (pages) are such.
     pub fn fact(&self, view: &EventView) -> EventFact {
-        EventFact::from_view_keys(view, &self.keys)
+        let read =
+            self.any_name_selector || view.selector_name().is_some_and(|n| self.named.contains(n));
+        if read {
+            EventFact::from_view_keys(view, &self.keys)
+        } else {
+            EventFact::from_view_keys(view, &BTreeSet::new())
+        }
     }
 
     /// Whether any audience has a `group trait` condition (only then are the person's groups
@@ -305,10 +397,28 @@ impl Engine {
         if full {
             self.refresh_computed(&mut act, now_ms);
         }
-        for &name in &computed {
-            if let (Some(def), Some(s)) = (self.computed.get(name), act.computed.get_mut(name)) {
+        // The computed traits whose value changed: only audiences reading one of those can
+        // have changed through them (a `count` changes on every event it selects, but a
+        // `max`, a `most_frequent` or a distinct list mostly do not).
+        let mut values_changed = vec![
+            false;
+            if computed.is_empty() {
+                0
+            } else {
+                self.computed.len()
+            }
+        ];
+        for &c in &computed {
+            let def = self.computed.at(c);
+            let name = def.name.as_str();
+            if let Some(s) = act.computed.get_mut(name) {
                 s.prune(def, now_ms);
-                match (s.value(def, now_ms), act.values.get_mut(name)) {
+                let v = s.value(def, now_ms);
+                if v.as_ref() == act.values.get(name) {
+                    continue;
+                }
+                values_changed[c] = true;
+                match (v, act.values.get_mut(name)) {
                     (Some(v), Some(slot)) => *slot = v,
                     (Some(v), None) => {
                         act.values.insert(name.to_owned(), v);
@@ -322,16 +432,19 @@ impl Engine {
         if !computed.is_empty() {
             act.computed_next = self.computed.next_change(&act.computed, now_ms);
         }
-        let out = self.reevaluate(p, &mut act, now_ms, groups, |i, deps, changed| {
+        let out = self.reevaluate(p, &mut act, now_ms, groups, full, |i, deps, changed| {
+            let slot = &self.slots[i];
             full || matched[i]
-                || touched.traits && !deps.traits.is_empty()
+                || slot.traits.iter().any(|t| touched.traits.contains(t))
                 || touched.channels && deps.channels
                 || touched.devices && deps.devices
                 || touched.groups && !deps.group_traits.is_empty()
                 || touched.consent && deps.consent
-                || !computed.is_empty()
-                    && deps.computed.iter().any(|c| computed.contains(&c.as_str()))
-                || self.slots[i].reads.iter().any(|r| changed[*r])
+                || slot
+                    .computed
+                    .iter()
+                    .any(|c| values_changed.get(*c) == Some(&true))
+                || slot.reads.iter().any(|r| changed[*r])
         });
         p.activation = act;
         out
@@ -340,9 +453,10 @@ impl Engine {
     /// Applies one event to the person's computed-trait and audience states, without
     /// evaluating anything (the real-time path evaluates after; a backfill folds a
     /// person's whole history first). Sets `matched[i]` for the audience slots the event
-    /// applied to; returns the computed traits it touched.
-    pub fn fold(&self, act: &mut Activation, ev: &EventFact, matched: &mut [bool]) -> Vec<&str> {
-        let computed = self.computed.apply(&mut act.computed, ev);
+    /// applied to; returns the positions (in `self.computed`) of the computed traits it
+    /// touched.
+    pub fn fold(&self, act: &mut Activation, ev: &EventFact, matched: &mut [bool]) -> Vec<usize> {
+        let computed = self.computed.apply_at(&mut act.computed, ev);
         // Only slots whose selectors name this event (or no event) can match it.
         let named = ev.name.as_deref().and_then(|n| self.by_event.get(n));
         for &i in named.into_iter().flatten().chain(&self.any_name) {
@@ -369,7 +483,7 @@ impl Engine {
     pub fn on_time(&self, p: &mut Profile, now_ms: i64, groups: &GroupFacts) -> Outcome {
         let mut act = std::mem::take(&mut p.activation);
         self.refresh_computed(&mut act, now_ms);
-        let out = self.reevaluate(p, &mut act, now_ms, groups, |_, _, _| true);
+        let out = self.reevaluate(p, &mut act, now_ms, groups, true, |_, _, _| true);
         p.activation = act;
         out
     }
@@ -384,7 +498,7 @@ impl Engine {
             p.activation = act;
             return self.on_time(p, now_ms, groups);
         }
-        let out = self.reevaluate(p, &mut act, now_ms, groups, |i, deps, changed| {
+        let out = self.reevaluate(p, &mut act, now_ms, groups, false, |i, deps, changed| {
             !deps.group_traits.is_empty() || self.slots[i].reads.iter().any(|r| changed[*r])
         });
         p.activation = act;
@@ -422,29 +536,35 @@ impl Engine {
 
     /// Evaluates, in nesting order, the audiences `dirty` selects (given the audiences
     /// whose membership changed so far), updating memberships, per-audience next changes
-    /// and the person's timer.
+    /// and the person's timer. `full`: the first evaluation under these definitions (only
+    /// then can the person be a member of an audience that no longer exists).
     fn reevaluate(
         &self,
         p: &Profile,
         act: &mut Activation,
         now_ms: i64,
         groups: &GroupFacts,
+        full: bool,
         dirty: impl Fn(usize, &Dependencies, &[bool]) -> bool,
     ) -> Outcome {
         let mut out = Outcome {
             old_timer: act.next_timer_ms,
             ..Outcome::default()
         };
-        // Members that no longer exist as audiences leave.
-        let gone: Vec<String> = act
-            .members
-            .keys()
-            .filter(|n| !self.known.contains(n.as_str()))
-            .cloned()
-            .collect();
-        for n in gone {
-            act.members.remove(&n);
-            out.exited.push(n);
+        if full {
+            // Members that no longer exist as audiences leave. Memberships are only added
+            // for the audiences of the revision evaluated, and a person evaluated under an
+            // older one is evaluated in full on their next event or timer.
+            let gone: Vec<String> = act
+                .members
+                .keys()
+                .filter(|n| !self.known.contains(n.as_str()))
+                .cloned()
+                .collect();
+            for n in gone {
+                act.members.remove(&n);
+                out.exited.push(n);
+            }
         }
         let mut changed = vec![false; self.slots.len()];
         // The facts are built part by part, as the audiences evaluated need them: most
@@ -463,16 +583,18 @@ impl Engine {
                 built |= slot.needs;
             }
             let f = &mut f;
-            let fresh;
-            let state = match act.audiences.get(name) {
-                Some(s) => s,
-                None => {
-                    fresh = AudienceState::new(rule);
-                    &fresh
+            let (member, next) = match (act.audiences.get(name), slot.empty) {
+                (Some(s), _) => (s.evaluate(rule, f, now_ms), s.next_change(rule, f, now_ms)),
+                // No event of the person ever applied to a rule that reads events only:
+                // the answer is the empty state's, known since compile time (most
+                // audiences for a new person's first, full, evaluation).
+                (None, Some(holds)) => (holds, None),
+                (None, None) => {
+                    let s = AudienceState::new(rule);
+                    (s.evaluate(rule, f, now_ms), s.next_change(rule, f, now_ms))
                 }
             };
-            let member = state.evaluate(rule, f, now_ms);
-            match (state.next_change(rule, f, now_ms), act.next.get_mut(name)) {
+            match (next, act.next.get_mut(name)) {
                 (Some(t), Some(slot_t)) => *slot_t = t,
                 (Some(t), None) => {
                     act.next.insert(name.clone(), t);

@@ -1,6 +1,6 @@
 //! One event's effect on the state: identity resolution, then the profile.
 
-use super::activate::{record, Engine, Touched};
+use super::activate::{record, Engine};
 use super::groups;
 use super::Pipeline;
 use spoor_core::audience::Activation;
@@ -106,10 +106,11 @@ pub fn apply_resolution(
         .filter(|_| view.kind == EventType::Group);
     let (touched, joined) = state.with_profile(pid, |p| {
         let joined = gid.is_some_and(|g| !p.groups.contains_key(g));
+        // Only the audience engine reads what changed.
+        let before = (!engine.idle).then(|| engine.traits_before(view, p));
         p.apply(view);
         let stated = p.apply_consent(view, &engine.consent);
-        // Only the audience engine reads what changed.
-        ((!engine.idle).then(|| Touched::of(view, p, stated)), joined)
+        (before.map(|b| engine.touched(view, p, stated, b)), joined)
     })?;
     state.add_timeline(pid, view.timestamp_ms, view.seq);
     if let (Some(g), true) = (gid, joined) {

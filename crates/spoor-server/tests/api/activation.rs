@@ -383,10 +383,16 @@ async fn incremental_memberships_equal_brute_force_over_the_log_as_time_passes()
                 computed(json!({"name": "max_price", "aggregation": "max", "property": "price", "event": {"name": "Viewed"}})),
                 computed(json!({"name": "spent_14d", "aggregation": "sum", "property": "price", "event": {"name": "Bought"}, "window": "14d"})),
                 computed(json!({"name": "cats", "aggregation": {"distinct_list": {"limit": 10}}, "property": "cat", "event": {"name": "Viewed"}})),
+                // Names no event: the engine's index by event name must still apply it.
+                computed(json!({"name": "pages_1d", "aggregation": "count", "event": {"kind": "page"}, "window": "1d"})),
             ]);
             d.audiences.extend([
                 audience("viewers", r#"performed "Viewed" at least 2 times within 7d"#),
                 audience("buyers", r#"performed "Bought" within 5d"#),
+                // Holds for a person none of whose events it selects (the engine answers
+                // such a person without evaluating).
+                audience("quiet", r#"not performed "Bought" within 3d"#),
+                audience("browsing", "computed pages_1d >= 2"),
                 audience("pricey", "computed max_price >= 80 and computed spent_14d < 50"),
                 audience("loyal", "trait n >= 3 or utm source = \"s1\""),
                 audience("funnel", r#"performed "Viewed" then page "P" within 2d"#),
