@@ -11,11 +11,12 @@
 //! 4. Size and overlap of two large audiences on the membership bitmaps, against a
 //!    brute-force intersection of member lists.
 
+use super::audience_backfill::{self, NEW_RULE};
 use super::shop::{Rng, Shop};
 use anyhow::Context;
 use clap::Args;
 use serde_json::{json, Value};
-use spoor_core::audience::{parse, AudienceDefinition, ComputedDefinition, EventFact};
+use spoor_core::audience::{parse, AudienceDefinition, ComputedDefinition};
 use spoor_core::computed::ComputedDef;
 use spoor_core::ids::SourceId;
 
@@ -54,9 +55,19 @@ pub struct AudienceBenchArgs {
     /// a temporary one, e.g. to profile `spoor rebuild` on it afterwards.
     #[arg(long)]
     pub keep: Option<std::path::PathBuf>,
+    /// Phase 2 on a state prepared once in this directory and copied for each run: the log
+    /// processed without definitions, then the audiences and traits backfilled onto it
+    /// (rebuilt when `--events`, `--people`, `--audiences` or `--traits` differ). Makes
+    /// phase 2 repeatable at 10 M events; remove the directory when done.
+    #[arg(long)]
+    pub reuse: Option<std::path::PathBuf>,
+    /// Phase 2 measures only the new audience's backfill (no full recompute, no brute-force
+    /// reference), e.g. to repeat it at 10 M events.
+    #[arg(long)]
+    pub new_only: bool,
 }
 
-fn now_ms() -> i64 {
+pub(super) fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
 
@@ -135,7 +146,7 @@ fn rules(n: usize, traits: usize) -> Vec<String> {
 
 /// Writes `events` shop events over `people` people, spread over the last 40 days, into
 /// a new log in `dir/log`.
-fn write_log(dir: &Path, events: usize, people: u64) -> anyhow::Result<()> {
+pub(super) fn write_log(dir: &Path, events: usize, people: u64) -> anyhow::Result<()> {
     let log = EventLog::open(LogOptions {
         dir: dir.join("log"),
         segment_bytes: 256 << 20,
@@ -175,7 +186,7 @@ fn write_log(dir: &Path, events: usize, people: u64) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn define(cfg: &Config, audiences: usize, n_traits: usize) -> anyhow::Result<()> {
+pub(super) fn define(cfg: &Config, audiences: usize, n_traits: usize) -> anyhow::Result<()> {
     let meta = Arc::new(spoor_store::meta::MetaStore::open(
         &cfg.storage.data_dir.join("meta"),
     )?);
@@ -208,7 +219,7 @@ fn define(cfg: &Config, audiences: usize, n_traits: usize) -> anyhow::Result<()>
     Ok(())
 }
 
-fn rebuild(cfg: &Config) -> anyhow::Result<f64> {
+pub(super) fn rebuild(cfg: &Config) -> anyhow::Result<f64> {
     let started = Instant::now();
     let n = spoor_server::processor::rebuild(cfg, |_, _| {}).map_err(|e| anyhow::anyhow!(e))?;
     Ok(n as f64 / started.elapsed().as_secs_f64())
@@ -256,7 +267,7 @@ pub fn run(args: AudienceBenchArgs) -> anyhow::Result<()> {
         args.events, args.people, args.audiences, args.traits
     );
 
-    if !args.skip.contains(&1) || !args.skip.contains(&2) {
+    if !args.skip.contains(&1) || (!args.skip.contains(&2) && args.reuse.is_none()) {
         let started = Instant::now();
         write_log(&dir, args.events, args.people)?;
         println!("  log written in {:.1} s", started.elapsed().as_secs_f64());
@@ -283,7 +294,10 @@ pub fn run(args: AudienceBenchArgs) -> anyhow::Result<()> {
             "2. Backfill: one new audience added to the {} audiences + {} traits (`{NEW_RULE}`), then everything recomputed",
             args.audiences, args.traits
         );
-        if args.skip.contains(&1) {
+        if let Some(reuse) = &args.reuse {
+            let copy = audience_backfill::reused_copy(reuse, &args)?;
+            audience_backfill::backfill(&copy, args.events, args.new_only)?;
+        } else if args.skip.contains(&1) {
             // The state phase 1 leaves: processed with the definitions.
             let started = Instant::now();
             define(&cfg, args.audiences, args.traits)?;
@@ -292,8 +306,10 @@ pub fn run(args: AudienceBenchArgs) -> anyhow::Result<()> {
                 "  state built with the definitions in {:.1} s",
                 started.elapsed().as_secs_f64()
             );
+            audience_backfill::backfill(&cfg, args.events, args.new_only)?;
+        } else {
+            audience_backfill::backfill(&cfg, args.events, args.new_only)?;
         }
-        backfill(&cfg, args.events)?;
     }
     if !args.skip.contains(&3) {
         println!();
@@ -303,107 +319,6 @@ pub fn run(args: AudienceBenchArgs) -> anyhow::Result<()> {
         println!();
         bitmaps(&tmp.path().join("bitmaps"), args.bitmap_members)?;
     }
-    Ok(())
-}
-
-/// The audience added in phase 2: selective, like most new audiences (one event name, a
-/// property condition, a window).
-const NEW_RULE: &str =
-    r#"performed "Order Completed" where revenue >= 150 at least 2 times within 30d"#;
-
-fn backfill(cfg: &Config, events: usize) -> anyhow::Result<()> {
-    use spoor_server::processor::{activate::Engine, backfill};
-    let dir = &cfg.storage.data_dir;
-    let log = EventLog::open(LogOptions {
-        dir: dir.join("log"),
-        segment_bytes: cfg.storage.segment_bytes,
-    })?;
-    let reader = log.reader();
-    let store = spoor_store::state::StateStore::open(&dir.join("state"))?;
-    let mut state = store.processor_state(cfg.processor.cache_entries)?;
-    let meta = Arc::new(spoor_store::meta::MetaStore::open(&dir.join("meta"))?);
-    let defs = DefsHandle::open(meta)?;
-    defs.update(|d| {
-        let rule = parse(NEW_RULE).map_err(|e| e.to_string())?;
-        d.audiences.insert(
-            "new_big_spenders".into(),
-            definition("new_big_spenders".into(), rule),
-        );
-        Ok(())
-    })
-    .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let mut engine = Engine::new(defs.clone(), Arc::new(now_ms));
-    let line = |label: &str, took: f64, st: &backfill::Stats| {
-        println!(
-            "  {label:<23} {took:.1} s = {:.0} events/s ({events} events; 10 M would take {:.1} s, target <= 20 s)",
-            events as f64 / took,
-            10_000_000.0 / (events as f64 / took)
-        );
-        println!(
-            "    {} events parsed, {} people evaluated, {} rewritten; map {} ms, log scan {} ms, evaluation + checkpoint {} ms",
-            st.parsed, st.evaluated, st.written, st.map_ms, st.scan_ms, st.eval_ms
-        );
-    };
-    let started = Instant::now();
-    let st = backfill::run(&mut state, &store, &reader, &engine)?;
-    line("new audience", started.elapsed().as_secs_f64(), &st);
-    let new_members = store.reader()?.audience_size("new_big_spenders")?;
-    // The old behaviour: nothing known about what the state was built for.
-    defs.forget_applied()?;
-    defs.update(|_| Ok(()))
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
-    engine.reload();
-    let started = Instant::now();
-    let st = backfill::run(&mut state, &store, &reader, &engine)?;
-    line("full recompute", started.elapsed().as_secs_f64(), &st);
-    let after_full = store.reader()?.audience_size("new_big_spenders")?;
-    println!("    new audience: {new_members} members after its backfill, {after_full} after the full recompute");
-    // The reference: every person's events read back and every rule evaluated from scratch.
-    let started = Instant::now();
-    let (set, computed) = engine
-        .defs
-        .current()
-        .compile()
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let r = store.reader()?;
-    let now = now_ms();
-    let mut after = None;
-    let mut members = 0usize;
-    let mut brute_new = 0usize;
-    loop {
-        let page = r.list_profiles(after, 1_000)?;
-        let Some(last) = page.last() else { break };
-        after = Some(last.id);
-        for p in &page {
-            let cluster = r.cluster(p.id)?;
-            let mut evs = Vec::new();
-            for row in r.timeline(&cluster, None, usize::MAX)? {
-                if let Some(e) = reader.read_from(row.seq, 1)?.into_iter().next() {
-                    if let Ok(v) =
-                        spoor_core::profile::parse_event(e.seq, e.timestamp_ms, &e.payload)
-                    {
-                        evs.push(EventFact::from_view(&v));
-                    }
-                }
-            }
-            let mut facts = spoor_core::audience::ProfileFacts::from_profile(p);
-            for name in computed.names() {
-                if let Some(def) = computed.get(name) {
-                    if let Some(v) = spoor_core::computed::brute_force(def, &evs, now) {
-                        facts.computed.insert(name.to_owned(), v);
-                    }
-                }
-            }
-            let m = set.evaluate_all_brute(&facts, &evs, now);
-            members += m.len();
-            brute_new += usize::from(m.contains("new_big_spenders"));
-        }
-    }
-    let took = started.elapsed().as_secs_f64();
-    println!(
-        "  brute-force reference   {took:.1} s = {:.0} events/s ({members} memberships, {brute_new} in the new audience)",
-        events as f64 / took
-    );
     Ok(())
 }
 
@@ -540,7 +455,7 @@ fn bitmaps(dir: &Path, n: u64) -> anyhow::Result<()> {
 }
 
 /// A stored audience definition of `rule`, as the API would save it.
-fn definition(name: String, rule: spoor_core::audience::Rule) -> AudienceDefinition {
+pub(super) fn definition(name: String, rule: spoor_core::audience::Rule) -> AudienceDefinition {
     AudienceDefinition {
         name,
         description: String::new(),

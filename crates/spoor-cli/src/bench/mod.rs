@@ -1,6 +1,7 @@
 //! Benchmarks: load generators and the figures they print. Nothing here asserts; the test
 //! suite asserts behaviour, benchmarks report speed.
 
+pub mod audience_backfill;
 pub mod audiences;
 pub mod destinations;
 pub mod e2e;

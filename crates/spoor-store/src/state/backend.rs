@@ -91,6 +91,16 @@ pub trait StateSnapshot: Send {
         before: Option<(i64, u64)>,
         limit: usize,
     ) -> Result<Vec<(i64, u64)>, StoreError>;
+    /// Every timeline row of the profiles with ids in `pids`, as (profile id at processing
+    /// time, seq), in key order (by profile, then time). One sequential read of the table,
+    /// for a backfill mapping every event to its person.
+    fn timeline_rows(
+        &self,
+        pids: std::ops::Range<u64>,
+        visit: &mut dyn FnMut(u64, u64),
+    ) -> Result<(), StoreError>;
+    /// The lowest and highest profile ids with timeline rows (to split a scan of them).
+    fn timeline_span(&self) -> Result<Option<(u64, u64)>, StoreError>;
     /// The profiles' decisions ordered by (seq, index).
     fn decisions(&self, pids: &[u64]) -> Result<Vec<Decision>, StoreError>;
     /// (type, value, owner) of identifiers of `kind` whose value starts with `prefix`, in

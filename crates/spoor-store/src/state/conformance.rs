@@ -100,6 +100,7 @@ fn empty_backend_reads_as_empty(b: Arc<dyn StateBackend>) {
     assert_eq!(s.profiles(&[1]).unwrap(), vec![None]);
     assert_eq!(s.groups(&["g"]).unwrap(), vec![None]);
     assert!(s.timeline(&[1], None, 10).unwrap().is_empty());
+    assert_eq!(s.timeline_span().unwrap(), None);
     assert!(s.decisions(&[1]).unwrap().is_empty());
     assert!(s.list_profiles(None, 10).unwrap().is_empty());
     assert!(s.events_with("user_id\u{1f}x", 10).unwrap().is_empty());
@@ -215,6 +216,18 @@ fn timeline_is_newest_first_with_cursor_and_limit(b: Arc<dyn StateBackend>) {
     );
     assert_eq!(s.timeline(&[2], Some((30, 4)), 10).unwrap(), vec![(20, 2)]);
     assert!(s.timeline(&[9], None, 10).unwrap().is_empty());
+    // Every row of an id range, by id then time (what a backfill maps seqs with).
+    let rows = |r: std::ops::Range<u64>| {
+        let mut out = Vec::new();
+        s.timeline_rows(r, &mut |p, seq| out.push((p, seq)))
+            .unwrap();
+        out
+    };
+    assert_eq!(rows(1..3), vec![(1, 1), (1, 3), (1, 5), (2, 2), (2, 4)]);
+    assert_eq!(rows(2..4), vec![(2, 2), (2, 4), (3, 6)]);
+    assert_eq!(rows(0..u64::MAX).len(), 6);
+    assert!(rows(4..9).is_empty() && rows(3..3).is_empty());
+    assert_eq!(s.timeline_span().unwrap(), Some((1, 3)));
 }
 
 fn dropped_rows_go_before_the_same_checkpoint_adds_new_ones(b: Arc<dyn StateBackend>) {

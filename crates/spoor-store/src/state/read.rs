@@ -276,6 +276,24 @@ impl StateReader {
             .collect())
     }
 
+    /// Every timeline row of the last checkpoint whose profile id (at processing time) is
+    /// in `pids`, as (that id, seq), by id then time; pending changes are not seen, so
+    /// callers checkpoint first. A backfill maps every event to its person with it: a
+    /// sequential read of the table (on each core, split by id range) instead of an
+    /// identity read and a range per person.
+    pub fn committed_timeline_rows(
+        &self,
+        pids: std::ops::Range<u64>,
+        visit: &mut dyn FnMut(u64, u64),
+    ) -> Result<(), StoreError> {
+        self.with(|_, s| s.timeline_rows(pids, visit))
+    }
+
+    /// The lowest and highest profile ids with committed timeline rows.
+    pub fn committed_timeline_span(&self) -> Result<Option<(u64, u64)>, StoreError> {
+        self.with(|_, s| s.timeline_span())
+    }
+
     /// Every identity decision recorded for the cluster, oldest first.
     pub fn decisions(&self, cluster: &[ProfileId]) -> Result<Vec<Decision>, StoreError> {
         self.with(|p, s| {

@@ -330,6 +330,33 @@ impl StateSnapshot for RedbSnapshot {
         Ok(all)
     }
 
+    fn timeline_rows(
+        &self,
+        pids: std::ops::Range<u64>,
+        visit: &mut dyn FnMut(u64, u64),
+    ) -> Result<(), StoreError> {
+        if pids.is_empty() {
+            return Ok(());
+        }
+        let t = self.tx.open_table(TIMELINE).map_err(engine_err)?;
+        let range = t
+            .range((pids.start, i64::MIN, 0)..(pids.end, i64::MIN, 0))
+            .map_err(engine_err)?;
+        for row in range {
+            let (k, _) = row.map_err(engine_err)?;
+            let (p, _, seq) = k.value();
+            visit(p, seq);
+        }
+        Ok(())
+    }
+
+    fn timeline_span(&self) -> Result<Option<(u64, u64)>, StoreError> {
+        let t = self.tx.open_table(TIMELINE).map_err(engine_err)?;
+        let first = t.first().map_err(engine_err)?.map(|(k, _)| k.value().0);
+        let last = t.last().map_err(engine_err)?.map(|(k, _)| k.value().0);
+        Ok(first.zip(last))
+    }
+
     fn decisions(&self, pids: &[u64]) -> Result<Vec<Decision>, StoreError> {
         let t = self.tx.open_table(DECISIONS).map_err(engine_err)?;
         let mut out: Vec<((u64, u32), Decision)> = Vec::new();

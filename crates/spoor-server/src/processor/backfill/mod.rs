@@ -11,10 +11,12 @@
 //!
 //! It runs on the processor thread (the single writer), between batches:
 //! 1. checkpoint, so every event's profile assignment (the timeline) is in the store;
-//! 2. map each event to the live profile it belongs to now (merges followed);
-//! 3. read the log in order once; an event whose raw bytes cannot hold a name the
-//!    recomputed definitions select is skipped unparsed, the others are parsed leanly
-//!    (type, name, the properties read) and folded into fresh states;
+//! 2. map each event to the profile the processor applied it to, from one sequential read
+//!    of the timeline table ([`scan::owners_at_time`]);
+//! 3. read the log once, on every core; an event whose raw bytes cannot hold a name the
+//!    recomputed definitions select is skipped unparsed, the others get their live profile
+//!    (merges followed), are parsed leanly (type, name, the properties read) and folded
+//!    into fresh states ([`scan::scan`]);
 //! 4. give the people concerned their fresh states and re-evaluate them (changes are
 //!    recorded with cause `backfill`; people whose activation did not change are not
 //!    rewritten), then checkpoint and record the definitions as applied.
@@ -22,15 +24,15 @@
 //! Progress is visible through [`DefsHandle::backfills`] (the audiences API shows it).
 
 pub mod plan;
+pub mod scan;
 
 use super::activate::{record, Engine, Outcome};
 use crate::defs::{Backfill, DefsHandle};
 use plan::Plan;
-use spoor_core::audience::{Activation, AudienceState, EventFact};
-use spoor_core::computed::ComputedState;
+use spoor_core::audience::Activation;
 use spoor_core::identity::ProfileId;
-use spoor_core::profile::{parse_event, parse_event_lean, Profile};
-use spoor_store::log::{LogEntry, LogReader};
+use spoor_core::profile::Profile;
+use spoor_store::log::LogReader;
 use spoor_store::state::{ChangeCause, ProcessorState, StateStore};
 use spoor_store::StoreError;
 use std::collections::HashMap;
@@ -50,10 +52,22 @@ pub struct Stats {
     /// People re-evaluated, and of those rewritten (their activation changed).
     pub evaluated: u64,
     pub written: u64,
-    /// Time spent mapping events to people, reading the log, re-evaluating (ms).
+    /// Wall time spent mapping events to people, reading the log, re-evaluating, and in
+    /// the final checkpoint (ms).
     pub map_ms: u64,
     pub scan_ms: u64,
     pub eval_ms: u64,
+    pub checkpoint_ms: u64,
+    /// Threads the scan and the evaluation ran on.
+    pub workers: u64,
+    /// Of the scan, thread time summed over the workers (ms): reading log entries, the
+    /// raw-byte filter, parsing, folding.
+    pub read_ms: u64,
+    pub filter_ms: u64,
+    /// Resolving the ids of the events that passed the filter to live profiles.
+    pub resolve_ms: u64,
+    pub parse_ms: u64,
+    pub fold_ms: u64,
 }
 
 /// Reports progress under `names`; `finished` clears it.
@@ -70,82 +84,8 @@ fn report(defs: &DefsHandle, names: &[String], revision: u64, done: u64, total: 
     }
 }
 
-/// Log entries read (and folded in parallel) at a time.
-const BATCH: usize = 20_000;
 /// Most threads a backfill folds on.
 const MAX_WORKERS: usize = 8;
-
-/// Folds the events of `batch` that belong to worker `k`'s people into their fresh states
-/// (an entry is made for every person an event of the plan names, even when only an old
-/// version read it). Returns the events parsed.
-#[allow(clippy::too_many_arguments)]
-fn fold_part(
-    engine: &Engine,
-    plan: &Plan,
-    owner: &[u64],
-    batch: &[LogEntry],
-    last: u64,
-    k: usize,
-    workers: usize,
-    part: &mut HashMap<u64, Activation>,
-) -> u64 {
-    let mut parsed = 0;
-    for e in batch {
-        if e.seq > last {
-            break;
-        }
-        let pid = owner.get(e.seq as usize).copied().unwrap_or(0);
-        if pid == 0 || pid % workers as u64 != k as u64 || e.is_erased() {
-            continue;
-        }
-        if !plan.may_matter(&e.payload) {
-            continue;
-        }
-        parsed += 1;
-        // The processor applied this event (it has a timeline row), so the full parse
-        // accepted it; the lean one reads a subset of the same fields alike.
-        let fact = match parse_event_lean(e.seq, &e.payload) {
-            Ok(v) => EventFact::from_lean(e.seq, e.timestamp_ms, &v, &plan.keys),
-            Err(_) => match parse_event(e.seq, e.timestamp_ms, &e.payload) {
-                Ok(v) => EventFact::from_view_keys(&v, &plan.keys),
-                Err(_) => continue,
-            },
-        };
-        if plan.full {
-            engine.fold(part.entry(pid).or_default(), &fact, &mut []);
-            continue;
-        }
-        fold_planned(plan, part, pid, &fact);
-    }
-    parsed
-}
-
-/// Applies one event to the plan's definitions only.
-fn fold_planned(plan: &Plan, part: &mut HashMap<u64, Activation>, pid: u64, ev: &EventFact) {
-    for d in &plan.computed {
-        if d.matters(ev) {
-            part.entry(pid)
-                .or_default()
-                .computed
-                .entry(d.name.clone())
-                .or_insert_with(|| ComputedState::new(d))
-                .apply(d, ev);
-        }
-    }
-    for (name, rule) in &plan.audiences {
-        if rule.deps.event_matters(ev) {
-            part.entry(pid)
-                .or_default()
-                .audiences
-                .entry(name.clone())
-                .or_insert_with(|| AudienceState::new(rule))
-                .apply(rule, ev);
-        }
-    }
-    if plan.stale_match(ev) {
-        part.entry(pid).or_default();
-    }
-}
 
 /// People re-evaluated per round of step 4.
 const EVAL_CHUNK: usize = 2_000;
@@ -231,79 +171,68 @@ pub fn run(
     let now = (engine.now)();
     let applied = engine.defs.applied_definitions()?;
     let plan = Plan::new(engine, applied.as_ref(), now);
+    let workers = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .clamp(1, MAX_WORKERS);
     let mut stats = Stats {
         revision: engine.revision,
         events: last,
         full: plan.full,
+        workers: workers as u64,
         ..Stats::default()
     };
     let rev = engine.revision;
     report(&engine.defs, &plan.report, rev, 0, last, false);
-    let workers = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .clamp(1, MAX_WORKERS);
     let mut fresh: Vec<HashMap<u64, Activation>> = vec![HashMap::new(); workers];
     let mut live: Vec<ProfileId> = Vec::new();
-    if !plan.is_noop() {
-        // 2. seq → live profile, from every live profile's cluster timeline.
-        let t = Instant::now();
+    if plan.everyone {
+        // Every live person, listed by id (no profile decoded).
         let snap = store.reader()?;
-        let mut owner: Vec<u64> = vec![0; last as usize + 1];
         let mut after = None;
         loop {
-            let page = snap.list_profile_ids(after, 1_000)?;
+            let page = snap.list_profile_ids(after, 10_000)?;
             let Some(tail) = page.last() else { break };
             after = Some(*tail);
-            for id in page {
-                live.push(id);
-                let cluster = snap.cluster(id)?;
-                for row in snap.timeline(&cluster, None, usize::MAX)? {
-                    if let Some(slot) = owner.get_mut(row.seq as usize) {
-                        *slot = id.raw();
-                    }
-                }
-            }
+            live.extend(page);
         }
+    }
+    if plan.reads_events() {
+        // 2. seq → profile at processing time, from the committed timeline.
+        let t = Instant::now();
+        let owner = scan::owners_at_time(store, last, workers)?;
         stats.map_ms = t.elapsed().as_millis() as u64;
 
-        // 3. One pass over the log, parsed and folded on every core: worker `k` takes the
-        //    events of the people with `pid % workers == k`, so each person's states live
-        //    in one worker's map and no locking is needed (states are order-independent,
-        //    so splitting the stream by person changes nothing).
+        // 3. One pass over the log on every core (see `scan`).
         let t = Instant::now();
-        let mut seq = if plan.reads_events() { 1 } else { last + 1 };
-        while seq <= last {
-            let batch = reader.read_from(seq, BATCH)?;
-            let Some(end) = batch.last().map(|e| e.seq) else {
-                break;
-            };
-            let (owner, batch, plan) = (&owner, &batch, &plan);
-            stats.parsed += std::thread::scope(|s| {
-                let hs: Vec<_> = fresh
-                    .iter_mut()
-                    .enumerate()
-                    .map(|(k, part)| {
-                        s.spawn(move || {
-                            fold_part(engine, plan, owner, batch, last, k, workers, part)
-                        })
-                    })
-                    .collect();
-                hs.into_iter().map(|h| h.join().unwrap_or(0)).sum::<u64>()
-            });
-            seq = end + 1;
-            report(&engine.defs, &plan.report, rev, end.min(last), last, false);
-        }
+        let times = scan::scan(
+            engine,
+            &plan,
+            store,
+            reader,
+            &owner,
+            last,
+            &mut fresh,
+            |done| report(&engine.defs, &plan.report, rev, done, last, false),
+        )?;
+        drop(owner);
         stats.scan_ms = t.elapsed().as_millis() as u64;
-        if !plan.everyone {
-            // Only the people an event named, and the members of changed audiences.
-            let mut who: Vec<u64> = fresh.iter().flat_map(|m| m.keys().copied()).collect();
-            for name in &plan.members_of {
-                who.extend(snap.audience_snapshot(name)?.iter());
-            }
-            who.sort_unstable();
-            who.dedup();
-            live = who.into_iter().map(ProfileId::from_raw).collect();
+        stats.parsed = times.parsed;
+        stats.read_ms = times.read_ns / 1_000_000;
+        stats.filter_ms = times.filter_ns / 1_000_000;
+        stats.resolve_ms = times.resolve_ns / 1_000_000;
+        stats.parse_ms = times.parse_ns / 1_000_000;
+        stats.fold_ms = times.fold_ns / 1_000_000;
+    }
+    if !plan.everyone {
+        // Only the people an event named, and the members of changed audiences.
+        let mut who: Vec<u64> = fresh.iter().flat_map(|m| m.keys().copied()).collect();
+        let snap = store.reader()?;
+        for name in &plan.members_of {
+            who.extend(snap.audience_snapshot(name)?.iter());
         }
+        who.sort_unstable();
+        who.dedup();
+        live = who.into_iter().map(ProfileId::from_raw).collect();
     }
     // 4. The people concerned get their fresh states and are re-evaluated now, on every
     //    core too: worker `k` reads its people's profiles from the checkpoint taken in 1
@@ -348,8 +277,10 @@ pub fn run(
     if let Some(e) = state.take_error() {
         return Err(e);
     }
-    state.checkpoint()?;
     stats.eval_ms = t.elapsed().as_millis() as u64;
+    let t = Instant::now();
+    state.checkpoint()?;
+    stats.checkpoint_ms = t.elapsed().as_millis() as u64;
     engine.defs.set_applied(&engine.definitions)?;
     report(&engine.defs, &plan.report, rev, last, last, true);
     tracing::info!(
@@ -361,6 +292,7 @@ pub fn run(
         map_ms = stats.map_ms,
         scan_ms = stats.scan_ms,
         eval_ms = stats.eval_ms,
+        checkpoint_ms = stats.checkpoint_ms,
         revision = engine.revision,
         ms = started.elapsed().as_millis() as u64,
         "audiences and computed traits backfilled"

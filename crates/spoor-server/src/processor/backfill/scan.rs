@@ -1,0 +1,304 @@
+//! Steps 2 and 3 of a backfill, on every core: map each event to the person it belongs to,
+//! and fold the events that can matter into fresh per-person states.
+//!
+//! # Mapping
+//! The timeline table is keyed by (profile id at processing time, time, seq), and no
+//! seq → profile index exists (one would cost a write per event while processing). So the
+//! table is read once, sequentially, split into id ranges over the workers, into a
+//! seq → id-at-processing-time array (8 bytes per event). Ids are resolved to the live
+//! profile (following merges, like a profile's cluster does in the other direction) only
+//! for the events that pass the raw-byte filter, and once per id (a cache per worker):
+//! for a selective new audience that is a few percent of the people, not every profile.
+//!
+//! # Scan
+//! The log is read in rounds of `workers × BATCH` events; in a round worker `k` reads,
+//! filters and parses the `k`-th slice on its own (reads are `pread`s on its own
+//! descriptors), then each worker folds the parsed events of its people (`pid % workers
+//! == k`) from every slice, in seq order. States do not depend on the order of events, and
+//! each person's states live in one worker's map, so no locking is needed. Memory: the
+//! array, one round of entries and parsed events, and the fresh states of the people
+//! concerned.
+
+use super::super::activate::Engine;
+use super::plan::Plan;
+use spoor_core::audience::{Activation, AudienceState, EventFact};
+use spoor_core::computed::ComputedState;
+use spoor_core::identity::ProfileId;
+use spoor_core::profile::{parse_event, parse_event_lean};
+use spoor_store::log::LogReader;
+use spoor_store::state::{StateReader, StateStore};
+use spoor_store::StoreError;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+/// Most log entries a worker reads, filters and parses per round.
+const BATCH: usize = 20_000;
+
+/// Entries per worker and round: `BATCH`, or less for a small log so that it still takes
+/// a few rounds on every worker (progress moves, and the tests run the same code paths as
+/// a large log does).
+fn slice_len(last: u64, workers: usize) -> u64 {
+    last.div_ceil(workers as u64 * 4).clamp(1, BATCH as u64)
+}
+
+/// Where the scan's thread time went (ns, summed over the workers).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct ScanTimes {
+    pub parsed: u64,
+    pub read_ns: u64,
+    pub filter_ns: u64,
+    pub resolve_ns: u64,
+    pub parse_ns: u64,
+    pub fold_ns: u64,
+}
+
+impl ScanTimes {
+    fn add(&mut self, t: ScanTimes) {
+        self.parsed += t.parsed;
+        self.read_ns += t.read_ns;
+        self.filter_ns += t.filter_ns;
+        self.resolve_ns += t.resolve_ns;
+        self.parse_ns += t.parse_ns;
+        self.fold_ns += t.fold_ns;
+    }
+}
+
+fn ns(since: Instant) -> u64 {
+    since.elapsed().as_nanos() as u64
+}
+
+fn join<T>(h: std::thread::ScopedJoinHandle<'_, Result<T, StoreError>>) -> Result<T, StoreError> {
+    h.join()
+        .unwrap_or_else(|_| Err(StoreError::Meta("a backfill worker panicked".into())))
+}
+
+/// seq → id of the profile the processor applied the event to (0: none — not applied,
+/// or its profile's rows were dropped by a split), for seqs `..= last`, from the committed
+/// timeline (the caller checkpointed).
+pub fn owners_at_time(
+    store: &StateStore,
+    last: u64,
+    workers: usize,
+) -> Result<Vec<AtomicU64>, StoreError> {
+    let owner: Vec<AtomicU64> = (0..=last).map(|_| AtomicU64::new(0)).collect();
+    let Some((lo, hi)) = store.durable_reader()?.committed_timeline_span()? else {
+        return Ok(owner);
+    };
+    let width = (hi - lo) / workers as u64 + 1;
+    let owner_ref = &owner;
+    std::thread::scope(|s| {
+        let hs: Vec<_> = (0..workers as u64)
+            .map(|k| {
+                let from = lo.saturating_add(k * width);
+                let to = from.saturating_add(width).min(hi.saturating_add(1));
+                s.spawn(move || {
+                    let r = store.durable_reader()?;
+                    r.committed_timeline_rows(from..to, &mut |pid, seq| {
+                        if let Some(slot) = owner_ref.get(seq as usize) {
+                            slot.store(pid, Ordering::Relaxed);
+                        }
+                    })
+                })
+            })
+            .collect();
+        hs.into_iter().try_for_each(join)
+    })?;
+    Ok(owner)
+}
+
+/// One worker's reader and its cache of resolved ids (id at processing time → live id, 0
+/// when the profile is gone).
+pub struct Resolver {
+    reader: StateReader,
+    live: HashMap<u64, u64>,
+}
+
+impl Resolver {
+    pub fn new(store: &StateStore) -> Result<Resolver, StoreError> {
+        Ok(Resolver {
+            reader: store.durable_reader()?,
+            live: HashMap::new(),
+        })
+    }
+
+    fn live(&mut self, pid: u64) -> Result<u64, StoreError> {
+        if let Some(l) = self.live.get(&pid) {
+            return Ok(*l);
+        }
+        let l = self
+            .reader
+            .resolve(ProfileId::from_raw(pid))?
+            .map_or(0, |p| p.raw());
+        self.live.insert(pid, l);
+        Ok(l)
+    }
+}
+
+/// Reads, filters and parses the entries with seqs in `from..to`:
+/// the parsed events that can matter to the plan, each with its person's live id.
+fn slice(
+    reader: &LogReader,
+    plan: &Plan,
+    owner: &[AtomicU64],
+    resolver: &mut Resolver,
+    from: u64,
+    to: u64,
+) -> Result<(Vec<(u64, EventFact)>, ScanTimes), StoreError> {
+    let mut t = ScanTimes::default();
+    let mut out = Vec::new();
+    if from >= to {
+        return Ok((out, t));
+    }
+    let at = Instant::now();
+    let entries = reader.read_from(from, (to - from) as usize)?;
+    t.read_ns = ns(at);
+    let started = Instant::now();
+    for e in &entries {
+        if e.seq >= to {
+            break;
+        }
+        let pid = owner
+            .get(e.seq as usize)
+            .map_or(0, |o| o.load(Ordering::Relaxed));
+        if pid == 0 || e.is_erased() || !plan.may_matter(&e.payload) {
+            continue;
+        }
+        let at = Instant::now();
+        let live = resolver.live(pid)?;
+        let parsing = Instant::now();
+        t.resolve_ns += (parsing - at).as_nanos() as u64;
+        if live == 0 {
+            continue;
+        }
+        // The processor applied this event (it has a timeline row), so the full parse
+        // accepted it; the lean one reads a subset of the same fields alike.
+        let fact = match parse_event_lean(e.seq, &e.payload) {
+            Ok(v) => Some(EventFact::from_lean(e.seq, e.timestamp_ms, &v, &plan.keys)),
+            Err(_) => parse_event(e.seq, e.timestamp_ms, &e.payload)
+                .ok()
+                .map(|v| EventFact::from_view_keys(&v, &plan.keys)),
+        };
+        t.parse_ns += ns(parsing);
+        if let Some(f) = fact {
+            t.parsed += 1;
+            out.push((live, f));
+        }
+    }
+    t.filter_ns = ns(started).saturating_sub(t.resolve_ns + t.parse_ns);
+    Ok((out, t))
+}
+
+/// Folds the events of worker `k`'s people, from every slice in order, into `part`.
+fn fold_slices(
+    engine: &Engine,
+    plan: &Plan,
+    slices: &[Vec<(u64, EventFact)>],
+    k: usize,
+    workers: usize,
+    part: &mut HashMap<u64, Activation>,
+) -> Result<u64, StoreError> {
+    let at = Instant::now();
+    for (pid, fact) in slices.iter().flatten() {
+        if *pid % workers as u64 != k as u64 {
+            continue;
+        }
+        if plan.full {
+            engine.fold(part.entry(*pid).or_default(), fact, &mut []);
+        } else {
+            fold_planned(plan, part, *pid, fact);
+        }
+    }
+    Ok(ns(at))
+}
+
+/// Applies one event to the plan's definitions only (an entry is made for every person an
+/// event of the plan names, even when only an old version read it: they are re-evaluated).
+fn fold_planned(plan: &Plan, part: &mut HashMap<u64, Activation>, pid: u64, ev: &EventFact) {
+    for d in &plan.computed {
+        if d.matters(ev) {
+            part.entry(pid)
+                .or_default()
+                .computed
+                .entry(d.name.clone())
+                .or_insert_with(|| ComputedState::new(d))
+                .apply(d, ev);
+        }
+    }
+    for (name, rule) in &plan.audiences {
+        if rule.deps.event_matters(ev) {
+            part.entry(pid)
+                .or_default()
+                .audiences
+                .entry(name.clone())
+                .or_insert_with(|| AudienceState::new(rule))
+                .apply(rule, ev);
+        }
+    }
+    if plan.stale_match(ev) {
+        part.entry(pid).or_default();
+    }
+}
+
+/// Reads the log up to `last` once and folds what can matter into `fresh` (one map per
+/// worker); `progress(done)` after each round.
+#[allow(clippy::too_many_arguments)]
+pub fn scan(
+    engine: &Engine,
+    plan: &Plan,
+    store: &StateStore,
+    reader: &LogReader,
+    owner: &[AtomicU64],
+    last: u64,
+    fresh: &mut [HashMap<u64, Activation>],
+    mut progress: impl FnMut(u64),
+) -> Result<ScanTimes, StoreError> {
+    let workers = fresh.len();
+    let mut times = ScanTimes::default();
+    let mut resolvers = (0..workers)
+        .map(|_| Resolver::new(store))
+        .collect::<Result<Vec<_>, _>>()?;
+    let len = slice_len(last, workers);
+    let mut seq = 1;
+    while seq <= last {
+        let end = seq.saturating_add(len * workers as u64).min(last + 1);
+        let bounds: Vec<(u64, u64)> = (0..workers as u64)
+            .map(|k| {
+                let from = (seq + k * len).min(end);
+                (from, (from + len).min(end))
+            })
+            .collect();
+        let parts = std::thread::scope(|s| {
+            let hs: Vec<_> = resolvers
+                .iter_mut()
+                .zip(&bounds)
+                .map(|(res, &(from, to))| {
+                    s.spawn(move || slice(reader, plan, owner, res, from, to))
+                })
+                .collect();
+            hs.into_iter().map(join).collect::<Result<Vec<_>, _>>()
+        })?;
+        let mut slices = Vec::with_capacity(workers);
+        for (v, t) in parts {
+            times.add(t);
+            slices.push(v);
+        }
+        let slices = &slices;
+        std::thread::scope(|s| {
+            let hs: Vec<_> = fresh
+                .iter_mut()
+                .enumerate()
+                .map(|(k, part)| {
+                    s.spawn(move || fold_slices(engine, plan, slices, k, workers, part))
+                })
+                .collect();
+            for h in hs {
+                times.fold_ns += join(h)?;
+            }
+            Ok::<(), StoreError>(())
+        })?;
+        seq = end;
+        progress(end - 1);
+    }
+    Ok(times)
+}
