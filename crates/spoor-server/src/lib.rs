@@ -237,13 +237,16 @@ pub async fn serve(
     let mut background = scheduled_exports::spawn(&app);
     background.push(ui::sizes::spawn(&app));
     let router = api::router(app.clone());
-    // Audited reads are synced within a second even when no later record comes.
+    // Audited reads are synced within a second even when no later record comes; on the
+    // blocking pool, so a slow disk sync holds no runtime worker (requests run there).
     let syncing = {
         let app = app.clone();
         tokio::spawn(async move {
             loop {
-                tokio::time::sleep(privacy::audit::SYNC_EVERY).await;
-                if let Err(e) = app.audit.sync() {
+                tokio::time::sleep(privacy::audit::SYNC_EVERY / 2).await;
+                let app = app.clone();
+                let r = tokio::task::spawn_blocking(move || app.audit.sync()).await;
+                if let Ok(Err(e)) = r {
                     tracing::error!(error = %e, "cannot sync the audit log");
                 }
             }

@@ -14,9 +14,10 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
-use spoor_core::identity::ProfileId;
+use spoor_core::identity::{ProfileId, ProfileIdentity};
 use spoor_core::profile::Profile;
 use spoor_store::state::{StateReader, TimelineCursor};
+use std::sync::Arc;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -35,6 +36,15 @@ fn snapshot(app: &AppState) -> Result<StateReader, ApiError> {
 
 /// Resolves `{ref}` to a live profile.
 pub fn resolve_ref(app: &AppState, r: &StateReader, pref: &str) -> Result<ProfileId, ApiError> {
+    Ok(resolve_ref_identity(app, r, pref)?.0)
+}
+
+/// [`resolve_ref`], with the live profile's identity record (read on the way).
+pub fn resolve_ref_identity(
+    app: &AppState,
+    r: &StateReader,
+    pref: &str,
+) -> Result<(ProfileId, Arc<ProfileIdentity>), ApiError> {
     let not_found = || ApiError::NotFound(format!("no profile {pref:?}"));
     let start = if let Some(p) = ProfileId::parse(pref) {
         p
@@ -49,7 +59,7 @@ pub fn resolve_ref(app: &AppState, r: &StateReader, pref: &str) -> Result<Profil
             "{pref:?} is neither a profile id (prof_…) nor type:value (e.g. email:a@example.com)"
         )));
     };
-    r.resolve(start)?.ok_or_else(not_found)
+    r.resolve_identity(start)?.ok_or_else(not_found)
 }
 
 fn ms(t: i64) -> Value {
@@ -60,9 +70,17 @@ fn ms(t: i64) -> Value {
 
 /// The JSON shape of a profile: what the API, the CLI and (later) the UI show.
 pub fn profile_json(r: &StateReader, pid: ProfileId, p: &Profile) -> Result<Value, ApiError> {
-    let ident = r.identity(pid)?;
+    profile_json_with(r, pid, r.identity_arc(pid)?.as_deref(), p)
+}
+
+/// [`profile_json`] with the profile's identity record already read.
+pub fn profile_json_with(
+    r: &StateReader,
+    pid: ProfileId,
+    ident: Option<&ProfileIdentity>,
+    p: &Profile,
+) -> Result<Value, ApiError> {
     let identities: Vec<Value> = ident
-        .as_ref()
         .map(|i| {
             i.identifiers
                 .iter()
@@ -70,7 +88,10 @@ pub fn profile_json(r: &StateReader, pid: ProfileId, p: &Profile) -> Result<Valu
                 .collect()
         })
         .unwrap_or_default();
-    let cluster = r.cluster(pid)?;
+    let cluster = match ident {
+        Some(i) => r.cluster_of(pid, i)?,
+        None => vec![pid],
+    };
     let merged: Vec<String> = cluster.iter().skip(1).map(ToString::to_string).collect();
     let mut provenance = Map::new();
     for (k, t) in &p.traits {
@@ -163,11 +184,11 @@ async fn show(
 ) -> Result<Json<Value>, ApiError> {
     caller.require(Need::ReadProfiles)?;
     let r = snapshot(&app)?;
-    let pid = resolve_ref(&app, &r, &pref)?;
+    let (pid, ident) = resolve_ref_identity(&app, &r, &pref)?;
     let p = r
-        .profile(pid)?
+        .profile_arc(pid)?
         .ok_or_else(|| ApiError::NotFound(format!("no profile {pref:?}")))?;
-    let mut out = profile_json(&r, pid, &p)?;
+    let mut out = profile_json_with(&r, pid, Some(&ident), &p)?;
     out["consent"] = super::consent::consent_json(&app.consent, &p.consent);
     Ok(Json(out))
 }

@@ -190,20 +190,39 @@ impl StateReader {
     }
 
     pub fn identity(&self, pid: ProfileId) -> Result<Option<ProfileIdentity>, StoreError> {
+        Ok(self.identity_arc(pid)?.map(Arc::unwrap_or_clone))
+    }
+
+    /// [`Self::identity`] without copying a pending record (readers that only look at it
+    /// share the processor's `Arc`).
+    pub fn identity_arc(&self, pid: ProfileId) -> Result<Option<Arc<ProfileIdentity>>, StoreError> {
         self.point(
             |p| p.identity(pid.raw()),
-            |v| v.map(Arc::unwrap_or_clone),
-            |s| Ok(first(s.identities(&[pid.raw()])?)),
+            |v| v,
+            |s| Ok(first(s.identities(&[pid.raw()])?).map(Arc::new)),
         )
     }
 
     /// Follows merges to the live profile (a merged-away id resolves to its survivor).
     pub fn resolve(&self, p: ProfileId) -> Result<Option<ProfileId>, StoreError> {
+        Ok(self.resolve_identity(p)?.map(|(p, _)| p))
+    }
+
+    /// [`Self::resolve`], with the live profile's identity record read on the way (a
+    /// lookup needs it anyway: reading it once instead of three times was a measurable
+    /// part of a Profile API lookup).
+    pub fn resolve_identity(
+        &self,
+        p: ProfileId,
+    ) -> Result<Option<(ProfileId, Arc<ProfileIdentity>)>, StoreError> {
         let mut cur = p;
         for _ in 0..4096 {
-            match self.identity(cur)?.map(|i| i.status) {
-                Some(ProfileStatus::Live) => return Ok(Some(cur)),
-                Some(ProfileStatus::MergedInto(next)) => cur = next,
+            let Some(id) = self.identity_arc(cur)? else {
+                return Ok(None);
+            };
+            match id.status {
+                ProfileStatus::Live => return Ok(Some((cur, id))),
+                ProfileStatus::MergedInto(next) => cur = next,
                 _ => return Ok(None),
             }
         }
@@ -211,10 +230,15 @@ impl StateReader {
     }
 
     pub fn profile(&self, pid: ProfileId) -> Result<Option<Profile>, StoreError> {
+        Ok(self.profile_arc(pid)?.map(Arc::unwrap_or_clone))
+    }
+
+    /// [`Self::profile`] without copying a pending profile.
+    pub fn profile_arc(&self, pid: ProfileId) -> Result<Option<Arc<Profile>>, StoreError> {
         self.point(
             |p| p.profile(pid.raw()),
-            |v| v.map(Arc::unwrap_or_clone),
-            |s| Ok(first(s.profiles(&[pid.raw()])?)),
+            |v| v,
+            |s| Ok(first(s.profiles(&[pid.raw()])?).map(Arc::new)),
         )
     }
 
@@ -228,15 +252,32 @@ impl StateReader {
 
     /// The profile and every profile merged into it, transitively.
     pub fn cluster(&self, p: ProfileId) -> Result<Vec<ProfileId>, StoreError> {
+        match self.identity_arc(p)? {
+            Some(id) => self.cluster_of(p, &id),
+            None => Ok(vec![p]),
+        }
+    }
+
+    /// [`Self::cluster`] of a profile whose identity record the caller has already read
+    /// (most profiles absorbed none, and then nothing more is read).
+    pub fn cluster_of(
+        &self,
+        p: ProfileId,
+        ident: &ProfileIdentity,
+    ) -> Result<Vec<ProfileId>, StoreError> {
         let mut out = vec![p];
-        let mut i = 0;
-        while i < out.len() && out.len() < 100_000 {
-            if let Some(id) = self.identity(out[i])? {
-                for a in id.absorbed {
-                    if !out.contains(&a) {
-                        out.push(a);
-                    }
+        let push = |out: &mut Vec<ProfileId>, absorbed: &[ProfileId]| {
+            for a in absorbed {
+                if !out.contains(a) {
+                    out.push(*a);
                 }
+            }
+        };
+        push(&mut out, &ident.absorbed);
+        let mut i = 1;
+        while i < out.len() && out.len() < 100_000 {
+            if let Some(id) = self.identity_arc(out[i])? {
+                push(&mut out, &id.absorbed);
             }
             i += 1;
         }
@@ -444,3 +485,7 @@ impl StateReader {
         self.fresh(|s| s.dump())
     }
 }
+
+#[cfg(test)]
+#[path = "read_tests.rs"]
+mod tests;
