@@ -173,8 +173,8 @@ fn evaluate_part(
             continue;
         };
         let mut fresh = part.remove(&pid.raw()).unwrap_or_default();
-        let before = p.activation.clone();
-        let act = &mut p.activation;
+        let before = Activation::clone(&p.activation);
+        let act = p.activation_mut();
         if plan.full {
             act.computed = fresh.computed;
             act.audiences = fresh.audiences;
@@ -210,7 +210,7 @@ fn evaluate_part(
             && Activation {
                 revision: p.activation.revision,
                 ..before
-            } == p.activation;
+            } == *p.activation;
         if !same {
             out.push((p, o));
         }
