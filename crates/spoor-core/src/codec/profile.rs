@@ -9,6 +9,7 @@ use crate::event::Utm;
 use crate::identity::ProfileId;
 use crate::profile::{ChannelStat, DeviceStat, Profile, SourceStat, TraitValue};
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 /// The record of a profile.
 pub fn encode_profile(p: &Profile) -> Vec<u8> {
@@ -37,7 +38,7 @@ pub fn write_profile(out: &mut Vec<u8>, p: &Profile) {
     w.u8(PROFILE_V2);
     w.u64(id.raw());
     w.usize(traits.len());
-    for (k, t) in traits {
+    for (k, t) in traits.iter() {
         let TraitValue {
             value,
             removed,
@@ -58,12 +59,12 @@ pub fn write_profile(out: &mut Vec<u8>, p: &Profile) {
     w.i64(*last_seen_ms);
     w.u64(*event_count);
     w.usize(event_counts.len());
-    for (k, n) in event_counts {
+    for (k, n) in event_counts.iter() {
         w.istr(k);
         w.u64(*n);
     }
     w.usize(sources.len());
-    for (k, s) in sources {
+    for (k, s) in sources.iter() {
         let SourceStat {
             count,
             first_ms,
@@ -75,7 +76,7 @@ pub fn write_profile(out: &mut Vec<u8>, p: &Profile) {
         w.i64(*last_ms);
     }
     w.usize(channels.len());
-    for (k, c) in channels {
+    for (k, c) in channels.iter() {
         let ChannelStat {
             utm,
             count,
@@ -100,7 +101,7 @@ pub fn write_profile(out: &mut Vec<u8>, p: &Profile) {
         w.u64(*first_seq);
     }
     w.usize(devices.len());
-    for (k, d) in devices {
+    for (k, d) in devices.iter() {
         let DeviceStat {
             device_type,
             os,
@@ -123,11 +124,11 @@ pub fn write_profile(out: &mut Vec<u8>, p: &Profile) {
         w.u64(*last_seq);
     }
     w.usize(groups.len());
-    for (g, ms) in groups {
+    for (g, ms) in groups.iter() {
         w.str(g);
         w.i64(*ms);
     }
-    let Consent { current, history } = consent;
+    let Consent { current, history } = &**consent;
     w.usize(current.len());
     for (purpose, r) in current {
         w.istr(purpose);
@@ -243,17 +244,17 @@ pub fn decode_profile(b: &[u8]) -> Result<Profile, DecodeError> {
     r.finish()?;
     Ok(Profile {
         id,
-        traits,
+        traits: Arc::new(traits),
         first_seen_ms,
         last_seen_ms,
         event_count,
-        event_counts,
-        sources,
-        channels,
-        devices,
-        groups,
-        consent: Consent { current, history },
-        activation,
+        event_counts: Arc::new(event_counts),
+        sources: Arc::new(sources),
+        channels: Arc::new(channels),
+        devices: Arc::new(devices),
+        groups: Arc::new(groups),
+        consent: Arc::new(Consent { current, history }),
+        activation: Arc::new(activation),
     })
 }
 

@@ -16,60 +16,94 @@ use crate::identity::ProfileId;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 pub use super::group::Group;
 pub use super::traits::TraitValue;
 
 /// One person's profile.
+///
+/// Made of shared parts: each map (and the consent and activation) is behind its own
+/// `Arc`, so cloning a profile copies a few pointers, and a change to a clone copies only
+/// the part it touches (`Arc::make_mut` at the mutation sites, or the `*_mut` accessors).
+/// Why: the processor publishes its changes to readers every chunk of events, after which
+/// each profile it changes is shared with them; copying the whole profile there (its
+/// activation above all) cost more than the change itself. The parts serialize as the
+/// values they hold: the JSON and binary forms are those of plain fields.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Profile {
     pub id: ProfileId,
     /// Top-level trait key → value with provenance (tombstones included).
-    #[serde(default)]
-    pub traits: TraitMap,
+    #[serde(default, with = "shared")]
+    pub traits: Arc<TraitMap>,
     /// Event-time bounds; both 0 while `event_count` is 0.
     pub first_seen_ms: i64,
     pub last_seen_ms: i64,
     pub event_count: u64,
     /// By event type (`track`, `page`, …).
-    #[serde(default)]
-    pub event_counts: BTreeMap<String, u64>,
+    #[serde(default, with = "shared")]
+    pub event_counts: Arc<BTreeMap<String, u64>>,
     /// By source id.
-    #[serde(default)]
-    pub sources: BTreeMap<String, SourceStat>,
+    #[serde(default, with = "shared")]
+    pub sources: Arc<BTreeMap<String, SourceStat>>,
     /// By [`channel_key`] (`source/medium/campaign`).
-    #[serde(default)]
-    pub channels: BTreeMap<String, ChannelStat>,
+    #[serde(default, with = "shared")]
+    pub channels: Arc<BTreeMap<String, ChannelStat>>,
     /// By [`device_key`] (`device_type/os/browser`).
-    #[serde(default)]
-    pub devices: BTreeMap<String, DeviceStat>,
+    #[serde(default, with = "shared")]
+    pub devices: Arc<BTreeMap<String, DeviceStat>>,
     /// Group id → first time (event time) this person was seen in it.
-    #[serde(default)]
-    pub groups: BTreeMap<String, i64>,
+    #[serde(default, with = "shared")]
+    pub groups: Arc<BTreeMap<String, i64>>,
     /// Consent per purpose with its history (see [`crate::consent`]).
-    #[serde(default, skip_serializing_if = "Consent::is_empty")]
-    pub consent: Consent,
+    #[serde(default, with = "shared", skip_serializing_if = "is_empty_consent")]
+    pub consent: Arc<Consent>,
     /// Computed traits and audiences (kept by the processor's audience engine, which also
     /// merges it; [`Profile::absorb`] leaves it alone).
-    #[serde(default, skip_serializing_if = "Activation::is_empty")]
-    pub activation: Activation,
+    #[serde(default, with = "shared", skip_serializing_if = "is_empty_activation")]
+    pub activation: Arc<Activation>,
+}
+
+fn is_empty_consent(c: &Arc<Consent>) -> bool {
+    c.is_empty()
+}
+
+fn is_empty_activation(a: &Arc<Activation>) -> bool {
+    a.is_empty()
+}
+
+/// (De)serializes an `Arc<T>` as the `T` it holds (serde's own impls need its `rc`
+/// feature, which would rebuild every crate depending on serde).
+mod shared {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+    use std::sync::Arc;
+
+    pub fn serialize<T: Serialize, S: Serializer>(v: &Arc<T>, s: S) -> Result<S::Ok, S::Error> {
+        T::serialize(v, s)
+    }
+
+    pub fn deserialize<'de, T: Deserialize<'de>, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Arc<T>, D::Error> {
+        T::deserialize(d).map(Arc::new)
+    }
 }
 
 impl Profile {
     pub fn new(id: ProfileId) -> Self {
         Self {
             id,
-            traits: TraitMap::new(),
+            traits: Arc::default(),
             first_seen_ms: 0,
             last_seen_ms: 0,
             event_count: 0,
-            event_counts: BTreeMap::new(),
-            sources: BTreeMap::new(),
-            channels: BTreeMap::new(),
-            devices: BTreeMap::new(),
-            groups: BTreeMap::new(),
-            consent: Consent::default(),
-            activation: Activation::default(),
+            event_counts: Arc::default(),
+            sources: Arc::default(),
+            channels: Arc::default(),
+            devices: Arc::default(),
+            groups: Arc::default(),
+            consent: Arc::default(),
+            activation: Arc::default(),
         }
     }
 
@@ -83,29 +117,31 @@ impl Profile {
         let ms = ev.timestamp_ms;
         self.see(ms, ms);
         self.event_count += 1;
-        bump(&mut self.event_counts, ev.kind.as_str(), 1);
+        bump(Arc::make_mut(&mut self.event_counts), ev.kind.as_str(), 1);
 
-        match self.sources.get_mut(ev.source_id.as_ref()) {
+        let sources = Arc::make_mut(&mut self.sources);
+        match sources.get_mut(ev.source_id.as_ref()) {
             Some(s) => s.add(ms),
             None => {
-                self.sources
-                    .insert(ev.source_id.to_string(), SourceStat::new(ms));
+                sources.insert(ev.source_id.to_string(), SourceStat::new(ms));
             }
         }
         if let Some((utm, key)) = ev.utm.as_ref().and_then(|u| Some((u, channel_key(u)?))) {
-            match self.channels.get_mut(&key) {
+            let channels = Arc::make_mut(&mut self.channels);
+            match channels.get_mut(&key) {
                 Some(c) => c.add(utm, ms, ev.seq),
                 None => {
-                    self.channels.insert(key, ChannelStat::new(utm, ms, ev.seq));
+                    channels.insert(key, ChannelStat::new(utm, ms, ev.seq));
                 }
             }
         }
         if let Some(ua) = &ev.user_agent {
             let key = device_key(ua);
-            match self.devices.get_mut(&key) {
+            let devices = Arc::make_mut(&mut self.devices);
+            match devices.get_mut(&key) {
                 Some(d) => d.add(ua, ms, ev.seq),
                 None => {
-                    self.devices.insert(key, DeviceStat::new(ua, ms, ev.seq));
+                    devices.insert(key, DeviceStat::new(ua, ms, ev.seq));
                 }
             }
         }
@@ -115,7 +151,7 @@ impl Profile {
             }
         }
         if let Some(traits) = &ev.traits {
-            apply_traits(&mut self.traits, traits, ev);
+            apply_traits(Arc::make_mut(&mut self.traits), traits, ev);
         }
     }
 
@@ -130,46 +166,53 @@ impl Profile {
             self.see(other.first_seen_ms, other.last_seen_ms);
         }
         self.event_count += other.event_count;
-        for (k, n) in other.event_counts {
-            bump(&mut self.event_counts, &k, n);
+        join_maps(&mut self.event_counts, other.event_counts, |ours, n| {
+            *ours += n
+        });
+        join_maps(&mut self.sources, other.sources, SourceStat::merge);
+        join_maps(&mut self.channels, other.channels, ChannelStat::merge);
+        join_maps(&mut self.devices, other.devices, DeviceStat::merge);
+        join_maps(&mut self.groups, other.groups, |ours, ms| {
+            *ours = (*ours).min(ms)
+        });
+        if !other.traits.is_empty() {
+            merge_traits(Arc::make_mut(&mut self.traits), unshare(other.traits));
         }
-        for (k, s) in other.sources {
-            match self.sources.get_mut(&k) {
-                Some(ours) => ours.merge(s),
-                None => {
-                    self.sources.insert(k, s);
-                }
-            }
+        if !other.consent.is_empty() {
+            Arc::make_mut(&mut self.consent).absorb(unshare(other.consent));
         }
-        for (k, c) in other.channels {
-            match self.channels.get_mut(&k) {
-                Some(ours) => ours.merge(c),
-                None => {
-                    self.channels.insert(k, c);
-                }
-            }
-        }
-        for (k, d) in other.devices {
-            match self.devices.get_mut(&k) {
-                Some(ours) => ours.merge(d),
-                None => {
-                    self.devices.insert(k, d);
-                }
-            }
-        }
-        for (g, ms) in other.groups {
-            join_group(&mut self.groups, &g, ms);
-        }
-        merge_traits(&mut self.traits, other.traits);
-        self.consent.absorb(other.consent);
     }
 
     /// Records the consent statements of one event (apart from [`Profile::apply`] because
     /// it needs the configured purposes). Returns whether the event stated any.
     pub fn apply_consent(&mut self, ev: &EventView, rules: &ConsentRules) -> bool {
         let statements = rules.statements(ev);
-        self.consent.apply(ev, &statements);
-        !statements.is_empty()
+        if statements.is_empty() {
+            return false;
+        }
+        Arc::make_mut(&mut self.consent).apply(ev, &statements);
+        true
+    }
+
+    /// The traits to change (copied first if shared, e.g. with readers).
+    pub fn traits_mut(&mut self) -> &mut TraitMap {
+        Arc::make_mut(&mut self.traits)
+    }
+
+    /// The group memberships to change (copied first if shared).
+    pub fn groups_mut(&mut self) -> &mut BTreeMap<String, i64> {
+        Arc::make_mut(&mut self.groups)
+    }
+
+    /// The activation to change (copied first if shared).
+    pub fn activation_mut(&mut self) -> &mut Activation {
+        Arc::make_mut(&mut self.activation)
+    }
+
+    /// Takes the activation out (leaving an empty one) to change it and put it back with
+    /// `p.activation = act.into()`; moved if this profile was its only holder, else copied.
+    pub fn take_activation(&mut self) -> Activation {
+        unshare(std::mem::take(&mut self.activation))
     }
 
     /// Traits as plain JSON (tombstones omitted) — what the API shows under `traits`.
@@ -206,11 +249,48 @@ fn bump(map: &mut BTreeMap<String, u64>, key: &str, n: u64) {
     }
 }
 
-fn join_group(groups: &mut BTreeMap<String, i64>, id: &str, ms: i64) {
-    match groups.get_mut(id) {
-        Some(first) => *first = (*first).min(ms),
+/// Records that the person was in group `id` at `ms`; copies a shared map only when that
+/// changes it (repeated `group` calls of a member usually do not).
+fn join_group(groups: &mut Arc<BTreeMap<String, i64>>, id: &str, ms: i64) {
+    match groups.get(id) {
+        Some(first) if *first <= ms => {}
+        Some(_) => {
+            if let Some(first) = Arc::make_mut(groups).get_mut(id) {
+                *first = ms;
+            }
+        }
         None => {
-            groups.insert(id.to_owned(), ms);
+            Arc::make_mut(groups).insert(id.to_owned(), ms);
         }
     }
+}
+
+/// Joins `other`'s map into `ours` entry by entry (`join` for keys in both). An empty side
+/// costs nothing: an empty `ours` takes `other`'s map as it is, shared or not.
+fn join_maps<V: Clone>(
+    ours: &mut Arc<BTreeMap<String, V>>,
+    other: Arc<BTreeMap<String, V>>,
+    join: impl Fn(&mut V, V),
+) {
+    if other.is_empty() {
+        return;
+    }
+    if ours.is_empty() {
+        *ours = other;
+        return;
+    }
+    let ours = Arc::make_mut(ours);
+    for (k, v) in unshare(other) {
+        match ours.get_mut(&k) {
+            Some(o) => join(o, v),
+            None => {
+                ours.insert(k, v);
+            }
+        }
+    }
+}
+
+/// The value of a part, moved out if this was its last holder, else copied.
+fn unshare<T: Clone>(part: Arc<T>) -> T {
+    Arc::try_unwrap(part).unwrap_or_else(|a| (*a).clone())
 }

@@ -3,6 +3,7 @@
 use super::*;
 use crate::identity::ProfileId;
 use serde_json::{json, Value};
+use std::sync::Arc;
 
 /// A stored-event payload as ingest writes it; `extra` adds envelope fields (utm, …).
 pub(super) fn payload(kind: &str, message_id: &str, message: Value, extra: Value) -> Vec<u8> {
@@ -242,4 +243,70 @@ fn profiles_round_trip_through_serde() {
     assert!(text.contains(r#""at_ms":100"#), "{text}");
     let back: Profile = serde_json::from_str(&text).unwrap();
     assert_eq!(back, p);
+}
+
+/// A change to a clone of a profile (what the processor makes of a profile it has
+/// published to readers) copies only the parts it touches: the original keeps its values,
+/// and the parts the event did not touch stay shared.
+#[test]
+fn a_change_to_a_shared_profile_copies_only_what_it_touches() {
+    let group = json!({"type":"group","userId":"u","groupId":"acme","traits":{}});
+    let mut held = profile_of(&[
+        identify(1, 100, json!({"plan":"free"})),
+        (2, 150, payload("group", "m2", group, json!({}))),
+    ]);
+    held.activation_mut().members.insert("vip".into(), 100);
+    let before = serde_json::to_string(&held).unwrap();
+
+    let mut p = held.clone();
+    let track = json!({"type":"track","userId":"u","event":"Viewed"});
+    p.apply(&parse_event(3, 200, &payload("track", "m3", track, json!({}))).unwrap());
+    assert_eq!(
+        serde_json::to_string(&held).unwrap(),
+        before,
+        "held unchanged"
+    );
+    assert_eq!(p.event_counts["track"], 1);
+    assert!(!Arc::ptr_eq(&p.event_counts, &held.event_counts));
+    assert!(!Arc::ptr_eq(&p.sources, &held.sources));
+    assert!(
+        Arc::ptr_eq(&p.traits, &held.traits),
+        "no traits in the event"
+    );
+    assert!(Arc::ptr_eq(&p.channels, &held.channels));
+    assert!(Arc::ptr_eq(&p.devices, &held.devices));
+    assert!(Arc::ptr_eq(&p.groups, &held.groups), "no group call");
+    assert!(Arc::ptr_eq(&p.consent, &held.consent));
+    assert!(Arc::ptr_eq(&p.activation, &held.activation));
+
+    // A repeated group call of a member at a later time changes nothing: still shared.
+    let again = json!({"type":"group","userId":"u","groupId":"acme","traits":{}});
+    p.apply(&parse_event(4, 300, &payload("group", "m4", again, json!({}))).unwrap());
+    assert!(Arc::ptr_eq(&p.groups, &held.groups));
+
+    p.apply(&parse_event(5, 400, &identify(5, 400, json!({"plan":"pro"})).2).unwrap());
+    p.activation_mut().members.remove("vip");
+    let mut act = p.take_activation();
+    act.revision = 7;
+    p.activation = act.into();
+    assert_eq!(
+        serde_json::to_string(&held).unwrap(),
+        before,
+        "held unchanged"
+    );
+    assert_eq!(held.trait_value("plan"), Some(&json!("free")));
+    assert_eq!(p.trait_value("plan"), Some(&json!("pro")));
+    assert!(held.activation.members.contains_key("vip"));
+    assert!(p.activation.members.is_empty() && p.activation.revision == 7);
+
+    // Absorbing a profile shares its parts where ours are empty instead of copying them.
+    let mut empty = Profile::new(ProfileId::from_seq(2));
+    empty.absorb(held.clone());
+    assert!(Arc::ptr_eq(&empty.traits, &held.traits));
+    assert!(Arc::ptr_eq(&empty.groups, &held.groups));
+    assert_eq!(
+        serde_json::to_string(&held).unwrap(),
+        before,
+        "held unchanged"
+    );
 }

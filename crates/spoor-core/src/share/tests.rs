@@ -70,7 +70,7 @@ fn linked(kind: &str, value: &str, first_seen_ms: i64) -> LinkedIdentifier {
 fn profile(traits: Value) -> Profile {
     let mut p = Profile::new(ProfileId::from_raw(7));
     for (k, v) in traits.as_object().unwrap() {
-        p.traits.insert(
+        p.traits_mut().insert(
             k.clone(),
             TraitValue {
                 value: v.clone(),

@@ -30,6 +30,7 @@ use spoor_core::SourceId;
 use spoor_store::log::RecordIn;
 use spoor_store::state::StateReader;
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 pub fn routes() -> Router<AppState> {
@@ -86,7 +87,9 @@ async fn show(
 }
 
 fn consent_of(r: &StateReader, pid: ProfileId) -> Result<Consent, ApiError> {
-    Ok(r.profile(pid)?.map(|p| p.consent).unwrap_or_default())
+    Ok(r.profile(pid)?
+        .map(|p| Arc::unwrap_or_clone(p.consent))
+        .unwrap_or_default())
 }
 
 #[derive(Debug, Deserialize)]

@@ -94,13 +94,13 @@ pub fn profile_json_with(
     };
     let merged: Vec<String> = cluster.iter().skip(1).map(ToString::to_string).collect();
     let mut provenance = Map::new();
-    for (k, t) in &p.traits {
+    for (k, t) in p.traits.iter() {
         if !t.removed {
             provenance.insert(k.clone(), json!({"source_id": t.source_id, "set_at": ms(t.set_at_ms), "message_id": t.message_id, "seq": t.seq}));
         }
     }
     let mut groups = Vec::new();
-    for (gid, joined) in &p.groups {
+    for (gid, joined) in p.groups.iter() {
         let traits = r
             .group(gid)?
             .map(|g| Value::Object(g.trait_values()))
@@ -116,10 +116,10 @@ pub fn profile_json_with(
         "first_seen": ms(p.first_seen_ms),
         "last_seen": ms(p.last_seen_ms),
         "event_count": p.event_count,
-        "event_counts": p.event_counts,
-        "sources": p.sources,
-        "channels": p.channels,
-        "devices": p.devices,
+        "event_counts": *p.event_counts,
+        "sources": *p.sources,
+        "channels": *p.channels,
+        "devices": *p.devices,
         "groups": groups,
         "merged_ids": merged,
         "trait_provenance": provenance,

@@ -390,7 +390,7 @@ impl Engine {
         full: bool,
         groups: &GroupFacts,
     ) -> Outcome {
-        let mut act = std::mem::take(&mut p.activation);
+        let mut act = p.take_activation();
         let full = full || act.revision != self.revision;
         let mut matched = vec![false; self.slots.len()];
         let computed = self.fold(&mut act, ev, &mut matched);
@@ -446,7 +446,7 @@ impl Engine {
                     .any(|c| values_changed.get(*c) == Some(&true))
                 || slot.reads.iter().any(|r| changed[*r])
         });
-        p.activation = act;
+        p.activation = act.into();
         out
     }
 
@@ -481,10 +481,10 @@ impl Engine {
     /// Re-evaluates everything at `now_ms` with no new event (a timer fired, a backfill, a
     /// merge).
     pub fn on_time(&self, p: &mut Profile, now_ms: i64, groups: &GroupFacts) -> Outcome {
-        let mut act = std::mem::take(&mut p.activation);
+        let mut act = p.take_activation();
         self.refresh_computed(&mut act, now_ms);
         let out = self.reevaluate(p, &mut act, now_ms, groups, true, |_, _, _| true);
-        p.activation = act;
+        p.activation = act.into();
         out
     }
 
@@ -492,16 +492,16 @@ impl Engine {
     /// nested on one that changed): a group the person belongs to changed its traits
     /// through another member's `group` call.
     pub fn on_group(&self, p: &mut Profile, now_ms: i64, groups: &GroupFacts) -> Outcome {
-        let mut act = std::mem::take(&mut p.activation);
+        let mut act = p.take_activation();
         if act.revision != self.revision {
             // Not evaluated under these definitions yet: everything, as its next event would.
-            p.activation = act;
+            p.activation = act.into();
             return self.on_time(p, now_ms, groups);
         }
         let out = self.reevaluate(p, &mut act, now_ms, groups, false, |i, deps, changed| {
             !deps.group_traits.is_empty() || self.slots[i].reads.iter().any(|r| changed[*r])
         });
-        p.activation = act;
+        p.activation = act.into();
         out
     }
 

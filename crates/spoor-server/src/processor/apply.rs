@@ -91,12 +91,12 @@ pub fn apply_resolution(
     for gone in &res.merged {
         state.adjust_live_profiles(-1);
         if let Some(mut other) = state.take_profile(*gone)? {
-            let act = std::mem::take(&mut other.activation);
+            let act = other.take_activation();
             // The merged-away id leaves its audiences; the survivor is evaluated below.
             forget(state, *gone, &act);
             state.with_profile(pid, |p| {
                 p.absorb(other);
-                engine.merge(&mut p.activation, act);
+                engine.merge(p.activation_mut(), act);
             })?;
         }
     }

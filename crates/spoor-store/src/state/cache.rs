@@ -226,9 +226,25 @@ impl ProcessorState {
         if self.staged.is_empty() && self.published_seq == self.processed_seq {
             return;
         }
-        let staged = std::mem::take(&mut self.staged);
+        // The first copy gets a copy of the changes, the second takes them; their emptied
+        // maps come back (freed of their contents outside the locks) to stage the next
+        // chunk without regrowing.
+        let mut staged = Some(std::mem::take(&mut self.staged));
         let seq = self.processed_seq;
-        self.shared.write(|g, _| g.install(&staged, seq));
+        self.shared.write(|g, first| {
+            let s = staged.take().expect("staged changes are taken once");
+            staged = Some(if first {
+                g.install(&s, seq);
+                s
+            } else {
+                g.install_owned(s, seq)
+            });
+        });
+        // (Not after an unusually large chunk: its maps would hold their memory.)
+        if let Some(mut s) = staged.filter(|s| s.layer.profiles.capacity() <= 1 << 14) {
+            s.clear();
+            self.staged = s;
+        }
         self.published_seq = seq;
     }
 

@@ -40,7 +40,7 @@ fn profile(id: u64, trait_value: &str) -> Profile {
     p.event_count = id;
     p.first_seen_ms = 1_000 + id as i64;
     p.last_seen_ms = 2_000 + id as i64;
-    p.groups.insert(trait_value.to_owned(), 5);
+    p.groups_mut().insert(trait_value.to_owned(), 5);
     p
 }
 

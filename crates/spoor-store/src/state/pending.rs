@@ -30,6 +30,7 @@ use super::memberships::MembershipChange;
 use roaring::RoaringTreemap;
 use spoor_core::identity::{Decision, ProfileIdentity};
 use spoor_core::profile::{Group, Profile};
+use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
@@ -88,11 +89,46 @@ impl Staged {
     pub fn is_empty(&self) -> bool {
         self.layer.is_empty() && self.members.is_empty()
     }
+
+    /// Empties it, keeping the maps' capacity (the processor stages the next chunk in it).
+    pub fn clear(&mut self) {
+        let Layer {
+            owners,
+            identities,
+            profiles,
+            groups,
+            timeline,
+            decisions,
+            dropped,
+            membership_feed,
+            membership_history,
+        } = &mut self.layer;
+        owners.clear();
+        identities.clear();
+        profiles.clear();
+        groups.clear();
+        timeline.clear();
+        decisions.clear();
+        dropped.clear();
+        membership_feed.clear();
+        membership_history.clear();
+        self.members.clear();
+    }
 }
 
 /// Appends `rows` to `p`'s rows in `m`.
 fn append<T: Clone>(m: &mut HashMap<u64, Vec<T>>, p: u64, rows: &[T]) {
     m.entry(p).or_default().extend_from_slice(rows);
+}
+
+/// Moves `rows` to the end of `p`'s rows in `m` (as they are if `p` has none yet).
+fn append_owned<T>(m: &mut HashMap<u64, Vec<T>>, p: u64, mut rows: Vec<T>) {
+    match m.entry(p) {
+        Entry::Occupied(mut e) => e.get_mut().append(&mut rows),
+        Entry::Vacant(e) => {
+            e.insert(rows);
+        }
+    }
 }
 
 /// Changes not yet in the backend. Readers consult this before the backend snapshot.
@@ -156,16 +192,14 @@ impl Pending {
     }
 
     /// Adds a chunk of the processor's changes to the current layer, with the seq they
-    /// reach. Superseded rows go first: rows staged for a profile were added after its
-    /// rows were dropped (dropping removes staged rows too).
+    /// reach, copying them (the first of the two copies of [`super::shared::Shared`]; the
+    /// second takes them with [`Self::install_owned`]). Superseded rows go first: rows
+    /// staged for a profile were added after its rows were dropped (dropping removes staged
+    /// rows too).
     pub fn install(&mut self, s: &Staged, seq: u64) {
-        let (cur, l) = (&mut self.cur, &s.layer);
-        for p in &l.dropped {
-            cur.timeline.remove(p);
-            cur.decisions.remove(p);
-            cur.membership_history.remove(p);
-            cur.dropped.insert(*p);
-        }
+        let l = &s.layer;
+        self.drop_rows(l);
+        let cur = &mut self.cur;
         cur.owners
             .extend(l.owners.iter().map(|(k, v)| (k.clone(), *v)));
         cur.identities
@@ -184,25 +218,69 @@ impl Pending {
             append(&mut cur.membership_history, *p, rows);
         }
         cur.membership_feed.extend_from_slice(&l.membership_feed);
-        if !s.members.is_empty() {
-            let m = self.members.get_or_insert_with(HashMap::new);
-            for (audience, ops) in &s.members {
-                if !m.contains_key(audience) && !ops.values().any(|member| *member) {
-                    continue;
-                }
-                // Each copy owns its bitmaps, so this copies one only while a reader or a
-                // checkpoint holds it.
-                let b = Arc::make_mut(m.entry(audience.clone()).or_default());
-                for (p, member) in ops {
-                    if *member {
-                        b.insert(*p);
-                    } else {
-                        b.remove(*p);
-                    }
+        self.apply_members(&s.members);
+        self.seq = seq;
+    }
+
+    /// [`Self::install`], taking the changes instead of copying them: keys and values move
+    /// (no string copies, no reference count traffic), and a profile's rows move as they
+    /// are when it has none here yet. Returns what is left of `s` (its emptied maps) for
+    /// the caller to free outside the lock.
+    pub fn install_owned(&mut self, mut s: Staged, seq: u64) -> Staged {
+        let l = &mut s.layer;
+        self.drop_rows(l);
+        let cur = &mut self.cur;
+        cur.owners.extend(l.owners.drain());
+        cur.identities.extend(l.identities.drain());
+        cur.profiles.extend(l.profiles.drain());
+        cur.groups.extend(l.groups.drain());
+        for (p, rows) in l.timeline.drain() {
+            append_owned(&mut cur.timeline, p, rows);
+        }
+        for (p, rows) in l.decisions.drain() {
+            append_owned(&mut cur.decisions, p, rows);
+        }
+        for (p, rows) in l.membership_history.drain() {
+            append_owned(&mut cur.membership_history, p, rows);
+        }
+        cur.membership_feed.append(&mut l.membership_feed);
+        self.apply_members(&s.members);
+        self.seq = seq;
+        s
+    }
+
+    /// Drops the rows of the profiles `l` supersedes (before `l`'s own rows are added).
+    fn drop_rows(&mut self, l: &Layer) {
+        let cur = &mut self.cur;
+        for p in &l.dropped {
+            cur.timeline.remove(p);
+            cur.decisions.remove(p);
+            cur.membership_history.remove(p);
+            cur.dropped.insert(*p);
+        }
+    }
+
+    /// Applies staged membership changes to the member bitmaps.
+    fn apply_members(&mut self, members: &HashMap<String, HashMap<u64, bool>>) {
+        if members.is_empty() {
+            return;
+        }
+        let m = self.members.get_or_insert_with(HashMap::new);
+        for (audience, ops) in members {
+            if !m.contains_key(audience) && !ops.values().any(|member| *member) {
+                continue;
+            }
+            // Each copy owns its bitmaps, so this copies one only while a reader or a
+            // checkpoint holds it.
+            let b = Arc::make_mut(m.entry(audience.clone()).or_default());
+            for (p, member) in ops {
+                if *member {
+                    b.insert(*p);
+                } else {
+                    b.remove(*p);
                 }
             }
         }
-        self.seq = seq;
     }
 
     pub fn owner(&self, key: &str) -> Option<Option<u64>> {

@@ -7,7 +7,7 @@ use spoor_core::identity::{Identifier, IdentityStore, ProfileId, ProfileIdentity
 use spoor_core::profile::{Profile, TraitValue};
 
 pub(super) fn set_trait(p: &mut Profile, v: &str) {
-    p.traits.insert(
+    p.traits_mut().insert(
         "plan".into(),
         TraitValue {
             value: serde_json::json!(v),

@@ -229,3 +229,69 @@ fn a_reader_sees_whole_events_with_their_seq() {
     assert_eq!(r.profile(pid).unwrap().unwrap().event_count, 3000);
     assert_eq!(r.timeline(&[pid], None, 5000).unwrap().len(), 3000);
 }
+
+/// A profile a reader holds does not change when the processor changes the published
+/// profile: the change copies the parts it touches (only those: the others stay shared
+/// with what the reader holds) and is seen by the next read after the next publish.
+#[test]
+fn a_change_after_publishing_leaves_what_a_reader_holds() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = StateStore::open(dir.path()).unwrap();
+    let mut st = store.processor_state(1024).unwrap();
+    st.set_batching(true);
+    let pid = ProfileId::from_raw(1);
+    st.with_profile(pid, |p| {
+        super::pending_tests::set_trait(p, "free");
+        p.groups_mut().insert("acme".into(), 5);
+        p.activation_mut().members.insert("vip".into(), 5);
+    })
+    .unwrap();
+    st.set_processed(1);
+    st.publish();
+    let r = store.reader().unwrap();
+    let held = r.profile(pid).unwrap().unwrap();
+    let before = format!("{held:?}");
+
+    st.with_profile(pid, |p| {
+        super::pending_tests::set_trait(p, "pro");
+        p.event_count += 1;
+    })
+    .unwrap();
+    st.set_processed(2);
+    st.publish();
+    let now = r.profile(pid).unwrap().unwrap();
+    assert_eq!(
+        format!("{held:?}"),
+        before,
+        "what the reader holds is unchanged"
+    );
+    assert_eq!(held.trait_value("plan"), Some(&serde_json::json!("free")));
+    assert_eq!(now.trait_value("plan"), Some(&serde_json::json!("pro")));
+    assert_eq!((held.event_count, now.event_count), (0, 1));
+    assert!(
+        !Arc::ptr_eq(&held.traits, &now.traits),
+        "traits were copied"
+    );
+    assert!(
+        Arc::ptr_eq(&held.groups, &now.groups),
+        "groups are still shared"
+    );
+    assert!(Arc::ptr_eq(&held.activation, &now.activation));
+
+    st.with_profile(pid, |p| p.activation_mut().members.clear())
+        .unwrap();
+    st.set_processed(3);
+    st.publish();
+    assert_eq!(
+        format!("{held:?}"),
+        before,
+        "what the reader holds is unchanged"
+    );
+    assert!(held.activation.members.contains_key("vip"));
+    let now = r.profile(pid).unwrap().unwrap();
+    assert!(now.activation.members.is_empty());
+    assert!(
+        Arc::ptr_eq(&held.groups, &now.groups),
+        "groups are still shared"
+    );
+}

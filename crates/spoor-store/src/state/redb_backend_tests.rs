@@ -12,8 +12,8 @@ fn an_older_state_gets_its_group_index_on_open() {
     {
         let b = RedbBackend::open(d.path()).unwrap();
         let mut p = Profile::new(ProfileId::from_raw(7));
-        p.groups.insert("acme".into(), 1);
-        p.groups.insert("beta".into(), 2);
+        p.groups_mut().insert("acme".into(), 1);
+        p.groups_mut().insert("beta".into(), 2);
         let mut c = ChangeSet {
             profiles: vec![(7, Some(Arc::new(p)))],
             ..ChangeSet::default()
@@ -40,8 +40,8 @@ fn an_older_state_gets_its_group_index_on_open() {
 fn profile_with_activation() -> Profile {
     let mut p = Profile::new(ProfileId::from_raw(7));
     p.event_count = 3;
-    p.activation.members.insert("vip".into(), 1_000);
-    p.activation.next.insert("vip".into(), 2_000);
+    p.activation_mut().members.insert("vip".into(), 1_000);
+    p.activation_mut().next.insert("vip".into(), 2_000);
     p.activation
         .values
         .insert("orders".into(), serde_json::json!(2));

@@ -113,8 +113,8 @@ fn evaluate_part(
             continue;
         };
         let mut fresh = part.remove(&pid.raw()).unwrap_or_default();
-        let before = p.activation.clone();
-        let act = &mut p.activation;
+        let before = Activation::clone(&p.activation);
+        let act = p.activation_mut();
         if plan.full {
             act.computed = fresh.computed;
             act.audiences = fresh.audiences;
@@ -150,7 +150,7 @@ fn evaluate_part(
             && Activation {
                 revision: p.activation.revision,
                 ..before
-            } == p.activation;
+            } == *p.activation;
         if !same {
             out.push((p, o));
         }
