@@ -175,7 +175,10 @@ impl Profile {
         join_maps(&mut self.groups, other.groups, |ours, ms| {
             *ours = (*ours).min(ms)
         });
-        if !other.traits.is_empty() {
+        if self.traits.is_empty() {
+            // Merging into nothing is the other's traits as they are: share them.
+            self.traits = other.traits;
+        } else if !other.traits.is_empty() {
             merge_traits(Arc::make_mut(&mut self.traits), unshare(other.traits));
         }
         if !other.consent.is_empty() {
