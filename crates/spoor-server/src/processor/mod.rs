@@ -11,6 +11,7 @@ pub mod erase;
 pub mod groups;
 pub mod retention;
 mod split;
+pub mod timers;
 
 pub use apply::apply_event;
 pub use split::{SplitOutcome, SplitRequest, MAX_SPLIT_EVENTS};
@@ -84,7 +85,7 @@ pub struct ProcessorStatus {
     /// Every audience timer due at or before this time (ms) has fired.
     pub timers_at_ms: std::sync::atomic::AtomicI64,
     /// How late timers fired (ms after they were due), the most recent ones.
-    pub timer_lateness: activate::Lateness,
+    pub timer_lateness: timers::Lateness,
     /// What the last backfill recomputed and how long it took.
     pub last_backfill: parking_lot::Mutex<Option<backfill::Stats>>,
 }
@@ -382,7 +383,7 @@ impl Processor {
                         }
                         publish(&st, &mut state);
                     }
-                    match activate::fire_timers(&mut state, &pipeline.engine, &st.timer_lateness) {
+                    match timers::fire_timers(&mut state, &pipeline.engine, &st.timer_lateness) {
                         Ok(Some(now)) => {
                             state.publish();
                             st.timers_at_ms.store(now, Ordering::Release)
