@@ -8,6 +8,7 @@ use super::{AudienceSet, AudienceState, Catalog, Rule};
 use crate::computed::{ComputedDef, ComputedSet, ComputedStates};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 /// One audience as an admin defined it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -92,25 +93,29 @@ impl Definitions {
 /// trait and audience, the audiences they are in (with the time they entered) and when
 /// time alone may next change something. Derived data, rebuilt by replay; merged by the
 /// processor with the definitions at hand (not by `Profile::absorb`).
+///
+/// Names are shared (`Arc<str>`, the engine's own) and every state and the values are
+/// behind their own `Arc`: a profile published to readers shares all of it with the
+/// processor's copy, and the person's next event copies only what it changes.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Activation {
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub computed: ComputedStates,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub audiences: BTreeMap<String, AudienceState>,
+    pub audiences: BTreeMap<Arc<str>, Arc<AudienceState>>,
     /// Audience name → event time (ms) of the change that made the person a member.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub members: BTreeMap<String, i64>,
+    pub members: BTreeMap<Arc<str>, i64>,
     /// Computed trait values as of the last evaluation (what the Profile API shows).
-    #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
-    pub values: serde_json::Map<String, serde_json::Value>,
+    #[serde(default, skip_serializing_if = "map_is_empty")]
+    pub values: Arc<serde_json::Map<String, serde_json::Value>>,
     /// When memberships or values may next change with no new event.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_timer_ms: Option<i64>,
     /// Per audience, when its membership may next change with no new event (audiences not
     /// re-evaluated by an event keep theirs; the timer is the minimum of these).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub next: BTreeMap<String, i64>,
+    pub next: BTreeMap<Arc<str>, i64>,
     /// The same for the computed traits together.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub computed_next: Option<i64>,
@@ -122,6 +127,23 @@ pub struct Activation {
 
 fn is_zero(v: &u64) -> bool {
     *v == 0
+}
+
+/// The state under `name` in one of an [`Activation`]'s maps of states, created by `new`
+/// when missing, and copied first when shared with a published profile.
+pub fn state_mut<'m, V: Clone>(
+    m: &'m mut BTreeMap<Arc<str>, Arc<V>>,
+    name: &str,
+    new: impl FnOnce() -> V,
+) -> &'m mut V {
+    if !m.contains_key(name) {
+        m.insert(Arc::from(name), Arc::new(new()));
+    }
+    Arc::make_mut(m.get_mut(name).expect("inserted above"))
+}
+
+fn map_is_empty(v: &Arc<serde_json::Map<String, serde_json::Value>>) -> bool {
+    v.is_empty()
 }
 
 impl Activation {

@@ -117,7 +117,9 @@ pub use ast::{
     TimeRef, UtmField, Which, MAX_DURATION_MS,
 };
 pub use compare::{as_time, holds, parse_date};
-pub use defs::{Activation, AudienceDefinition, ComputedDefinition, DefinitionError, Definitions};
+pub use defs::{
+    state_mut, Activation, AudienceDefinition, ComputedDefinition, DefinitionError, Definitions,
+};
 pub use deps::{audience_order, check_refs, Catalog, Dependencies};
 pub use error::{OrderError, ParseError, RuleError};
 pub use eval::{evaluate, selector_matches};

@@ -11,6 +11,7 @@ use super::{DecodeError, Reader, Writer};
 use crate::audience::{Activation, AudienceState, SlotState};
 use crate::computed::{ComputedState, Sum};
 use std::iter::Peekable;
+use std::sync::Arc;
 
 /// The activation alone (tests and size figures; profiles embed it).
 pub fn encode_activation(a: &Activation) -> Vec<u8> {
@@ -27,14 +28,14 @@ pub fn decode_activation(b: &[u8]) -> Result<Activation, DecodeError> {
 }
 
 /// Takes the next entry of `it` if its key is `name`.
-fn take<'a, V: 'a, I: Iterator<Item = (&'a String, V)>>(
+fn take<'a, V: 'a, I: Iterator<Item = (&'a str, V)>>(
     it: &mut Peekable<I>,
     name: &str,
 ) -> Option<V> {
-    it.next_if(|(k, _)| k.as_str() == name).map(|(_, v)| v)
+    it.next_if(|(k, _)| *k == name).map(|(_, v)| v)
 }
 
-fn smallest<'a>(keys: impl IntoIterator<Item = Option<&'a String>>) -> Option<&'a String> {
+fn smallest<'a>(keys: impl IntoIterator<Item = Option<&'a str>>) -> Option<&'a str> {
     keys.into_iter().flatten().min()
 }
 
@@ -65,7 +66,8 @@ pub(super) fn write_activation<'b>(w: &mut Writer<'_, 'b>, a: &'b Activation) {
     w.u64(*revision);
     w.opt_i64(*next_timer_ms);
     w.opt_i64(*computed_next);
-    let (mut cs, mut vs) = (computed.iter().peekable(), values.iter().peekable());
+    let mut cs = computed.iter().map(|(k, v)| (&**k, &**v)).peekable();
+    let mut vs = values.iter().map(|(k, v)| (k.as_str(), v)).peekable();
     while let Some(name) = smallest([cs.peek().map(|e| e.0), vs.peek().map(|e| e.0)]) {
         let (s, v) = (take(&mut cs, name), take(&mut vs, name));
         w.u8(flag(s.is_some(), HAS_STATE) | flag(v.is_some(), HAS_VALUE));
@@ -78,9 +80,9 @@ pub(super) fn write_activation<'b>(w: &mut Writer<'_, 'b>, a: &'b Activation) {
         }
     }
     w.u8(0);
-    let mut st = audiences.iter().peekable();
-    let mut ms = members.iter().peekable();
-    let mut nx = next.iter().peekable();
+    let mut st = audiences.iter().map(|(k, v)| (&**k, &**v)).peekable();
+    let mut ms = members.iter().map(|(k, v)| (&**k, v)).peekable();
+    let mut nx = next.iter().map(|(k, v)| (&**k, v)).peekable();
     while let Some(name) = smallest([
         st.peek().map(|e| e.0),
         ms.peek().map(|e| e.0),
@@ -123,7 +125,7 @@ pub(super) fn read_activation(r: &mut Reader<'_>) -> Result<Activation, DecodeEr
         }
         let name = r.str()?;
         if flags & HAS_STATE != 0 {
-            computed.push((name.clone(), read_computed(r)?));
+            computed.push((Arc::from(name.as_str()), Arc::new(read_computed(r)?)));
         }
         if flags & HAS_VALUE != 0 {
             values.push((name, r.value()?));
@@ -135,14 +137,14 @@ pub(super) fn read_activation(r: &mut Reader<'_>) -> Result<Activation, DecodeEr
         if flags == 0 {
             break;
         }
-        let name = r.str()?;
+        let name: Arc<str> = Arc::from(r.str()?);
         if flags & HAS_STATE != 0 {
             let n = r.count()?;
             let mut slots = Vec::with_capacity(n);
             for _ in 0..n {
                 slots.push(read_slot(r)?);
             }
-            audiences.push((name.clone(), AudienceState { slots }));
+            audiences.push((name.clone(), Arc::new(AudienceState { slots })));
         }
         if flags & IS_MEMBER != 0 {
             members.push((name.clone(), r.i64()?));
@@ -155,7 +157,7 @@ pub(super) fn read_activation(r: &mut Reader<'_>) -> Result<Activation, DecodeEr
         computed: computed.into_iter().collect(),
         audiences: audiences.into_iter().collect(),
         members: members.into_iter().collect(),
-        values: values.into_iter().collect(),
+        values: Arc::new(values.into_iter().collect()),
         next_timer_ms,
         next: next.into_iter().collect(),
         computed_next,

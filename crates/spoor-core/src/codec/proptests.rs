@@ -13,6 +13,7 @@ use crate::profile::{ChannelStat, DeviceStat, Profile, SourceStat, TraitValue};
 use proptest::collection::{btree_map, vec};
 use proptest::option::of;
 use proptest::prelude::*;
+use std::sync::Arc;
 
 /// Keys and strings: ASCII, empty, unicode (multi-byte, combining, emoji), control chars.
 fn text() -> impl Strategy<Value = String> {
@@ -225,13 +226,20 @@ fn activation() -> impl Strategy<Value = Activation> {
     )
         .prop_map(
             |(computed, audiences, members, values, next_timer_ms, next, computed_next, rev)| {
+                let shared = |k: String| Arc::<str>::from(k);
                 Activation {
-                    computed,
-                    audiences,
-                    members,
-                    values: values.into_iter().collect(),
+                    computed: computed
+                        .into_iter()
+                        .map(|(k, v)| (shared(k), Arc::new(v)))
+                        .collect(),
+                    audiences: audiences
+                        .into_iter()
+                        .map(|(k, v)| (shared(k), Arc::new(v)))
+                        .collect(),
+                    members: members.into_iter().map(|(k, v)| (shared(k), v)).collect(),
+                    values: Arc::new(values.into_iter().collect()),
                     next_timer_ms,
-                    next,
+                    next: next.into_iter().map(|(k, v)| (shared(k), v)).collect(),
                     computed_next,
                     revision: rev,
                 }
@@ -368,7 +376,7 @@ fn repeated_names_are_written_once() {
     let mut a = Activation::default();
     let name = "a_rather_long_audience_name_for_a_marketing_team";
     a.audiences
-        .insert(name.into(), AudienceState { slots: Vec::new() });
+        .insert(name.into(), Arc::new(AudienceState { slots: Vec::new() }));
     a.members.insert(name.into(), 1);
     a.next.insert(name.into(), 2);
     let b = encode_activation(&a);

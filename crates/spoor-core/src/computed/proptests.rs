@@ -154,8 +154,7 @@ proptest! {
             prop_assert_eq!(set.apply_at(&mut states, e), want);
             for d in &defs {
                 if d.matters(e) {
-                    each.entry(d.name.clone())
-                        .or_insert_with(|| ComputedState::new(d))
+                    crate::audience::state_mut(&mut each, &d.name, || ComputedState::new(d))
                         .apply(d, e);
                 }
             }

@@ -5,6 +5,7 @@ use super::{ComputedDef, ComputedError, ComputedState};
 use crate::audience::EventFact;
 use serde_json::{Map, Value};
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 /// Validated definitions, in name order, with an index by event name.
 ///
@@ -15,6 +16,9 @@ use std::collections::{BTreeMap, HashMap};
 pub struct ComputedSet {
     /// Sorted by name (names are unique): positions are stable indexes for callers.
     defs: Vec<ComputedDef>,
+    /// The definitions' names, shared: the key of every new state (an `Arc` increment, not
+    /// a copy of the name).
+    names: Vec<Arc<str>>,
     /// Event name → positions of the definitions whose selector names it (ascending).
     by_event: HashMap<String, Vec<usize>>,
     /// Positions of the definitions whose selector names no event (ascending).
@@ -22,7 +26,12 @@ pub struct ComputedSet {
 }
 
 /// One person's states, by trait name (what the store persists per person).
-pub type ComputedStates = BTreeMap<String, ComputedState>;
+///
+/// Each state is behind its own `Arc`: a profile published to readers shares its states
+/// with the processor's copy, and the next event of the person copies only the states it
+/// changes (copying all of them on every event was a fifth of the processor's time with 20
+/// computed traits and 50 audiences defined).
+pub type ComputedStates = BTreeMap<Arc<str>, Arc<ComputedState>>;
 
 impl ComputedSet {
     /// Validates every definition; names must be unique.
@@ -48,6 +57,7 @@ impl ComputedSet {
             }
         }
         Ok(ComputedSet {
+            names: defs.iter().map(|d| Arc::from(d.name.as_str())).collect(),
             defs,
             by_event,
             any_name,
@@ -103,12 +113,12 @@ impl ComputedSet {
             // The input once (it is cloned out of the event), and the name cloned only for
             // a state the person does not have yet.
             let Some(v) = def.input(ev) else { continue };
-            match states.get_mut(&def.name) {
-                Some(s) => s.add_input(def, ev, v),
+            match states.get_mut(def.name.as_str()) {
+                Some(s) => Arc::make_mut(s).add_input(def, ev, v),
                 None => {
                     let mut s = ComputedState::new(def);
                     s.add_input(def, ev, v);
-                    states.insert(def.name.clone(), s);
+                    states.insert(self.names[i].clone(), Arc::new(s));
                 }
             }
             touched.push(i);
@@ -126,7 +136,7 @@ impl ComputedSet {
                 continue;
             };
             match states.get_mut(&name) {
-                Some(mine) => mine.merge(def, o),
+                Some(mine) => Arc::make_mut(mine).merge(def, Arc::unwrap_or_clone(o)),
                 None => {
                     states.insert(name, o);
                 }
@@ -137,8 +147,9 @@ impl ComputedSet {
     /// Drops expired window entries (`now_ms` must not decrease between calls).
     pub fn prune(&self, states: &mut ComputedStates, now_ms: i64) {
         for (name, s) in states.iter_mut() {
-            if let Some(def) = self.get(name) {
-                s.prune(def, now_ms);
+            // Copied (if shared) only when something expired.
+            if let Some(def) = self.get(name).filter(|d| s.is_stale(d, now_ms)) {
+                Arc::make_mut(s).prune(def, now_ms);
             }
         }
     }
@@ -149,7 +160,7 @@ impl ComputedSet {
         self.defs
             .iter()
             .filter_map(|def| {
-                let v = match states.get(&def.name) {
+                let v = match states.get(def.name.as_str()) {
                     Some(s) => s.value(def, now_ms),
                     None => ComputedState::new(def).value(def, now_ms),
                 }?;

@@ -164,6 +164,21 @@ impl ComputedState {
 
     /// Drops what can no longer count at `now_ms` or later. Only valid if later calls (to
     /// any method) use a `now` at least this large — the processor's clock.
+    /// Whether [`ComputedState::prune`] would drop something.
+    pub fn is_stale(&self, def: &ComputedDef, now_ms: i64) -> bool {
+        if def.window.is_none() {
+            return false;
+        }
+        let dead = |ts: i64| !def.in_window(ts, now_ms);
+        match self {
+            ComputedState::Pick { at, .. } => at.is_some_and(|k| dead(k.0)),
+            ComputedState::Recent { latest } => latest.values().any(|k| dead(k.0)),
+            ComputedState::Staircase { points } => points.iter().any(|(t, _)| dead(*t)),
+            ComputedState::Window { entries } => entries.iter().any(|(k, _)| dead(k.0)),
+            _ => false,
+        }
+    }
+
     pub fn prune(&mut self, def: &ComputedDef, now_ms: i64) {
         if def.window.is_none() {
             return;

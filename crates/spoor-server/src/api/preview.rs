@@ -150,8 +150,8 @@ impl<'a> Evaluator<'a> {
 
     pub fn matches(&self, p: &Profile) -> Result<bool, ApiError> {
         let mut facts = ProfileFacts::with_consent(p, &self.app.consent);
-        facts.computed = p.activation.values.clone();
-        facts.audiences = p.activation.members.keys().cloned().collect();
+        facts.computed = (*p.activation.values).clone();
+        facts.audiences = p.activation.members.keys().map(|a| a.to_string()).collect();
         if !self.deps.group_traits.is_empty() {
             for gid in p.groups.keys() {
                 if let Some(g) = self.r.group(gid)? {

@@ -167,7 +167,7 @@ fn consent_exits(
             d.subscriptions
                 .audiences
                 .iter()
-                .any(|s| s.exited && (s.audience == "*" || &s.audience == *a))
+                .any(|s| s.exited && (s.audience == "*" || s.audience == ***a))
         })
         .map(|audience| {
             let k = key(&d.name, "consent-exit", &format!("{seq}:{audience}"));

@@ -74,7 +74,8 @@ pub struct Engine {
 pub type GroupFacts = [serde_json::Map<String, serde_json::Value>];
 
 struct Slot {
-    name: String,
+    /// Shared with every person's maps keyed by it (a new key is an `Arc` increment).
+    name: Arc<str>,
     rule: CompiledRule,
     /// Indexes of the audiences this one reads (all earlier in the order).
     reads: Vec<usize>,
@@ -225,7 +226,7 @@ impl Engine {
                     AudienceState::new(&rule).evaluate(&rule, &ProfileFacts::default(), 0)
                 });
                 Some(Slot {
-                    name: n.clone(),
+                    name: Arc::from(n.as_str()),
                     needs,
                     empty,
                     computed: rule
@@ -240,7 +241,7 @@ impl Engine {
                 })
             })
             .collect();
-        self.known = self.slots.iter().map(|s| s.name.clone()).collect();
+        self.known = self.slots.iter().map(|s| s.name.to_string()).collect();
         self.keys.clear();
         self.group_keys.clear();
         self.trait_keys.clear();
@@ -411,19 +412,23 @@ impl Engine {
             let def = self.computed.at(c);
             let name = def.name.as_str();
             if let Some(s) = act.computed.get_mut(name) {
-                s.prune(def, now_ms);
+                if s.is_stale(def, now_ms) {
+                    Arc::make_mut(s).prune(def, now_ms);
+                }
                 let v = s.value(def, now_ms);
                 if v.as_ref() == act.values.get(name) {
                     continue;
                 }
                 values_changed[c] = true;
-                match (v, act.values.get_mut(name)) {
+                // The values are copied (if shared with readers) only when one changed.
+                let values = Arc::make_mut(&mut act.values);
+                match (v, values.get_mut(name)) {
                     (Some(v), Some(slot)) => *slot = v,
                     (Some(v), None) => {
-                        act.values.insert(name.to_owned(), v);
+                        values.insert(name.to_owned(), v);
                     }
                     (None, _) => {
-                        act.values.remove(name);
+                        values.remove(name);
                     }
                 };
             }
@@ -462,11 +467,11 @@ impl Engine {
             let slot = &self.slots[i];
             if slot.rule.deps.event_matters(ev) {
                 match act.audiences.get_mut(&slot.name) {
-                    Some(st) => st.apply(&slot.rule, ev),
+                    Some(st) => Arc::make_mut(st).apply(&slot.rule, ev),
                     None => {
                         let mut st = AudienceState::new(&slot.rule);
                         st.apply(&slot.rule, ev);
-                        act.audiences.insert(slot.name.clone(), st);
+                        act.audiences.insert(slot.name.clone(), Arc::new(st));
                     }
                 }
                 if let Some(m) = matched.get_mut(i) {
@@ -512,7 +517,10 @@ impl Engine {
         act.next.retain(|n, _| self.audiences.get(n).is_some());
         act.computed.retain(|n, _| self.computed.get(n).is_some());
         self.computed.prune(&mut act.computed, now_ms);
-        act.values = self.computed.values(&act.computed, now_ms);
+        let values = self.computed.values(&act.computed, now_ms);
+        if *act.values != values {
+            act.values = Arc::new(values);
+        }
         act.computed_next = self.computed.next_change(&act.computed, now_ms);
     }
 
@@ -525,7 +533,7 @@ impl Engine {
                 continue;
             };
             match into.audiences.get_mut(&name) {
-                Some(mine) => mine.merge(rule, s),
+                Some(mine) => Arc::make_mut(mine).merge(rule, Arc::unwrap_or_clone(s)),
                 None => {
                     into.audiences.insert(name, s);
                 }
@@ -554,15 +562,15 @@ impl Engine {
             // Members that no longer exist as audiences leave. Memberships are only added
             // for the audiences of the revision evaluated, and a person evaluated under an
             // older one is evaluated in full on their next event or timer.
-            let gone: Vec<String> = act
+            let gone: Vec<Arc<str>> = act
                 .members
                 .keys()
-                .filter(|n| !self.known.contains(n.as_str()))
+                .filter(|n| !self.known.contains(&***n))
                 .cloned()
                 .collect();
             for n in gone {
                 act.members.remove(&n);
-                out.exited.push(n);
+                out.exited.push(n.to_string());
             }
         }
         let mut changed = vec![false; self.slots.len()];
@@ -582,7 +590,7 @@ impl Engine {
                 built |= slot.needs;
             }
             let f = &mut f;
-            let (member, next) = match (act.audiences.get(name), slot.empty) {
+            let (member, next) = match (act.audiences.get(name).map(|s| &**s), slot.empty) {
                 (Some(s), _) => (s.evaluate(rule, f, now_ms), s.next_change(rule, f, now_ms)),
                 // No event of the person ever applied to a rule that reads events only:
                 // the answer is the empty state's, known since compile time (most
@@ -606,19 +614,19 @@ impl Engine {
             if member != act.members.contains_key(name) {
                 changed[i] = true;
                 if member {
-                    f.audiences.insert(name.clone());
+                    f.audiences.insert(name.to_string());
                     act.members.insert(name.clone(), now_ms);
-                    out.entered.push(name.clone());
+                    out.entered.push(name.to_string());
                 } else {
-                    f.audiences.remove(name);
+                    f.audiences.remove(&**name);
                     act.members.remove(name);
-                    out.exited.push(name.clone());
+                    out.exited.push(name.to_string());
                 }
             }
         }
         if built & COMPUTED != 0 {
             // `fill` lent the values to the facts (nothing above changes them).
-            act.values = std::mem::take(&mut f.computed);
+            act.values = Arc::new(std::mem::take(&mut f.computed));
         }
         let next = act.next.values().copied().chain(act.computed_next).min();
         act.next_timer_ms = next;
@@ -690,7 +698,9 @@ impl Engine {
             }
         }
         if parts & COMPUTED != 0 {
-            f.computed = std::mem::take(&mut act.values);
+            // Moved out when this copy is the only one (a value changed, or the profile was
+            // not published since), else copied.
+            f.computed = Arc::unwrap_or_clone(std::mem::take(&mut act.values));
         }
         if parts & CONSENT != 0 {
             f.consents = self.consent.granted(&p.consent).into_iter().collect();
@@ -699,8 +709,8 @@ impl Engine {
             f.audiences = act
                 .members
                 .keys()
-                .filter(|n| self.nested.contains(*n))
-                .cloned()
+                .filter(|n| self.nested.contains(&***n))
+                .map(|n| n.to_string())
                 .collect();
         }
         if parts & GROUPS != 0 {

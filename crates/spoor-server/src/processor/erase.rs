@@ -186,7 +186,7 @@ pub fn run_erase(
             for audience in gone.activation.members.keys() {
                 if state.is_member(audience, *c) {
                     state.record_membership(MembershipChange {
-                        audience: audience.clone(),
+                        audience: audience.to_string(),
                         profile: *c,
                         entered: false,
                         at_ms: now_ms,

@@ -172,7 +172,7 @@ fn remove_profiles(state: &mut ProcessorState, ids: &BTreeSet<Identifier>, now_m
             for audience in gone.activation.members.keys() {
                 if state.is_member(audience, *pid) {
                     state.record_membership(MembershipChange {
-                        audience: audience.clone(),
+                        audience: audience.to_string(),
                         profile: *pid,
                         entered: false,
                         at_ms: now_ms,

@@ -69,8 +69,8 @@ fn activation(srv: &TestServer, kind: &str, value: &str) -> (Vec<String>, Value)
     let r = srv.app.state.reader().unwrap();
     let pid = r.owner(kind, value).unwrap().expect("known identifier");
     let p = r.profile(pid).unwrap().expect("live profile");
-    let members = p.activation.members.keys().cloned().collect();
-    (members, Value::Object(p.activation.values.clone()))
+    let members = p.activation.members.keys().map(|a| a.to_string()).collect();
+    (members, Value::Object((*p.activation.values).clone()))
 }
 
 fn ev(kind: &str, user: &str, event: &str, props: Value, ts: &str) -> Value {
@@ -340,14 +340,14 @@ fn assert_equals_brute_force(srv: &TestServer, now_ms: i64) -> usize {
             }
         }
         assert_eq!(
-            Value::Object(p.activation.values.clone()),
+            Value::Object((*p.activation.values).clone()),
             Value::Object(facts.computed.clone()),
             "computed traits of {}",
             p.id
         );
         let brute = set.evaluate_all_brute(&facts, &events, now_ms);
         let incremental: std::collections::BTreeSet<String> =
-            p.activation.members.keys().cloned().collect();
+            p.activation.members.keys().map(|a| a.to_string()).collect();
         assert_eq!(incremental, brute, "memberships of {} at {now_ms}", p.id);
         checked += 1;
     }
@@ -357,7 +357,7 @@ fn assert_equals_brute_force(srv: &TestServer, now_ms: i64) -> usize {
             .list_profiles(None, 10_000)
             .unwrap()
             .iter()
-            .filter(|p| p.activation.members.contains_key(name))
+            .filter(|p| p.activation.members.contains_key(name.as_str()))
             .map(|p| p.id.raw())
             .collect();
         from_profiles.sort_unstable();

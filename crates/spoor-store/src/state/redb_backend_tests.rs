@@ -42,8 +42,7 @@ fn profile_with_activation() -> Profile {
     p.event_count = 3;
     p.activation_mut().members.insert("vip".into(), 1_000);
     p.activation_mut().next.insert("vip".into(), 2_000);
-    p.activation_mut()
-        .values
+    std::sync::Arc::make_mut(&mut p.activation_mut().values)
         .insert("orders".into(), serde_json::json!(2));
     p
 }

@@ -120,15 +120,15 @@ fn evaluate_part(
             act.audiences = fresh.audiences;
         } else {
             for d in &plan.computed {
-                match fresh.computed.remove(&d.name) {
-                    Some(s) => act.computed.insert(d.name.clone(), s),
-                    None => act.computed.remove(&d.name),
+                match fresh.computed.remove_entry(d.name.as_str()) {
+                    Some((k, s)) => act.computed.insert(k, s),
+                    None => act.computed.remove(d.name.as_str()),
                 };
             }
             for (name, _) in &plan.audiences {
-                match fresh.audiences.remove(name) {
-                    Some(s) => act.audiences.insert(name.clone(), s),
-                    None => act.audiences.remove(name),
+                match fresh.audiences.remove_entry(name.as_str()) {
+                    Some((k, s)) => act.audiences.insert(k, s),
+                    None => act.audiences.remove(name.as_str()),
                 };
             }
             // States of removed definitions are dropped by the evaluation.

@@ -21,7 +21,7 @@
 
 use super::super::activate::Engine;
 use super::plan::Plan;
-use spoor_core::audience::{Activation, AudienceState, EventFact};
+use spoor_core::audience::{state_mut, Activation, AudienceState, EventFact};
 use spoor_core::computed::ComputedState;
 use spoor_core::identity::ProfileId;
 use spoor_core::profile::{parse_event, parse_event_lean};
@@ -217,22 +217,14 @@ fn fold_slices(
 fn fold_planned(plan: &Plan, part: &mut HashMap<u64, Activation>, pid: u64, ev: &EventFact) {
     for d in &plan.computed {
         if d.matters(ev) {
-            part.entry(pid)
-                .or_default()
-                .computed
-                .entry(d.name.clone())
-                .or_insert_with(|| ComputedState::new(d))
-                .apply(d, ev);
+            let states = &mut part.entry(pid).or_default().computed;
+            state_mut(states, &d.name, || ComputedState::new(d)).apply(d, ev);
         }
     }
     for (name, rule) in &plan.audiences {
         if rule.deps.event_matters(ev) {
-            part.entry(pid)
-                .or_default()
-                .audiences
-                .entry(name.clone())
-                .or_insert_with(|| AudienceState::new(rule))
-                .apply(rule, ev);
+            let states = &mut part.entry(pid).or_default().audiences;
+            state_mut(states, name, || AudienceState::new(rule)).apply(rule, ev);
         }
     }
     if plan.stale_match(ev) {
