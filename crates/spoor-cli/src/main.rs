@@ -69,30 +69,7 @@ enum Command {
     Demo(commands::demo::DemoArgs),
 }
 
-/// mimalloc's `purge_delay` option (its position in mimalloc 2 and 3's `mi_option_e`).
-const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
-
-/// Memory freed is given back to the OS after 1 s instead of mimalloc's 10 ms. The
-/// processor frees and reallocates the old copies of every published profile all the
-/// time; at 10 ms mimalloc returned those pages and the kernel zeroed them again on the
-/// next fault (`clear_page_erms` was 7 % of `spoor rebuild` with 50 audiences, 25 k page
-/// faults against 1.4 k): 15–20 % faster with and without definitions (`spoor bench
-/// audiences`). `MIMALLOC_PURGE_DELAY` in the environment still wins.
-fn tune_allocator() {
-    if std::env::var_os("MIMALLOC_PURGE_DELAY").is_some() {
-        return;
-    }
-    // SAFETY: plain setters of a global option, valid to call at any time.
-    unsafe {
-        // The documented default: a different value means another layout of the enum.
-        if libmimalloc_sys::mi_option_get(MI_OPTION_PURGE_DELAY) == 10 {
-            libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, 1000);
-        }
-    }
-}
-
 fn main() -> ExitCode {
-    tune_allocator();
     // https for every HTTP client of the binary (admin commands, import, demo, benches).
     spoor_server::tls::install_crypto_provider();
     let cli = Cli::parse();
