@@ -11,6 +11,7 @@
 //! The rules come from [`DefsHandle`]; when they change, everything derived from them is
 //! recomputed from the log ([`super::backfill`]) before processing goes on.
 
+use super::touched::Touched;
 use crate::defs::DefsHandle;
 use spoor_core::audience::{
     property_keys, top_key, Activation, AudienceSet, AudienceState, CompiledRule, Definitions,
@@ -18,8 +19,7 @@ use spoor_core::audience::{
 };
 use spoor_core::computed::ComputedSet;
 use spoor_core::identity::ProfileId;
-use spoor_core::profile::{channel_key, device_key, EventView, Profile};
-use spoor_core::EventType;
+use spoor_core::profile::{EventView, Profile};
 use spoor_store::state::{ChangeCause, MembershipChange, ProcessorState};
 use std::collections::BTreeSet;
 use std::collections::{HashMap, HashSet};
@@ -60,8 +60,8 @@ pub struct Engine {
     group_keys: BTreeSet<String>,
     /// The top-level traits any audience reads, sorted: [`Engine::fill`] copies only these
     /// (a rule looks a trait path up by its top-level key first, so it sees the same
-    /// values); positions in this list are what [`Touched::traits`] names.
-    trait_keys: Vec<String>,
+    /// values); positions in this list are what [`super::touched::Touched::traits`] names.
+    pub(super) trait_keys: Vec<String>,
     /// The audiences some audience nests on: the only memberships `fill` copies.
     nested: BTreeSet<String>,
     /// Every audience's name: a hash lookup per membership on every evaluation (looking
@@ -90,81 +90,6 @@ struct Slot {
     /// condition is constant (a count of 0, no first/last time, no funnel step — none
     /// depends on `now`, and none has a next change), so the evaluation is skipped.
     empty: Option<bool>,
-}
-
-/// What an event changed besides its event conditions.
-#[derive(Debug, Clone, Default)]
-pub struct Touched {
-    /// Positions in the engine's trait keys of the traits whose value the event changed
-    /// (not merely stated: most `identify` calls repeat traits the person already has).
-    pub traits: Vec<usize>,
-    pub channels: bool,
-    pub devices: bool,
-    pub groups: bool,
-    /// The event stated consent.
-    pub consent: bool,
-}
-
-/// The values of the traits audiences read before an event is applied (empty for an event
-/// that states no traits, the only ones that can change them): see [`Engine::touched`].
-pub struct TraitsBefore(Vec<Option<serde_json::Value>>);
-
-impl Engine {
-    /// Takes [`TraitsBefore`] of `p`, before `view` is applied to it.
-    pub fn traits_before(&self, view: &EventView, p: &Profile) -> TraitsBefore {
-        if view.traits.is_none() {
-            return TraitsBefore(Vec::new());
-        }
-        TraitsBefore(
-            self.trait_keys
-                .iter()
-                .map(|k| p.trait_value(k).cloned())
-                .collect(),
-        )
-    }
-
-    /// What applying `view` to `p` (already applied) changed of the facts audiences read.
-    /// Traits count as touched only when their value changed (compared with `before`).
-    /// Channels and devices count as touched only when the person's list of them changed —
-    /// a new channel or device, or an earlier event becoming a channel's first touch (its
-    /// UTM is the one shown): most events arrive through a channel and device the person
-    /// already has, and re-evaluating every UTM/device audience for those was most of the
-    /// per-event cost.
-    pub fn touched(
-        &self,
-        view: &EventView,
-        p: &Profile,
-        consent: bool,
-        before: TraitsBefore,
-    ) -> Touched {
-        let channels = view
-            .utm
-            .as_ref()
-            .and_then(channel_key)
-            .and_then(|k| p.channels.get(&k))
-            .is_some_and(|c| c.first_seq == view.seq);
-        // `DeviceStat::add` bumps the count of a known device: 1 means this event added it.
-        let devices = view
-            .user_agent
-            .as_ref()
-            .and_then(|ua| p.devices.get(&device_key(ua)))
-            .is_some_and(|d| d.count == 1);
-        let traits = before
-            .0
-            .iter()
-            .zip(&self.trait_keys)
-            .enumerate()
-            .filter(|(_, (was, k))| was.as_ref() != p.trait_value(k))
-            .map(|(i, _)| i)
-            .collect();
-        Touched {
-            traits,
-            channels,
-            devices,
-            groups: view.kind == EventType::Group,
-            consent,
-        }
-    }
 }
 
 /// Membership changes of one evaluation, and the person's timer before and after.

@@ -12,6 +12,7 @@ pub mod groups;
 pub mod retention;
 mod split;
 pub mod timers;
+pub mod touched;
 
 pub use apply::apply_event;
 pub use split::{SplitOutcome, SplitRequest, MAX_SPLIT_EVENTS};
