@@ -29,8 +29,8 @@ pub struct ComputedSet {
 ///
 /// Each state is behind its own `Arc`: a profile published to readers shares its states
 /// with the processor's copy, and the next event of the person copies only the states it
-/// changes (copying all of them on every event was a fifth of the processor's time with 20
-/// computed traits and 50 audiences defined).
+/// changes (copying the whole activation on every event was 14 % of `spoor rebuild`'s
+/// samples with 20 computed traits and 50 audiences defined).
 pub type ComputedStates = BTreeMap<Arc<str>, Arc<ComputedState>>;
 
 impl ComputedSet {
@@ -147,9 +147,8 @@ impl ComputedSet {
     /// Drops expired window entries (`now_ms` must not decrease between calls).
     pub fn prune(&self, states: &mut ComputedStates, now_ms: i64) {
         for (name, s) in states.iter_mut() {
-            // Copied (if shared) only when something expired.
-            if let Some(def) = self.get(name).filter(|d| s.is_stale(d, now_ms)) {
-                Arc::make_mut(s).prune(def, now_ms);
+            if let Some(def) = self.get(name) {
+                ComputedState::prune_shared(s, def, now_ms);
             }
         }
     }

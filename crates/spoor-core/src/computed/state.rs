@@ -164,8 +164,16 @@ impl ComputedState {
 
     /// Drops what can no longer count at `now_ms` or later. Only valid if later calls (to
     /// any method) use a `now` at least this large — the processor's clock.
+    /// [`ComputedState::prune`] of a state a published profile may share: copied only when
+    /// something in it expired (most prunes drop nothing).
+    pub fn prune_shared(s: &mut std::sync::Arc<ComputedState>, def: &ComputedDef, now_ms: i64) {
+        if s.is_stale(def, now_ms) {
+            std::sync::Arc::make_mut(s).prune(def, now_ms);
+        }
+    }
+
     /// Whether [`ComputedState::prune`] would drop something.
-    pub fn is_stale(&self, def: &ComputedDef, now_ms: i64) -> bool {
+    fn is_stale(&self, def: &ComputedDef, now_ms: i64) -> bool {
         if def.window.is_none() {
             return false;
         }

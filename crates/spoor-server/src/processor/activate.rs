@@ -17,7 +17,7 @@ use spoor_core::audience::{
     property_keys, top_key, Activation, AudienceSet, AudienceState, CompiledRule, Definitions,
     Dependencies, EventFact, ProfileFacts,
 };
-use spoor_core::computed::ComputedSet;
+use spoor_core::computed::{ComputedSet, ComputedState};
 use spoor_core::identity::ProfileId;
 use spoor_core::profile::{EventView, Profile};
 use spoor_store::state::{ChangeCause, MembershipChange, ProcessorState};
@@ -337,9 +337,7 @@ impl Engine {
             let def = self.computed.at(c);
             let name = def.name.as_str();
             if let Some(s) = act.computed.get_mut(name) {
-                if s.is_stale(def, now_ms) {
-                    Arc::make_mut(s).prune(def, now_ms);
-                }
+                ComputedState::prune_shared(s, def, now_ms);
                 let v = s.value(def, now_ms);
                 if v.as_ref() == act.values.get(name) {
                     continue;
