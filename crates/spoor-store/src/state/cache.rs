@@ -10,6 +10,7 @@
 //! exceeded — cheap, and the working set refills it).
 
 use super::backend::{ChangeSet, StateBackend, StateSnapshot};
+use super::dropper::Dropper;
 use super::memberships::{MembershipDelta, MembershipState};
 use super::pending::{Layer, Staged};
 use super::shared::Shared;
@@ -61,6 +62,8 @@ pub struct ProcessorState {
     error: Option<StoreError>,
     /// The checkpoint being committed in the background.
     in_flight: Option<InFlight>,
+    /// Frees replaced profiles and checkpointed layers off the processor thread.
+    dropper: Dropper,
 }
 
 impl Drop for ProcessorState {
@@ -109,16 +112,6 @@ fn change_set(mut c: ChangeSet, l: &Layer, mem: MembershipDelta) -> ChangeSet {
         .collect();
     mem.fill(l, &mut c);
     c
-}
-
-/// Drops `v` on a thread of its own (a layer of up to a million entries takes a while to
-/// free).
-fn free_elsewhere<T: Send + 'static>(v: Option<T>) {
-    if let Some(v) = v {
-        let _ = std::thread::Builder::new()
-            .name("spoor-free".into())
-            .spawn(move || drop(v));
-    }
 }
 
 /// Drops about half of a map (whichever entries the hash order puts first).
@@ -183,6 +176,7 @@ impl ProcessorState {
             c_groups: HashMap::new(),
             error: None,
             in_flight: None,
+            dropper: Dropper::new(),
         };
         for r in rules {
             s.index_rule(&r);
@@ -231,15 +225,21 @@ impl ProcessorState {
         // chunk without regrowing.
         let mut staged = Some(std::mem::take(&mut self.staged));
         let seq = self.processed_seq;
+        // The profiles the second copy replaces are the last references to them: freed on
+        // the dropper's thread, not in the write section on this one.
+        let mut replaced = Vec::new();
         self.shared.write(|g, first| {
             let s = staged.take().expect("staged changes are taken once");
             staged = Some(if first {
                 g.install(&s, seq);
                 s
             } else {
-                g.install_owned(s, seq)
+                g.install_owned(s, seq, &mut replaced)
             });
         });
+        if !replaced.is_empty() {
+            self.dropper.drop_later(replaced);
+        }
         // (Not after an unusually large chunk: its maps would hold their memory.)
         if let Some(mut s) = staged.filter(|s| s.layer.profiles.capacity() <= 1 << 14) {
             s.clear();
@@ -524,7 +524,9 @@ impl ProcessorState {
                 g.frozen = frozen.clone();
             }
         });
-        free_elsewhere(twin);
+        if let Some(t) = twin {
+            self.dropper.drop_later(t);
+        }
         let (layer, mem) = (
             frozen.expect("set by the first call"),
             mem.expect("set by the first call"),
@@ -584,9 +586,11 @@ impl ProcessorState {
         self.group_members_in_flight.clear();
         let frozen = self.shared.write(|g, _| g.checkpointed());
         // The last reference to the frozen layer (up to a million map entries): freed
-        // outside the lock, on a thread of its own, so neither readers nor the processor
+        // outside the lock, on the dropper's thread, so neither readers nor the processor
         // wait for millions of deallocations.
-        free_elsewhere(frozen);
+        if let Some(f) = frozen {
+            self.dropper.drop_later(f);
+        }
         // What was written is now the freshest copy outside the current layer (which is
         // read first): keep it as clean cache.
         let incoming = changes.owners.len() + changes.identities.len() + changes.profiles.len();

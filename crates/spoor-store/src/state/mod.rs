@@ -13,6 +13,7 @@
 mod backend;
 mod cache;
 pub mod conformance;
+mod dropper;
 mod memberships;
 mod pending;
 mod read;

@@ -225,14 +225,25 @@ impl Pending {
     /// [`Self::install`], taking the changes instead of copying them: keys and values move
     /// (no string copies, no reference count traffic), and a profile's rows move as they
     /// are when it has none here yet. Returns what is left of `s` (its emptied maps) for
-    /// the caller to free outside the lock.
-    pub fn install_owned(&mut self, mut s: Staged, seq: u64) -> Staged {
+    /// the caller to free outside the lock, and pushes the profiles it replaces onto
+    /// `replaced` (the caller frees them elsewhere: see `super::dropper`).
+    pub fn install_owned(
+        &mut self,
+        mut s: Staged,
+        seq: u64,
+        replaced: &mut Vec<Option<Arc<Profile>>>,
+    ) -> Staged {
         let l = &mut s.layer;
         self.drop_rows(l);
         let cur = &mut self.cur;
         cur.owners.extend(l.owners.drain());
         cur.identities.extend(l.identities.drain());
-        cur.profiles.extend(l.profiles.drain());
+        cur.profiles.reserve(l.profiles.len());
+        for (k, v) in l.profiles.drain() {
+            if let Some(old) = cur.profiles.insert(k, v) {
+                replaced.push(old);
+            }
+        }
         cur.groups.extend(l.groups.drain());
         for (p, rows) in l.timeline.drain() {
             append_owned(&mut cur.timeline, p, rows);
