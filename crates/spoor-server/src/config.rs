@@ -44,6 +44,8 @@ pub struct Config {
 #[serde(deny_unknown_fields)]
 pub struct DestinationsConfig {
     pub poll_ms: u64,
+    /// Days the per-profile delivery log keeps a row (0: forever).
+    pub delivery_log_days: u32,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -236,6 +236,7 @@ pub async fn serve(
     // Background tasks hold the app; they are stopped below so the data directory is free.
     let mut background = scheduled_exports::spawn(&app);
     background.push(ui::sizes::spawn(&app));
+    background.push(destinations::log_prune::spawn(&app));
     let router = api::router(app.clone());
     // Audited reads are synced within a second even when no later record comes; on the
     // blocking pool, so a slow disk sync holds no runtime worker (requests run there).

@@ -11,6 +11,7 @@
 //! - [`sink`]: one attempt per destination type: [`webhook`], [`postgres`] (sync into the
 //!   user's database) and [`nats`] (JetStream publishing).
 
+pub mod log_prune;
 pub mod mapping;
 pub mod model;
 pub mod nats;

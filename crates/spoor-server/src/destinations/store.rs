@@ -21,9 +21,13 @@ const DEAD: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("dead_let
 const REPLAY: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("replays");
 /// (profile key, row number) → [`LogRow`]; profile key is a profile id (`prf_…`) or, for an
 /// event whose sender had no profile yet, `user_id:…` / `anonymous_id:…`.
-const PLOG: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("profile_log");
+pub(super) const PLOG: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("profile_log");
+/// (time in ms, row number) → profile key of every [`PLOG`] row: what ages out first, for
+/// pruning without reading the log (see `log_prune.rs`).
+pub(super) const PLOG_AT: TableDefinition<(i64, u64), &str> =
+    TableDefinition::new("profile_log_at");
 /// Row numbers of the profile log, shared by all destinations (`"profile_log"` → last used).
-const COUNTERS: TableDefinition<&str, u64> = TableDefinition::new("counters");
+pub(super) const COUNTERS: TableDefinition<&str, u64> = TableDefinition::new("counters");
 
 #[derive(Debug, thiserror::Error)]
 #[error("delivery store: {0}")]
@@ -139,7 +143,7 @@ pub struct Commit {
 pub const DURABLE_EVERY: std::time::Duration = std::time::Duration::from_millis(200);
 
 pub struct DeliveryStore {
-    db: Database,
+    pub(super) db: Database,
     last_durable: parking_lot::Mutex<std::time::Instant>,
 }
 
@@ -162,6 +166,7 @@ impl DeliveryStore {
             copy_table(r, w, DEAD)?;
             copy_table(r, w, REPLAY)?;
             copy_table(r, w, PLOG)?;
+            copy_table(r, w, PLOG_AT)?;
             copy_table(r, w, COUNTERS)?;
             Ok(())
         })
@@ -177,13 +182,16 @@ impl DeliveryStore {
             tx.open_table(DEAD).map_err(err)?;
             tx.open_table(REPLAY).map_err(err)?;
             tx.open_table(PLOG).map_err(err)?;
+            tx.open_table(PLOG_AT).map_err(err)?;
             tx.open_table(COUNTERS).map_err(err)?;
         }
         tx.commit().map_err(err)?;
-        Ok(Self {
+        let s = Self {
             db,
             last_durable: parking_lot::Mutex::new(std::time::Instant::now()),
-        })
+        };
+        s.index_profile_log()?;
+        Ok(s)
     }
 
     pub fn destinations(&self) -> R<Vec<Destination>> {
@@ -288,9 +296,13 @@ impl DeliveryStore {
                     .map_err(err)?
                     .map_or(0, |v| v.value());
                 let mut plog = tx.open_table(PLOG).map_err(err)?;
+                let mut plog_at = tx.open_table(PLOG_AT).map_err(err)?;
                 for (profile, row) in &c.log {
                     next += 1;
                     plog.insert((profile.as_str(), next), enc(row)?.as_slice())
+                        .map_err(err)?;
+                    plog_at
+                        .insert((row.at.timestamp_millis(), next), profile.as_str())
                         .map_err(err)?;
                 }
                 counters.insert("profile_log", next).map_err(err)?;
@@ -385,19 +397,27 @@ impl DeliveryStore {
         let mut gone = 0;
         {
             let mut plog = tx.open_table(PLOG).map_err(err)?;
+            let mut plog_at = tx.open_table(PLOG_AT).map_err(err)?;
             let mut told: std::collections::BTreeSet<String> = Default::default();
             for k in keys {
+                // The time index names the profile key (a `user_id:…` is personal data):
+                // its rows go with the log's.
+                let mut index_rows = Vec::new();
                 for row in plog
                     .extract_from_if((k.as_str(), 0)..=(k.as_str(), u64::MAX), |_, _| true)
                     .map_err(err)?
                 {
-                    let (_, v) = row.map_err(err)?;
+                    let (key, v) = row.map_err(err)?;
                     if let Ok(r) = serde_json::from_slice::<LogRow>(v.value()) {
+                        index_rows.push((r.at.timestamp_millis(), key.value().1));
                         if r.outcome != "dead_letter" && r.kind != "erasure" {
                             told.insert(r.destination);
                         }
                     }
                     gone += 1;
+                }
+                for at in index_rows {
+                    plog_at.remove(at).map_err(err)?;
                 }
             }
             for table in [DEAD, REPLAY] {
