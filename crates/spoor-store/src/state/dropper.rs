@@ -3,9 +3,9 @@
 //! Publishing a chunk of events replaces every profile it changed; the replaced copy is
 //! the last reference to the profile as it was, and freeing it (its maps, its audience and
 //! computed-trait states) was 8–9 % of the processor thread's samples in `perf` of a
-//! rebuild with audiences defined (`docs/ARCHITECTURE.md`, "Processing cost"). Frozen
-//! layers of up to a million entries go the same way after a checkpoint. The processor
-//! thread hands them over here and goes on; the second core frees them.
+//! rebuild with audiences defined (`docs/ARCHITECTURE.md`, "Freeing happens on the second
+//! core"). Frozen layers of up to a million entries go the same way after a checkpoint.
+//! The processor thread hands them over here and goes on; the second core frees them.
 //!
 //! The hand-over is bounded: if freeing falls behind by [`QUEUE`] batches, the processor
 //! waits for it (memory held by garbage stays bounded).
