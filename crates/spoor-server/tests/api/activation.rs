@@ -224,6 +224,68 @@ async fn a_group_trait_change_reevaluates_every_member_of_the_group() {
     );
 }
 
+/// The group→members index after a split: its rows keep the profile a `group` call was
+/// applied to, which after a merge is the survivor. When a split moves the call to the
+/// other side, that side must be re-evaluated when another member changes the group's
+/// traits, and the survivor (whose stale row stays) must not become a member (checked
+/// against brute force after each step).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn group_members_are_right_after_a_split_undoes_a_merge() {
+    let (srv, clock) = clocked().await;
+    srv.define(|d| {
+        d.audiences
+            .extend([audience("enterprise", r#"group trait plan = "enterprise""#)]);
+    })
+    .await;
+    let now = || clock.now().timestamp_millis();
+    let group = |user: &str, plan: &str, ts: &str| json!({"type": "group", "userId": user, "groupId": "acme", "traits": {"plan": plan}, "timestamp": ts});
+    // A wrong alias merges the kiosk's anonymous id into Dee; then the kiosk joins acme,
+    // so the index row names Dee's profile (the one the call was applied to).
+    srv.send_processed(vec![
+        group("ann", "enterprise", "2026-03-01T10:00:00Z"),
+        json!({"type": "identify", "userId": "dee", "timestamp": "2026-03-01T10:01:00Z"}),
+        json!({"type": "identify", "anonymousId": "kiosk", "timestamp": "2026-03-01T10:01:30Z"}),
+        json!({"type": "alias", "previousId": "kiosk", "userId": "dee", "timestamp": "2026-03-01T10:02:00Z"}),
+        json!({"type": "group", "anonymousId": "kiosk", "groupId": "acme", "timestamp": "2026-03-01T10:03:00Z"}),
+    ])
+    .await;
+    assert_eq!(activation(&srv, "user_id", "dee").0, vec!["enterprise"]);
+    assert_equals_brute_force(&srv, now());
+    let (_, merged) = srv.admin_get("/v1/profiles/user_id:dee").await;
+    let id = merged["id"].as_str().unwrap().to_string();
+    let gone = merged["merged_ids"][0].as_str().unwrap().to_string();
+    let resp = srv
+        .http
+        .post(format!("{}/v1/profiles/{id}/split", srv.url))
+        .bearer_auth(crate::common::ADMIN_TOKEN)
+        .json(&json!({"undo_merge": gone}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    // Re-derived from the log: the kiosk made the group call, Dee did not.
+    assert_eq!(
+        activation(&srv, "anonymous_id", "kiosk").0,
+        vec!["enterprise"]
+    );
+    assert!(activation(&srv, "user_id", "dee").0.is_empty());
+    assert_equals_brute_force(&srv, now());
+    // Ann downgrades, then upgrades the account: the kiosk follows each time, Dee never.
+    srv.send_processed(vec![group("ann", "free", "2026-03-01T11:00:00Z")])
+        .await;
+    assert!(activation(&srv, "anonymous_id", "kiosk").0.is_empty());
+    assert!(activation(&srv, "user_id", "dee").0.is_empty());
+    assert_equals_brute_force(&srv, now());
+    srv.send_processed(vec![group("ann", "enterprise", "2026-03-01T12:00:00Z")])
+        .await;
+    assert_eq!(
+        activation(&srv, "anonymous_id", "kiosk").0,
+        vec!["enterprise"]
+    );
+    assert!(activation(&srv, "user_id", "dee").0.is_empty());
+    assert_equals_brute_force(&srv, now());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_definition_added_later_is_backfilled_over_history() {
     let (srv, _clock) = clocked().await;
