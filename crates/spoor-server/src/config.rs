@@ -192,6 +192,11 @@ impl Config {
         if self.destinations.poll_ms == 0 || self.destinations.poll_ms > 60_000 {
             return bad("destinations.poll_ms must be 1-60000".into());
         }
+        if self.destinations.delivery_log_days > 36_500 {
+            return bad(
+                "destinations.delivery_log_days must be 0-36500 (0 keeps rows forever)".into(),
+            );
+        }
         if let Err(e) = self.privacy.validate() {
             return bad(e);
         }
@@ -238,6 +243,18 @@ mod tests {
         assert!(err.to_string().contains("listn"), "{err}");
         std::fs::write(&f, "[server]\nlisten = \"nope\"\n").unwrap();
         assert!(Config::load(Some(&f), &Overrides::default()).is_err());
+
+        // Delivery log retention: 90 days by default, bounded so the cutoff stays a date.
+        assert_eq!(
+            Config::load(None, &Overrides::default())
+                .unwrap()
+                .destinations
+                .delivery_log_days,
+            90
+        );
+        std::fs::write(&f, "[destinations]\ndelivery_log_days = 40000\n").unwrap();
+        let err = Config::load(Some(&f), &Overrides::default()).unwrap_err();
+        assert!(err.to_string().contains("delivery_log_days"), "{err}");
     }
 
     #[test]

@@ -95,6 +95,7 @@ pub fn spawn(app: &AppState) -> tokio::task::JoinHandle<()> {
         tokio::time::sleep(Duration::from_secs(60)).await;
         loop {
             let store = app.destinations.store.clone();
+            // Config validation bounds `days` (100 years), so this cannot leave chrono's range.
             let before = Utc::now() - chrono::Duration::days(i64::from(days));
             match tokio::task::spawn_blocking(move || store.prune_profile_log(before)).await {
                 Ok(Ok(0)) => {}
