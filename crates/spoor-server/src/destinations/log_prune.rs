@@ -12,7 +12,7 @@
 use super::store::{DeliveryStore, DeliveryStoreError, COUNTERS, PLOG, PLOG_AT};
 use crate::AppState;
 use chrono::{DateTime, Utc};
-use redb::ReadableTable;
+use redb::{ReadableTable, ReadableTableMetadata};
 use std::time::Duration;
 
 /// Rows deleted per transaction: a large backlog is pruned in steps that each hold the
@@ -40,6 +40,13 @@ impl DeliveryStore {
             }
             let plog = tx.open_table(PLOG).map_err(err)?;
             let mut at = tx.open_table(PLOG_AT).map_err(err)?;
+            let rows = plog.len().map_err(err)?;
+            if rows > 0 {
+                tracing::info!(
+                    rows,
+                    "indexing the delivery log by time (once, for pruning)"
+                );
+            }
             for row in plog.iter().map_err(err)? {
                 let (k, v) = row.map_err(err)?;
                 let (profile, n) = k.value();
