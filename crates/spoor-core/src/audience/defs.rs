@@ -130,16 +130,15 @@ fn is_zero(v: &u64) -> bool {
 }
 
 /// The state under `name` in one of an [`Activation`]'s maps of states, created by `new`
-/// when missing, and copied first when shared with a published profile.
+/// when missing, and copied first when shared with a published profile. `name` is the
+/// definition's shared name (one search; a new entry costs a reference count, not a copy
+/// of the name): every path that folds events into states goes through here.
 pub fn state_mut<'m, V: Clone>(
     m: &'m mut BTreeMap<Arc<str>, Arc<V>>,
-    name: &str,
+    name: &Arc<str>,
     new: impl FnOnce() -> V,
 ) -> &'m mut V {
-    if !m.contains_key(name) {
-        m.insert(Arc::from(name), Arc::new(new()));
-    }
-    Arc::make_mut(m.get_mut(name).expect("inserted above"))
+    Arc::make_mut(m.entry(name.clone()).or_insert_with(|| Arc::new(new())))
 }
 
 fn map_is_empty(v: &Arc<serde_json::Map<String, serde_json::Value>>) -> bool {

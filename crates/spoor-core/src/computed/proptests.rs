@@ -154,7 +154,9 @@ proptest! {
             prop_assert_eq!(set.apply_at(&mut states, e), want);
             for d in &defs {
                 if d.matters(e) {
-                    crate::audience::state_mut(&mut each, &d.name, || ComputedState::new(d))
+                    crate::audience::state_mut(&mut each, &d.name.as_str().into(), || {
+                        ComputedState::new(d)
+                    })
                         .apply(d, e);
                 }
             }

@@ -80,6 +80,11 @@ impl ComputedSet {
         &self.defs[i]
     }
 
+    /// The shared name of the definition at a position (the key of its states).
+    pub fn name_at(&self, i: usize) -> &Arc<str> {
+        &self.names[i]
+    }
+
     pub fn len(&self) -> usize {
         self.defs.len()
     }
@@ -110,17 +115,10 @@ impl ComputedSet {
         let mut touched = Vec::new();
         for &i in named.into_iter().flatten().chain(&self.any_name) {
             let def = &self.defs[i];
-            // The input once (it is cloned out of the event), and the name cloned only for
-            // a state the person does not have yet.
+            // The input once (it is cloned out of the event).
             let Some(v) = def.input(ev) else { continue };
-            match states.get_mut(def.name.as_str()) {
-                Some(s) => Arc::make_mut(s).add_input(def, ev, v),
-                None => {
-                    let mut s = ComputedState::new(def);
-                    s.add_input(def, ev, v);
-                    states.insert(self.names[i].clone(), Arc::new(s));
-                }
-            }
+            crate::audience::state_mut(states, &self.names[i], || ComputedState::new(def))
+                .add_input(def, ev, v);
             touched.push(i);
         }
         if named.is_some() && !self.any_name.is_empty() {

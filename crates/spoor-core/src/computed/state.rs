@@ -162,31 +162,30 @@ impl ComputedState {
         }
     }
 
-    /// Drops what can no longer count at `now_ms` or later. Only valid if later calls (to
-    /// any method) use a `now` at least this large — the processor's clock.
     /// [`ComputedState::prune`] of a state a published profile may share: copied only when
     /// something in it expired (most prunes drop nothing).
     pub fn prune_shared(s: &mut std::sync::Arc<ComputedState>, def: &ComputedDef, now_ms: i64) {
-        if s.is_stale(def, now_ms) {
+        let stale = def.window.is_some() && s.any_time(|t| !def.in_window(t, now_ms));
+        if stale {
             std::sync::Arc::make_mut(s).prune(def, now_ms);
         }
     }
 
-    /// Whether [`ComputedState::prune`] would drop something.
-    fn is_stale(&self, def: &ComputedDef, now_ms: i64) -> bool {
-        if def.window.is_none() {
-            return false;
-        }
-        let dead = |ts: i64| !def.in_window(ts, now_ms);
+    /// Whether `f` holds for an event time the state keeps for its window (the times that
+    /// expire: what [`ComputedState::prune`] drops and [`ComputedState::next_change`]
+    /// looks ahead to). No allocation: it runs per event per windowed trait.
+    fn any_time(&self, mut f: impl FnMut(i64) -> bool) -> bool {
         match self {
-            ComputedState::Pick { at, .. } => at.is_some_and(|k| dead(k.0)),
-            ComputedState::Recent { latest } => latest.values().any(|k| dead(k.0)),
-            ComputedState::Staircase { points } => points.iter().any(|(t, _)| dead(*t)),
-            ComputedState::Window { entries } => entries.iter().any(|(k, _)| dead(k.0)),
+            ComputedState::Pick { at, .. } => at.is_some_and(|k| f(k.0)),
+            ComputedState::Recent { latest } => latest.values().any(|k| f(k.0)),
+            ComputedState::Staircase { points } => points.iter().any(|(t, _)| f(*t)),
+            ComputedState::Window { entries } => entries.iter().any(|(k, _)| f(k.0)),
             _ => false,
         }
     }
 
+    /// Drops what can no longer count at `now_ms` or later. Only valid if later calls (to
+    /// any method) use a `now` at least this large — the processor's clock.
     pub fn prune(&mut self, def: &ComputedDef, now_ms: i64) {
         if def.window.is_none() {
             return;
@@ -245,19 +244,15 @@ impl ComputedState {
     /// event leaving the window); `None` for all-time traits. Never later than a real change.
     pub fn next_change(&self, def: &ComputedDef, now_ms: i64) -> Option<i64> {
         let w = def.window?.ms();
-        // Runs per event per windowed trait of the person: no allocation.
-        let first_exit = |ts: &mut dyn Iterator<Item = i64>| {
-            ts.map(|t| t.saturating_add(w))
-                .filter(|t| *t > now_ms)
-                .min()
-        };
-        match self {
-            ComputedState::Pick { at, .. } => first_exit(&mut at.iter().map(|k| k.0)),
-            ComputedState::Recent { latest } => first_exit(&mut latest.values().map(|k| k.0)),
-            ComputedState::Staircase { points } => first_exit(&mut points.iter().map(|p| p.0)),
-            ComputedState::Window { entries } => first_exit(&mut entries.iter().map(|e| e.0 .0)),
-            _ => None,
-        }
+        let mut first_exit: Option<i64> = None;
+        self.any_time(|t| {
+            let exit = t.saturating_add(w);
+            if exit > now_ms && first_exit.is_none_or(|f| exit < f) {
+                first_exit = Some(exit);
+            }
+            false
+        });
+        first_exit
     }
 }
 

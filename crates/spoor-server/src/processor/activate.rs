@@ -14,8 +14,8 @@
 use super::touched::Touched;
 use crate::defs::DefsHandle;
 use spoor_core::audience::{
-    property_keys, top_key, Activation, AudienceSet, AudienceState, CompiledRule, Definitions,
-    Dependencies, EventFact, ProfileFacts,
+    property_keys, state_mut, top_key, Activation, AudienceSet, AudienceState, CompiledRule,
+    Definitions, Dependencies, EventFact, ProfileFacts,
 };
 use spoor_core::computed::{ComputedSet, ComputedState};
 use spoor_core::identity::ProfileId;
@@ -389,14 +389,10 @@ impl Engine {
         for &i in named.into_iter().flatten().chain(&self.any_name) {
             let slot = &self.slots[i];
             if slot.rule.deps.event_matters(ev) {
-                match act.audiences.get_mut(&slot.name) {
-                    Some(st) => Arc::make_mut(st).apply(&slot.rule, ev),
-                    None => {
-                        let mut st = AudienceState::new(&slot.rule);
-                        st.apply(&slot.rule, ev);
-                        act.audiences.insert(slot.name.clone(), Arc::new(st));
-                    }
-                }
+                state_mut(&mut act.audiences, &slot.name, || {
+                    AudienceState::new(&slot.rule)
+                })
+                .apply(&slot.rule, ev);
                 if let Some(m) = matched.get_mut(i) {
                     *m = true;
                 }

@@ -119,16 +119,16 @@ fn evaluate_part(
             act.computed = fresh.computed;
             act.audiences = fresh.audiences;
         } else {
-            for d in &plan.computed {
-                match fresh.computed.remove_entry(d.name.as_str()) {
+            for (name, _) in &plan.computed {
+                match fresh.computed.remove_entry(&**name) {
                     Some((k, s)) => act.computed.insert(k, s),
-                    None => act.computed.remove(d.name.as_str()),
+                    None => act.computed.remove(&**name),
                 };
             }
             for (name, _) in &plan.audiences {
-                match fresh.audiences.remove_entry(name.as_str()) {
+                match fresh.audiences.remove_entry(&**name) {
                     Some((k, s)) => act.audiences.insert(k, s),
-                    None => act.audiences.remove(name.as_str()),
+                    None => act.audiences.remove(&**name),
                 };
             }
             // States of removed definitions are dropped by the evaluation.

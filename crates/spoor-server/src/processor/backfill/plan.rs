@@ -25,6 +25,7 @@ use spoor_core::audience::{
 };
 use spoor_core::computed::{ComputedDef, ComputedState};
 use std::collections::BTreeSet;
+use std::sync::Arc;
 
 /// The work of one backfill.
 pub struct Plan {
@@ -32,8 +33,9 @@ pub struct Plan {
     /// every person re-evaluated (the full recompute).
     pub full: bool,
     /// New or changed audiences and computed traits, folded from the log (all when `full`).
-    pub audiences: Vec<(String, CompiledRule)>,
-    pub computed: Vec<ComputedDef>,
+    /// Each with its name shared, as the states' keys are (`state_mut`).
+    pub audiences: Vec<(Arc<str>, CompiledRule)>,
+    pub computed: Vec<(Arc<str>, ComputedDef)>,
     /// Old versions of changed or removed definitions: an event that matters to one marks
     /// a person holding a state or value to drop.
     pub stale_audiences: Vec<CompiledRule>,
@@ -66,7 +68,7 @@ impl Plan {
                 continue;
             }
             if let Some(rule) = engine.audiences.get(name) {
-                p.audiences.push((name.clone(), rule.clone()));
+                p.audiences.push((Arc::from(name.as_str()), rule.clone()));
             }
             if let Some(rule) = old_set.get(name) {
                 p.stale_audiences.push(rule.clone());
@@ -86,7 +88,7 @@ impl Plan {
                 continue;
             }
             if let Some(def) = engine.computed.get(name) {
-                p.computed.push(def.clone());
+                p.computed.push((Arc::from(name.as_str()), def.clone()));
             }
             if let Some(def) = old_computed.get(name) {
                 p.stale_computed.push(def.clone());
@@ -100,14 +102,14 @@ impl Plan {
             }
         }
         let rules = p.audiences.iter().map(|(_, r)| r).chain(&p.stale_audiences);
-        let defs = p.computed.iter().chain(&p.stale_computed);
+        let defs = p.computed.iter().map(|(_, d)| d).chain(&p.stale_computed);
         p.everyone = rules.clone().any(|r| !silent_rule(r, now_ms))
             || defs.clone().any(|d| !silent_trait(d, now_ms));
         (p.needles, p.keys) = select(rules, defs);
         // Progress: what is refolded, and the audiences reading it.
-        let mut report: BTreeSet<String> = p.audiences.iter().map(|(n, _)| n.clone()).collect();
-        report.extend(p.computed.iter().map(|d| d.name.clone()));
-        let computed: BTreeSet<&str> = p.computed.iter().map(|d| d.name.as_str()).collect();
+        let mut report: BTreeSet<String> = p.audiences.iter().map(|(n, _)| n.to_string()).collect();
+        report.extend(p.computed.iter().map(|(n, _)| n.to_string()));
+        let computed: BTreeSet<&str> = p.computed.iter().map(|(n, _)| &**n).collect();
         for name in engine.audiences.order() {
             if let Some(rule) = engine.audiences.get(name) {
                 let reads = rule.deps.audiences.iter().any(|a| report.contains(a))
@@ -132,23 +134,25 @@ impl Plan {
         p.everyone = true;
         for name in engine.audiences.order() {
             if let Some(rule) = engine.audiences.get(name) {
-                p.audiences.push((name.clone(), rule.clone()));
+                p.audiences.push((Arc::from(name.as_str()), rule.clone()));
             }
         }
-        p.computed = engine
-            .computed
-            .names()
-            .filter_map(|n| engine.computed.get(n).cloned())
+        p.computed = (0..engine.computed.len())
+            .map(|i| {
+                let def = engine.computed.at(i);
+                (engine.computed.name_at(i).clone(), def.clone())
+            })
             .collect();
-        p.members_of = p.audiences.iter().map(|(n, _)| n.clone()).collect();
-        let rules: Vec<CompiledRule> = p.audiences.iter().map(|(_, r)| r.clone()).collect();
-        let defs = p.computed.clone();
-        (p.needles, p.keys) = select(rules.iter(), defs.iter());
+        p.members_of = p.audiences.iter().map(|(n, _)| n.to_string()).collect();
+        let rules = p.audiences.iter().map(|(_, r)| r);
+        let defs = p.computed.iter().map(|(_, d)| d);
+        (p.needles, p.keys) = select(rules, defs);
         p.report = p
             .audiences
             .iter()
-            .map(|(n, _)| n.clone())
-            .chain(p.computed.iter().map(|d| d.name.clone()))
+            .map(|(n, _)| n)
+            .chain(p.computed.iter().map(|(n, _)| n))
+            .map(|n| n.to_string())
             .collect();
         p
     }

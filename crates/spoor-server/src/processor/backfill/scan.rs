@@ -215,10 +215,10 @@ fn fold_slices(
 /// Applies one event to the plan's definitions only (an entry is made for every person an
 /// event of the plan names, even when only an old version read it: they are re-evaluated).
 fn fold_planned(plan: &Plan, part: &mut HashMap<u64, Activation>, pid: u64, ev: &EventFact) {
-    for d in &plan.computed {
+    for (name, d) in &plan.computed {
         if d.matters(ev) {
             let states = &mut part.entry(pid).or_default().computed;
-            state_mut(states, &d.name, || ComputedState::new(d)).apply(d, ev);
+            state_mut(states, name, || ComputedState::new(d)).apply(d, ev);
         }
     }
     for (name, rule) in &plan.audiences {
