@@ -189,6 +189,9 @@ impl Config {
         if self.processor.checkpoint_events == 0 {
             return bad("processor.checkpoint_events must be at least 1".into());
         }
+        if self.processor.backfill_memory_mb < 16 {
+            return bad("processor.backfill_memory_mb must be at least 16".into());
+        }
         if self.destinations.poll_ms == 0 || self.destinations.poll_ms > 60_000 {
             return bad("destinations.poll_ms must be 1-60000".into());
         }

@@ -21,7 +21,8 @@ const APPLIED_DEFS: &str = "definitions_applied";
 /// How far the backfill of one audience or computed trait has come.
 #[derive(Debug, Clone, Default, Serialize, PartialEq)]
 pub struct Backfill {
-    /// Events of the log read so far, out of `total`.
+    /// Log entries read so far, out of `total` (the log's length times the passes over it,
+    /// see `processor.backfill_memory_mb`).
     pub done: u64,
     pub total: u64,
     /// The definition revision being backfilled.

@@ -128,7 +128,14 @@ fn backfill_once(cfg: &Config) -> anyhow::Result<backfill::Stats> {
         &dir.join("meta"),
     )?))?;
     let engine = Engine::new(defs, Arc::new(now_ms));
-    Ok(backfill::run(&mut state, &store, &log.reader(), &engine)?)
+    let limits = backfill::Limits::new(&cfg.processor);
+    Ok(backfill::run(
+        &mut state,
+        &store,
+        &log.reader(),
+        &engine,
+        &limits,
+    )?)
 }
 
 /// Prints one backfill's figures and where its time went.
@@ -143,8 +150,8 @@ fn line(label: &str, events: usize, took: f64, st: &backfill::Stats) {
         st.parsed, st.evaluated, st.written
     );
     println!(
-        "    wall: map {} ms, log scan {} ms, evaluation {} ms, checkpoint {} ms",
-        st.map_ms, st.scan_ms, st.eval_ms, st.checkpoint_ms
+        "    wall: map {} ms, log scan {} ms, evaluation {} ms, checkpoint {} ms; {} pass(es) over the log (processor.backfill_memory_mb), {} checkpoint(s) while evaluating",
+        st.map_ms, st.scan_ms, st.eval_ms, st.checkpoint_ms, st.passes, st.checkpoints
     );
     println!(
         "    scan, thread time summed over the {} workers: read {} ms, raw-byte filter {} ms, id resolution {} ms, parse {} ms, fold {} ms",
@@ -163,6 +170,7 @@ pub(super) fn backfill(cfg: &Config, events: usize, new_only: bool) -> anyhow::R
     let reader = log.reader();
     let store = spoor_store::state::StateStore::open(&dir.join("state"))?;
     let mut state = store.processor_state(cfg.processor.cache_entries)?;
+    let limits = backfill::Limits::new(&cfg.processor);
     let meta = Arc::new(spoor_store::meta::MetaStore::open(&dir.join("meta"))?);
     let defs = DefsHandle::open(meta)?;
     println!(
@@ -181,7 +189,7 @@ pub(super) fn backfill(cfg: &Config, events: usize, new_only: bool) -> anyhow::R
     .map_err(|e| anyhow::anyhow!("{e}"))?;
     let mut engine = Engine::new(defs.clone(), Arc::new(now_ms));
     let started = Instant::now();
-    let st = backfill::run(&mut state, &store, &reader, &engine)?;
+    let st = backfill::run(&mut state, &store, &reader, &engine, &limits)?;
     line("new audience", events, started.elapsed().as_secs_f64(), &st);
     let new_members = store.reader()?.audience_size("new_big_spenders")?;
     println!("    new audience: {new_members} members");
@@ -194,7 +202,7 @@ pub(super) fn backfill(cfg: &Config, events: usize, new_only: bool) -> anyhow::R
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     engine.reload();
     let started = Instant::now();
-    let st = backfill::run(&mut state, &store, &reader, &engine)?;
+    let st = backfill::run(&mut state, &store, &reader, &engine, &limits)?;
     line(
         "full recompute",
         events,

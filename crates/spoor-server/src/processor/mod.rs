@@ -42,6 +42,10 @@ pub struct ProcessorConfig {
     /// pending, whichever comes first. Bounds the memory of pending changes.
     #[serde(default = "default_checkpoint_pending")]
     pub checkpoint_pending: usize,
+    /// Memory a backfill may hold for the recomputed states (MiB, estimated): beyond it the
+    /// people are folded in several passes over the log, one range of their ids at a time.
+    #[serde(default = "default_backfill_memory_mb")]
+    pub backfill_memory_mb: u64,
     /// Scheduling niceness of the processor thread (0 = normal, 19 = lowest). Ingest
     /// acknowledgements and API reads come first; processing uses the CPU left over and
     /// catches up (its lag is reported). Linux only; ignored elsewhere.
@@ -54,6 +58,10 @@ pub struct ProcessorConfig {
 
 fn default_nice() -> i32 {
     10
+}
+
+fn default_backfill_memory_mb() -> u64 {
+    2048
 }
 
 fn default_checkpoint_pending() -> usize {
@@ -349,6 +357,7 @@ impl Processor {
             .spawn(move || {
                 lower_priority(cfg.nice);
                 let mut clock = CheckpointClock::new(&cfg);
+                let limits = backfill::Limits::new(&cfg);
                 let mut resume = true;
                 let resume_after = reader.last_seq();
                 let retention_every = pipeline
@@ -370,7 +379,7 @@ impl Processor {
                     .applied_revision()
                     .map(|r| r != pipeline.engine.revision);
                 if !matches!(stale, Ok(false)) {
-                    match backfill::run(&mut state, &store, &reader, &pipeline.engine) {
+                    match backfill::run(&mut state, &store, &reader, &pipeline.engine, &limits) {
                         Ok(b) => *st.last_backfill.lock() = Some(b),
                         Err(e) => return fail(e, state.processed_seq()),
                     }
@@ -378,7 +387,8 @@ impl Processor {
                 }
                 while !sp.load(Ordering::Relaxed) {
                     if pipeline.engine.reload() {
-                        match backfill::run(&mut state, &store, &reader, &pipeline.engine) {
+                        match backfill::run(&mut state, &store, &reader, &pipeline.engine, &limits)
+                        {
                             Ok(b) => *st.last_backfill.lock() = Some(b),
                             Err(e) => return fail(e, state.processed_seq()),
                         }

@@ -522,9 +522,30 @@ async fn last_backfill(srv: &TestServer) -> spoor_server::processor::backfill::S
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn backfilling_only_changed_definitions_equals_brute_force() {
     for seed in [5u64, 17] {
+        changed_definitions_equal_brute_force(seed, false).await;
+    }
+}
+
+/// The same with the smallest memory limit: every backfill folds one person per pass over
+/// the log, and starts checkpoints while re-evaluating.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backfilling_in_passes_within_a_memory_limit_equals_brute_force() {
+    changed_definitions_equal_brute_force(5, true).await;
+}
+
+/// `tiny`: a memory limit of 0 (below what the configuration accepts; the tests set it
+/// after validation) and a checkpoint every 4 pending entries.
+async fn changed_definitions_equal_brute_force(seed: u64, tiny: bool) {
+    let tweak = move |cfg: &mut spoor_server::config::Config| {
+        if tiny {
+            cfg.processor.backfill_memory_mb = 0;
+            cfg.processor.checkpoint_pending = 4;
+        }
+    };
+    {
         let clock = Arc::new(FixedClock::new("2026-01-25T00:00:00Z".parse().unwrap()));
         let srv =
-            TestServer::start_clocked(tempfile::tempdir().unwrap(), |_| {}, clock.clone()).await;
+            TestServer::start_clocked(tempfile::tempdir().unwrap(), tweak, clock.clone()).await;
         let now = || clock.now().timestamp_millis();
         let events = random_events(seed, 300);
         srv.send_processed(events[..150].to_vec()).await;
@@ -561,12 +582,18 @@ async fn backfilling_only_changed_definitions_equals_brute_force() {
             ]);
         })
         .await;
-        assert!(
-            last_backfill(&srv).await.full,
-            "first backfill of a state: everything"
-        );
-        assert_equals_brute_force(&srv, now());
+        let st = last_backfill(&srv).await;
+        assert!(st.full, "first backfill of a state: everything");
         let live = srv.app.state.reader().unwrap().live_profiles().unwrap();
+        if tiny {
+            assert_eq!(st.passes, live, "one pass per person: {st:?}");
+            assert!(st.checkpoints > 0, "{st:?}");
+            // Each pass parses only its people's events.
+            assert!(st.parsed <= st.events, "{st:?}");
+        } else {
+            assert_eq!(st.passes, 1, "{st:?}");
+        }
+        assert_equals_brute_force(&srv, now());
 
         // One new audience among the others, selecting events by name (two of them with
         // escapes in the raw JSON): only its events' people are evaluated.

@@ -19,23 +19,30 @@
 //!    into fresh states ([`scan::scan`]);
 //! 4. give the people concerned their fresh states and re-evaluate them (changes are
 //!    recorded with cause `backfill`; people whose activation did not change are not
-//!    rewritten), then checkpoint and record the definitions as applied.
+//!    rewritten; [`evaluate`]), then checkpoint and record the definitions as applied.
+//!
+//! Steps 3 and 4 hold the fresh states of everyone concerned. When those would not fit
+//! the memory limit ([`Limits`]; many definitions recomputed over millions of people),
+//! they run once per range of live ids ([`passes`], [`id_ranges`]): each pass reads the
+//! log again and folds and evaluates only its people.
 //!
 //! Progress is visible through [`DefsHandle::backfills`] (the audiences API shows it).
 
+pub mod evaluate;
 pub mod plan;
 pub mod scan;
 
-use super::activate::{record, Engine, Outcome};
+use super::activate::Engine;
+use super::ProcessorConfig;
 use crate::defs::{Backfill, DefsHandle};
 use plan::Plan;
 use spoor_core::audience::Activation;
 use spoor_core::identity::ProfileId;
-use spoor_core::profile::Profile;
 use spoor_store::log::LogReader;
-use spoor_store::state::{ChangeCause, ProcessorState, StateStore};
+use spoor_store::state::{ProcessorState, StateStore};
 use spoor_store::StoreError;
 use std::collections::HashMap;
+use std::ops::RangeInclusive;
 use std::time::Instant;
 
 /// What one backfill did (logged; `spoor bench audiences` prints it).
@@ -60,6 +67,10 @@ pub struct Stats {
     pub checkpoint_ms: u64,
     /// Threads the scan and the evaluation ran on.
     pub workers: u64,
+    /// Passes over the log (people folded in id ranges, to stay within the memory limit).
+    pub passes: u64,
+    /// Checkpoints started while re-evaluating (to bound the rewritten profiles pending).
+    pub checkpoints: u64,
     /// Of the scan, thread time summed over the workers (ms): reading log entries, the
     /// raw-byte filter, parsing, folding.
     pub read_ms: u64,
@@ -68,6 +79,17 @@ pub struct Stats {
     pub resolve_ms: u64,
     pub parse_ms: u64,
     pub fold_ms: u64,
+}
+
+impl Stats {
+    fn add_scan(&mut self, t: &scan::ScanTimes) {
+        self.parsed += t.parsed;
+        self.read_ms += t.read_ns / 1_000_000;
+        self.filter_ms += t.filter_ns / 1_000_000;
+        self.resolve_ms += t.resolve_ns / 1_000_000;
+        self.parse_ms += t.parse_ns / 1_000_000;
+        self.fold_ms += t.fold_ns / 1_000_000;
+    }
 }
 
 /// Reports progress under `names`; `finished` clears it.
@@ -87,75 +109,49 @@ fn report(defs: &DefsHandle, names: &[String], revision: u64, done: u64, total: 
 /// Most threads a backfill folds on.
 const MAX_WORKERS: usize = 8;
 
-/// People re-evaluated per round of step 4.
-const EVAL_CHUNK: usize = 2_000;
+/// What a backfill may hold in memory.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// For the fresh states of the people folded at once (bytes, estimated from the
+    /// number of live people and the definitions recomputed, see [`Plan::person_bytes`]):
+    /// beyond it, people are folded in passes over ranges of their ids, each pass reading
+    /// the log again.
+    pub memory_bytes: u64,
+    /// Rewritten profiles pending before a checkpoint is started (the processor's bound).
+    pub checkpoint_pending: usize,
+}
 
-/// Gives worker `k`'s people in `chunk` their fresh states and re-evaluates them at `now`;
-/// returns those whose activation changed.
-#[allow(clippy::too_many_arguments)]
-fn evaluate_part(
-    store: &StateStore,
-    engine: &Engine,
-    plan: &Plan,
-    chunk: &[ProfileId],
-    k: usize,
-    workers: usize,
-    part: &mut HashMap<u64, Activation>,
-    now: i64,
-) -> Result<Vec<(Profile, Outcome)>, StoreError> {
-    let r = store.durable_reader()?;
-    let mut out = Vec::new();
-    for pid in chunk
-        .iter()
-        .filter(|p| p.raw() % workers as u64 == k as u64)
-    {
-        let Some(mut p) = r.profile(*pid)? else {
-            continue;
-        };
-        let mut fresh = part.remove(&pid.raw()).unwrap_or_default();
-        let before = Activation::clone(&p.activation);
-        let act = p.activation_mut();
-        if plan.full {
-            act.computed = fresh.computed;
-            act.audiences = fresh.audiences;
-        } else {
-            for (name, _) in &plan.computed {
-                match fresh.computed.remove_entry(&**name) {
-                    Some((k, s)) => act.computed.insert(k, s),
-                    None => act.computed.remove(&**name),
-                };
-            }
-            for (name, _) in &plan.audiences {
-                match fresh.audiences.remove_entry(&**name) {
-                    Some((k, s)) => act.audiences.insert(k, s),
-                    None => act.audiences.remove(&**name),
-                };
-            }
-            // States of removed definitions are dropped by the evaluation.
-        }
-        let mut groups = Vec::new();
-        if engine.reads_groups() {
-            for g in p.groups.keys() {
-                if let Some(g) = r.group(g)? {
-                    groups.push(g.trait_values());
-                }
-            }
-        }
-        let o = engine.on_time(&mut p, now, &groups);
-        // Nothing changed but the revision stamp: not rewritten (its next event evaluates
-        // everything, as for any person not evaluated under the current revision).
-        let same = o.entered.is_empty()
-            && o.exited.is_empty()
-            && o.old_timer == o.new_timer
-            && Activation {
-                revision: p.activation.revision,
-                ..before
-            } == *p.activation;
-        if !same {
-            out.push((p, o));
+impl Limits {
+    pub fn new(cfg: &ProcessorConfig) -> Limits {
+        Limits {
+            memory_bytes: cfg.backfill_memory_mb.saturating_mul(1 << 20),
+            checkpoint_pending: cfg.checkpoint_pending,
         }
     }
-    Ok(out)
+}
+
+/// Passes over the log so that each holds at most `budget` bytes: `people` live people of
+/// `per_person` bytes each, and the seq → person array of `fixed` bytes held throughout
+/// (a quarter of the budget is left to the states whatever the array takes).
+pub fn passes(people: u64, per_person: u64, fixed: u64, budget: u64) -> u64 {
+    let for_states = budget.saturating_sub(fixed).max(budget / 4).max(1);
+    people
+        .saturating_mul(per_person)
+        .div_ceil(for_states)
+        .max(1)
+}
+
+/// Splits the id space into `n` ranges holding about as many of `ids` (ascending) each;
+/// together they cover every id, in order.
+pub fn id_ranges(ids: &[ProfileId], n: u64) -> Vec<RangeInclusive<u64>> {
+    let per = (ids.len() as u64).div_ceil(n.max(1)).max(1) as usize;
+    let mut starts: Vec<u64> = ids.iter().step_by(per).map(|p| p.raw()).collect();
+    if starts.is_empty() {
+        starts.push(0);
+    }
+    starts[0] = 0;
+    let ends = starts.iter().skip(1).map(|s| s - 1).chain([u64::MAX]);
+    starts.iter().zip(ends).map(|(s, e)| *s..=e).collect()
 }
 
 /// Recomputes what changed in the definitions since the state was built, from the log.
@@ -164,6 +160,7 @@ pub fn run(
     store: &StateStore,
     reader: &LogReader,
     engine: &Engine,
+    limits: &Limits,
 ) -> Result<Stats, StoreError> {
     let started = Instant::now();
     state.checkpoint()?;
@@ -174,115 +171,129 @@ pub fn run(
     let workers = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
         .clamp(1, MAX_WORKERS);
-    let mut stats = Stats {
-        revision: engine.revision,
-        events: last,
-        full: plan.full,
-        workers: workers as u64,
-        ..Stats::default()
+    // Fresh states move into the rewritten profiles, pending until a checkpoint: one is
+    // started before they would hold half the budget.
+    let per_person = plan.person_bytes();
+    let limits = &Limits {
+        checkpoint_pending: limits.checkpoint_pending.min(
+            (limits.memory_bytes / 2 / per_person).max(2 * evaluate::EVAL_CHUNK as u64) as usize,
+        ),
+        ..*limits
     };
-    let rev = engine.revision;
-    report(&engine.defs, &plan.report, rev, 0, last, false);
-    let mut fresh: Vec<HashMap<u64, Activation>> = vec![HashMap::new(); workers];
-    let mut live: Vec<ProfileId> = Vec::new();
-    if plan.everyone {
-        // Every live person, listed by id (no profile decoded).
+    let owner_bytes = if plan.reads_events() {
+        (last + 1) * 8
+    } else {
+        0
+    };
+    let n = passes(
+        state.live_profiles(),
+        per_person,
+        owner_bytes,
+        limits.memory_bytes,
+    );
+    // Every live person, listed by id (no profile decoded): those re-evaluated when the
+    // plan concerns everyone, and what the id ranges of several passes are cut from.
+    let mut all: Vec<ProfileId> = Vec::new();
+    if plan.everyone || n > 1 {
         let snap = store.reader()?;
         let mut after = None;
         loop {
             let page = snap.list_profile_ids(after, 10_000)?;
             let Some(tail) = page.last() else { break };
             after = Some(*tail);
-            live.extend(page);
+            all.extend(page);
         }
     }
-    if plan.reads_events() {
-        // 2. seq → profile at processing time, from the committed timeline.
+    let ranges = if n > 1 {
+        id_ranges(&all, n)
+    } else {
+        vec![0..=u64::MAX]
+    };
+    let mut stats = Stats {
+        revision: engine.revision,
+        events: last,
+        full: plan.full,
+        workers: workers as u64,
+        passes: ranges.len() as u64,
+        ..Stats::default()
+    };
+    let rev = engine.revision;
+    let total = last.saturating_mul(stats.passes);
+    report(&engine.defs, &plan.report, rev, 0, total, false);
+    // Members of changed audiences are re-evaluated too.
+    let mut members: Vec<u64> = Vec::new();
+    if !plan.everyone {
+        let snap = store.reader()?;
+        for name in &plan.members_of {
+            members.extend(snap.audience_snapshot(name)?.iter());
+        }
+        members.sort_unstable();
+        members.dedup();
+    }
+    // 2. seq → profile at processing time, from the committed timeline.
+    let owner = if plan.reads_events() {
         let t = Instant::now();
         let owner = scan::owners_at_time(store, last, workers)?;
         stats.map_ms = t.elapsed().as_millis() as u64;
-
-        // 3. One pass over the log on every core (see `scan`).
-        let t = Instant::now();
-        let times = scan::scan(
-            engine,
-            &plan,
-            store,
-            reader,
-            &owner,
-            last,
-            &mut fresh,
-            |done| report(&engine.defs, &plan.report, rev, done, last, false),
-        )?;
-        drop(owner);
-        stats.scan_ms = t.elapsed().as_millis() as u64;
-        stats.parsed = times.parsed;
-        stats.read_ms = times.read_ns / 1_000_000;
-        stats.filter_ms = times.filter_ns / 1_000_000;
-        stats.resolve_ms = times.resolve_ns / 1_000_000;
-        stats.parse_ms = times.parse_ns / 1_000_000;
-        stats.fold_ms = times.fold_ns / 1_000_000;
-    }
-    if !plan.everyone {
-        // Only the people an event named, and the members of changed audiences.
-        let mut who: Vec<u64> = fresh.iter().flat_map(|m| m.keys().copied()).collect();
-        let snap = store.reader()?;
-        for name in &plan.members_of {
-            who.extend(snap.audience_snapshot(name)?.iter());
-        }
-        who.sort_unstable();
-        who.dedup();
-        live = who.into_iter().map(ProfileId::from_raw).collect();
-    }
-    // 4. The people concerned get their fresh states and are re-evaluated now, on every
-    //    core too: worker `k` reads its people's profiles from the checkpoint taken in 1
-    //    (nothing else writes while a backfill runs), so decoding and evaluating are
-    //    parallel; this thread puts the changed ones back and records the changes, in id
-    //    order.
-    let t = Instant::now();
+        Some(owner)
+    } else {
+        None
+    };
+    let mut resolvers = (0..workers)
+        .map(|_| scan::Resolver::new(store))
+        .collect::<Result<Vec<_>, _>>()?;
     let plan = &plan;
-    for chunk in live.chunks(EVAL_CHUNK) {
-        let parts: Vec<Result<Vec<(Profile, Outcome)>, StoreError>> = std::thread::scope(|s| {
-            let handles: Vec<_> = fresh
-                .iter_mut()
-                .enumerate()
-                .map(|(k, part)| {
-                    s.spawn(move || {
-                        evaluate_part(store, engine, plan, chunk, k, workers, part, now)
-                    })
-                })
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| {
-                    h.join().unwrap_or_else(|_| {
-                        Err(StoreError::Meta("a backfill worker panicked".into()))
-                    })
-                })
+    for (i, range) in ranges.iter().enumerate() {
+        let mut fresh: Vec<HashMap<u64, Activation>> = vec![HashMap::new(); workers];
+        let base = last * i as u64;
+        // 3. One pass over the log on every core, folding the people in `range` (see `scan`).
+        if let Some(owner) = &owner {
+            let t = Instant::now();
+            let times = scan::scan(
+                engine,
+                plan,
+                reader,
+                owner,
+                last,
+                range,
+                &mut resolvers,
+                &mut fresh,
+                |done| report(&engine.defs, &plan.report, rev, base + done, total, false),
+            )?;
+            stats.scan_ms += t.elapsed().as_millis() as u64;
+            stats.add_scan(&times);
+        }
+        // 4. Re-evaluate: everyone in the range, or only the people an event named and the
+        //    members of changed audiences.
+        let in_range = |ids: &[u64]| -> Vec<u64> {
+            let from = ids.partition_point(|p| p < range.start());
+            let to = ids.partition_point(|p| p <= range.end());
+            ids[from..to].to_vec()
+        };
+        let people: Vec<ProfileId> = if plan.everyone {
+            all.iter()
+                .filter(|p| range.contains(&p.raw()))
+                .copied()
                 .collect()
-        });
-        let mut done = Vec::with_capacity(chunk.len());
-        for part in parts {
-            done.extend(part?);
-        }
-        stats.evaluated += chunk.len() as u64;
-        stats.written += done.len() as u64;
-        done.sort_unstable_by_key(|(p, _)| p.id.raw());
-        for (p, out) in done {
-            let pid = p.id;
-            state.put_profile(p);
-            record(state, pid, out, now, 0, ChangeCause::Backfill);
-        }
+        } else {
+            let mut who: Vec<u64> = fresh.iter().flat_map(|m| m.keys().copied()).collect();
+            who.extend(in_range(&members));
+            who.sort_unstable();
+            who.dedup();
+            who.into_iter().map(ProfileId::from_raw).collect()
+        };
+        let t = Instant::now();
+        evaluate::evaluate(
+            state, store, engine, plan, &people, &mut fresh, now, limits, &mut stats,
+        )?;
+        stats.eval_ms += t.elapsed().as_millis() as u64;
     }
-    if let Some(e) = state.take_error() {
-        return Err(e);
-    }
-    stats.eval_ms = t.elapsed().as_millis() as u64;
+    drop(owner);
     let t = Instant::now();
     state.checkpoint()?;
     stats.checkpoint_ms = t.elapsed().as_millis() as u64;
     engine.defs.set_applied(&engine.definitions)?;
-    report(&engine.defs, &plan.report, rev, last, last, true);
+    report(&engine.defs, &plan.report, rev, total, total, true);
     tracing::info!(
         events = last,
         parsed = stats.parsed,
@@ -293,9 +304,51 @@ pub fn run(
         scan_ms = stats.scan_ms,
         eval_ms = stats.eval_ms,
         checkpoint_ms = stats.checkpoint_ms,
+        passes = stats.passes,
         revision = engine.revision,
         ms = started.elapsed().as_millis() as u64,
         "audiences and computed traits backfilled"
     );
     Ok(stats)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passes_fit_the_budget() {
+        assert_eq!(passes(1_000, 100, 0, 1 << 30), 1);
+        assert_eq!(passes(0, 100, 0, 0), 1, "no one: one pass");
+        // 1 M people of 20 KB in 2 GiB, the array of 10 M events (80 MB) aside.
+        let n = passes(1_000_000, 20_000, 80_000_000, 2 << 30);
+        assert_eq!(n, 10);
+        // An array larger than the budget leaves a quarter of it to the states.
+        assert_eq!(passes(100, 1 << 20, 1 << 40, 100 << 20), 4);
+        // A budget of 0: one person per pass.
+        assert_eq!(passes(7, 100, 0, 0), 700);
+    }
+
+    #[test]
+    fn id_ranges_cover_every_id_in_order_and_split_the_people_evenly() {
+        let ids: Vec<ProfileId> = [3u64, 9, 10, 40, 41, 42, 100]
+            .into_iter()
+            .map(ProfileId::from_raw)
+            .collect();
+        for n in 1..=10 {
+            let r = id_ranges(&ids, n);
+            assert_eq!(*r[0].start(), 0);
+            assert_eq!(*r.last().unwrap().end(), u64::MAX);
+            for w in r.windows(2) {
+                assert_eq!(*w[0].end() + 1, *w[1].start(), "{r:?}");
+            }
+            assert!(r.len() as u64 <= n.min(ids.len() as u64), "{n}: {r:?}");
+            let per = ids.len().div_ceil(n as usize);
+            for range in &r {
+                let k = ids.iter().filter(|p| range.contains(&p.raw())).count();
+                assert!(k >= 1 && k <= per, "{n}: {r:?}");
+            }
+        }
+        assert_eq!(id_ranges(&[], 3), vec![0..=u64::MAX]);
+    }
 }

@@ -27,6 +27,16 @@ use spoor_core::computed::{ComputedDef, ComputedState};
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
+/// Estimated bytes of a person's entry in the fresh-state maps, of an audience's state
+/// (B-tree slot, `Arc`, vector, membership and timer entries) and each of its slots, and
+/// of a computed trait's state and value. Calibrated on `spoor bench audiences` (50
+/// audiences + 20 traits: about 20 KB per person at the peak of a full backfill, fresh
+/// states and rewritten profiles together).
+const PERSON_BYTES: u64 = 160;
+const AUDIENCE_BYTES: u64 = 200;
+const SLOT_BYTES: u64 = 96;
+const COMPUTED_BYTES: u64 = 192;
+
 /// The work of one backfill.
 pub struct Plan {
     /// Nothing is known about what the state was built for: every definition is folded and
@@ -180,6 +190,19 @@ impl Plan {
             && self.computed.is_empty()
             && self.stale_audiences.is_empty()
             && self.stale_computed.is_empty()
+    }
+
+    /// Estimated memory of one person's fresh states (bytes): the map entry, and per
+    /// recomputed definition its shared name's B-tree slot and its state. States that
+    /// keep events (windows, sequences) hold more, bounded by their rule, so this is an
+    /// average, not a ceiling.
+    pub fn person_bytes(&self) -> u64 {
+        let audiences: u64 = self
+            .audiences
+            .iter()
+            .map(|(_, r)| AUDIENCE_BYTES + SLOT_BYTES * r.leaves.len() as u64)
+            .sum();
+        PERSON_BYTES + audiences + COMPUTED_BYTES * self.computed.len() as u64
     }
 
     /// Whether any event can matter (else the log is not read).

@@ -17,7 +17,8 @@
 //! == k`) from every slice, in seq order. States do not depend on the order of events, and
 //! each person's states live in one worker's map, so no locking is needed. Memory: the
 //! array, one round of entries and parsed events, and the fresh states of the people
-//! concerned.
+//! concerned — of those in one range of ids: when the states of everyone would not fit
+//! the backfill's memory limit, the log is scanned once per range (`super::passes`).
 
 use super::super::activate::Engine;
 use super::plan::Plan;
@@ -29,6 +30,7 @@ use spoor_store::log::LogReader;
 use spoor_store::state::{StateReader, StateStore};
 use spoor_store::StoreError;
 use std::collections::HashMap;
+use std::ops::RangeInclusive;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
@@ -107,7 +109,7 @@ pub fn owners_at_time(
     Ok(owner)
 }
 
-/// One worker's reader and its cache of resolved ids (id at processing time → live id, 0
+/// One worker's reader (of the last checkpoint) and its cache of resolved ids (id at processing time → live id, 0
 /// when the profile is gone).
 pub struct Resolver {
     reader: StateReader,
@@ -135,13 +137,14 @@ impl Resolver {
     }
 }
 
-/// Reads, filters and parses the entries with seqs in `from..to`:
-/// the parsed events that can matter to the plan, each with its person's live id.
+/// Reads, filters and parses the entries with seqs in `from..to`: the parsed events that
+/// can matter to the plan, each with its person's live id, for the people in `people`.
 fn slice(
     reader: &LogReader,
     plan: &Plan,
     owner: &[AtomicU64],
     resolver: &mut Resolver,
+    people: &RangeInclusive<u64>,
     from: u64,
     to: u64,
 ) -> Result<(Vec<(u64, EventFact)>, ScanTimes), StoreError> {
@@ -168,7 +171,7 @@ fn slice(
         let live = resolver.live(pid)?;
         let parsing = Instant::now();
         t.resolve_ns += (parsing - at).as_nanos() as u64;
-        if live == 0 {
+        if live == 0 || !people.contains(&live) {
             continue;
         }
         // The processor applied this event (it has a timeline row), so the full parse
@@ -232,24 +235,23 @@ fn fold_planned(plan: &Plan, part: &mut HashMap<u64, Activation>, pid: u64, ev: 
     }
 }
 
-/// Reads the log up to `last` once and folds what can matter into `fresh` (one map per
-/// worker); `progress(done)` after each round.
+/// Reads the log up to `last` once and folds what can matter to the people in `people`
+/// (live ids) into `fresh` (one map per worker, and a resolver each: their caches serve
+/// every pass); `progress(done)` after each round.
 #[allow(clippy::too_many_arguments)]
 pub fn scan(
     engine: &Engine,
     plan: &Plan,
-    store: &StateStore,
     reader: &LogReader,
     owner: &[AtomicU64],
     last: u64,
+    people: &RangeInclusive<u64>,
+    resolvers: &mut [Resolver],
     fresh: &mut [HashMap<u64, Activation>],
     mut progress: impl FnMut(u64),
 ) -> Result<ScanTimes, StoreError> {
     let workers = fresh.len();
     let mut times = ScanTimes::default();
-    let mut resolvers = (0..workers)
-        .map(|_| Resolver::new(store))
-        .collect::<Result<Vec<_>, _>>()?;
     let len = slice_len(last, workers);
     let mut seq = 1;
     while seq <= last {
@@ -265,7 +267,7 @@ pub fn scan(
                 .iter_mut()
                 .zip(&bounds)
                 .map(|(res, &(from, to))| {
-                    s.spawn(move || slice(reader, plan, owner, res, from, to))
+                    s.spawn(move || slice(reader, plan, owner, res, people, from, to))
                 })
                 .collect();
             hs.into_iter().map(join).collect::<Result<Vec<_>, _>>()

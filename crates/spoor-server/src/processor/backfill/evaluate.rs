@@ -1,0 +1,149 @@
+//! Step 4 of a backfill: the people concerned get their fresh states and are re-evaluated
+//! now, on every core. Worker `k` reads its people's profiles from the last checkpoint
+//! (nothing but the backfill writes while it runs, and it writes each person once), so
+//! decoding and evaluating are parallel; the processor thread puts the changed ones back
+//! and records the changes, in id order.
+//!
+//! Rewritten profiles are pending changes until a checkpoint: one is started whenever
+//! as many are pending as the processor's own bound (`checkpoint_pending`), so a backfill
+//! that rewrites millions of people holds no more of them in memory than processing does.
+//! A crash in between loses nothing: the definitions are recorded as applied only at the
+//! end, so the backfill runs again, and people already rewritten are found unchanged.
+
+use super::super::activate::{record, Engine, Outcome};
+use super::{plan::Plan, Limits, Stats};
+use spoor_core::audience::Activation;
+use spoor_core::identity::ProfileId;
+use spoor_core::profile::Profile;
+use spoor_store::state::{ChangeCause, ProcessorState, StateStore};
+use spoor_store::StoreError;
+use std::collections::HashMap;
+
+/// People re-evaluated per round.
+pub const EVAL_CHUNK: usize = 2_000;
+
+/// Re-evaluates `people` (ascending ids) at `now` with the fresh states in `fresh` (one
+/// map per worker, person `p` in map `p % workers`), consuming them.
+#[allow(clippy::too_many_arguments)]
+pub fn evaluate(
+    state: &mut ProcessorState,
+    store: &StateStore,
+    engine: &Engine,
+    plan: &Plan,
+    people: &[ProfileId],
+    fresh: &mut [HashMap<u64, Activation>],
+    now: i64,
+    limits: &Limits,
+    stats: &mut Stats,
+) -> Result<(), StoreError> {
+    let workers = fresh.len();
+    for chunk in people.chunks(EVAL_CHUNK) {
+        let parts: Vec<Result<Vec<(Profile, Outcome)>, StoreError>> = std::thread::scope(|s| {
+            let handles: Vec<_> = fresh
+                .iter_mut()
+                .enumerate()
+                .map(|(k, part)| {
+                    s.spawn(move || {
+                        evaluate_part(store, engine, plan, chunk, k, workers, part, now)
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join().unwrap_or_else(|_| {
+                        Err(StoreError::Meta("a backfill worker panicked".into()))
+                    })
+                })
+                .collect()
+        });
+        let mut done = Vec::with_capacity(chunk.len());
+        for part in parts {
+            done.extend(part?);
+        }
+        stats.evaluated += chunk.len() as u64;
+        stats.written += done.len() as u64;
+        done.sort_unstable_by_key(|(p, _)| p.id.raw());
+        for (p, out) in done {
+            let pid = p.id;
+            state.put_profile(p);
+            record(state, pid, out, now, 0, ChangeCause::Backfill);
+        }
+        if let Some(e) = state.take_error() {
+            return Err(e);
+        }
+        if state.pending_entries() >= limits.checkpoint_pending {
+            state.begin_checkpoint()?;
+            stats.checkpoints += 1;
+        }
+    }
+    Ok(())
+}
+
+/// Gives worker `k`'s people in `chunk` their fresh states and re-evaluates them at `now`;
+/// returns those whose activation changed.
+#[allow(clippy::too_many_arguments)]
+fn evaluate_part(
+    store: &StateStore,
+    engine: &Engine,
+    plan: &Plan,
+    chunk: &[ProfileId],
+    k: usize,
+    workers: usize,
+    part: &mut HashMap<u64, Activation>,
+    now: i64,
+) -> Result<Vec<(Profile, Outcome)>, StoreError> {
+    let r = store.durable_reader()?;
+    let mut out = Vec::new();
+    for pid in chunk
+        .iter()
+        .filter(|p| p.raw() % workers as u64 == k as u64)
+    {
+        let Some(mut p) = r.profile(*pid)? else {
+            continue;
+        };
+        let mut fresh = part.remove(&pid.raw()).unwrap_or_default();
+        let before = Activation::clone(&p.activation);
+        let act = p.activation_mut();
+        if plan.full {
+            act.computed = fresh.computed;
+            act.audiences = fresh.audiences;
+        } else {
+            for (name, _) in &plan.computed {
+                match fresh.computed.remove_entry(&**name) {
+                    Some((k, s)) => act.computed.insert(k, s),
+                    None => act.computed.remove(&**name),
+                };
+            }
+            for (name, _) in &plan.audiences {
+                match fresh.audiences.remove_entry(&**name) {
+                    Some((k, s)) => act.audiences.insert(k, s),
+                    None => act.audiences.remove(&**name),
+                };
+            }
+            // States of removed definitions are dropped by the evaluation.
+        }
+        let mut groups = Vec::new();
+        if engine.reads_groups() {
+            for g in p.groups.keys() {
+                if let Some(g) = r.group(g)? {
+                    groups.push(g.trait_values());
+                }
+            }
+        }
+        let o = engine.on_time(&mut p, now, &groups);
+        // Nothing changed but the revision stamp: not rewritten (its next event evaluates
+        // everything, as for any person not evaluated under the current revision).
+        let same = o.entered.is_empty()
+            && o.exited.is_empty()
+            && o.old_timer == o.new_timer
+            && Activation {
+                revision: p.activation.revision,
+                ..before
+            } == *p.activation;
+        if !same {
+            out.push((p, o));
+        }
+    }
+    Ok(out)
+}
