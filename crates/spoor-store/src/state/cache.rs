@@ -353,6 +353,15 @@ impl ProcessorState {
         self.changed();
     }
 
+    /// Empties the clean cache of profiles (freed on the dropper's thread). The cache is
+    /// bounded by entries, not bytes, and a backfill rewrites up to every profile once,
+    /// each with its recomputed states (≈ 20 KB in memory with 50 audiences + 20 computed
+    /// traits): kept, they would hold the states of everyone after all.
+    pub fn drop_clean_profiles(&mut self) {
+        let gone = std::mem::take(&mut self.c_profiles);
+        self.dropper.drop_later(gone);
+    }
+
     /// Removes a profile (merged away) and returns what it held.
     pub fn take_profile(&mut self, pid: ProfileId) -> Result<Option<Profile>, StoreError> {
         let raw = pid.raw();

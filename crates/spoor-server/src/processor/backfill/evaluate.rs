@@ -5,8 +5,9 @@
 //! and records the changes, in id order.
 //!
 //! Rewritten profiles are pending changes until a checkpoint: one is started whenever
-//! as many are pending as the processor's own bound (`checkpoint_pending`), so a backfill
-//! that rewrites millions of people holds no more of them in memory than processing does.
+//! as many are pending as the processor's own bound (`checkpoint_pending`) or as hold the
+//! states of half the memory limit, and once written they are not kept as clean cache, so
+//! a backfill that rewrites millions of people holds only a bounded number of them.
 //! A crash in between loses nothing: the definitions are recorded as applied only at the
 //! end, so the backfill runs again, and people already rewritten are found unchanged.
 
@@ -73,7 +74,10 @@ pub fn evaluate(
             return Err(e);
         }
         if state.pending_entries() >= limits.checkpoint_pending {
+            // Completes the previous checkpoint first, whose profiles would then be kept
+            // as clean cache: they are dropped (each is rewritten once, none read again).
             state.begin_checkpoint()?;
+            state.drop_clean_profiles();
             stats.checkpoints += 1;
         }
     }

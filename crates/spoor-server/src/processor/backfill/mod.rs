@@ -239,9 +239,7 @@ pub fn run(
     } else {
         None
     };
-    let mut resolvers = (0..workers)
-        .map(|_| scan::Resolver::new(store))
-        .collect::<Result<Vec<_>, _>>()?;
+    let mut resolvers = scan::Resolver::for_workers(store, workers)?;
     let plan = &plan;
     for (i, range) in ranges.iter().enumerate() {
         let mut fresh: Vec<HashMap<u64, Activation>> = vec![HashMap::new(); workers];
@@ -291,6 +289,7 @@ pub fn run(
     drop(owner);
     let t = Instant::now();
     state.checkpoint()?;
+    state.drop_clean_profiles();
     stats.checkpoint_ms = t.elapsed().as_millis() as u64;
     engine.defs.set_applied(&engine.definitions)?;
     report(&engine.defs, &plan.report, rev, total, total, true);

@@ -7,7 +7,7 @@
 //! table is read once, sequentially, split into id ranges over the workers, into a
 //! seq → id-at-processing-time array (8 bytes per event). Ids are resolved to the live
 //! profile (following merges, like a profile's cluster does in the other direction) only
-//! for the events that pass the raw-byte filter, and once per id (a cache per worker):
+//! for the events that pass the raw-byte filter, and once per id (a cache the workers share):
 //! for a selective new audience that is a few percent of the people, not every profile.
 //!
 //! # Scan
@@ -22,6 +22,7 @@
 
 use super::super::activate::Engine;
 use super::plan::Plan;
+use parking_lot::RwLock;
 use spoor_core::audience::{state_mut, Activation, AudienceState, EventFact};
 use spoor_core::computed::ComputedState;
 use spoor_core::identity::ProfileId;
@@ -32,6 +33,7 @@ use spoor_store::StoreError;
 use std::collections::HashMap;
 use std::ops::RangeInclusive;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Instant;
 
 /// Most log entries a worker reads, filters and parses per round.
@@ -109,30 +111,45 @@ pub fn owners_at_time(
     Ok(owner)
 }
 
-/// One worker's reader (of the last checkpoint) and its cache of resolved ids (id at processing time → live id, 0
-/// when the profile is gone).
+/// Shards of the cache of resolved ids shared by the workers.
+const SHARDS: u64 = 64;
+
+/// One worker's reader (of the last checkpoint), and the workers' shared cache of resolved
+/// ids (id at processing time → live id, 0 when the profile is gone). Shared, because
+/// workers split the log by seq, not by person: with a cache each, every person was
+/// resolved once per worker (an identity record read and decoded each time, most of the
+/// scan's thread time).
 pub struct Resolver {
     reader: StateReader,
-    live: HashMap<u64, u64>,
+    live: Arc<[RwLock<HashMap<u64, u64>>]>,
 }
 
 impl Resolver {
-    pub fn new(store: &StateStore) -> Result<Resolver, StoreError> {
-        Ok(Resolver {
-            reader: store.durable_reader()?,
-            live: HashMap::new(),
-        })
+    /// One resolver per worker, sharing their cache.
+    pub fn for_workers(store: &StateStore, workers: usize) -> Result<Vec<Resolver>, StoreError> {
+        let live: Arc<[RwLock<HashMap<u64, u64>>]> =
+            (0..SHARDS).map(|_| RwLock::new(HashMap::new())).collect();
+        (0..workers)
+            .map(|_| {
+                Ok(Resolver {
+                    reader: store.durable_reader()?,
+                    live: live.clone(),
+                })
+            })
+            .collect()
     }
 
     fn live(&mut self, pid: u64) -> Result<u64, StoreError> {
-        if let Some(l) = self.live.get(&pid) {
+        let shard = &self.live[(pid % SHARDS) as usize];
+        if let Some(l) = shard.read().get(&pid) {
             return Ok(*l);
         }
+        // Two workers may both miss and resolve the same id: the same answer, once more.
         let l = self
             .reader
             .resolve(ProfileId::from_raw(pid))?
             .map_or(0, |p| p.raw());
-        self.live.insert(pid, l);
+        shard.write().insert(pid, l);
         Ok(l)
     }
 }
@@ -236,7 +253,7 @@ fn fold_planned(plan: &Plan, part: &mut HashMap<u64, Activation>, pid: u64, ev: 
 }
 
 /// Reads the log up to `last` once and folds what can matter to the people in `people`
-/// (live ids) into `fresh` (one map per worker, and a resolver each: their caches serve
+/// (live ids) into `fresh` (one map per worker, and a resolver each: their cache serves
 /// every pass); `progress(done)` after each round.
 #[allow(clippy::too_many_arguments)]
 pub fn scan(
