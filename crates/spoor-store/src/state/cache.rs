@@ -7,12 +7,14 @@
 //!
 //! Memory is bounded: pending changes by the checkpoint policy (the processor checkpoints
 //! when they exceed a bound), the clean cache by `cap` (about half is dropped when it is
-//! exceeded — cheap, and the working set refills it).
+//! exceeded — cheap, and the working set refills it), a profile counting for more than one
+//! entry when it holds many audience and computed-trait states ([`super::profile_cache`]).
 
 use super::backend::{ChangeSet, StateBackend, StateSnapshot};
 use super::dropper::Dropper;
 use super::memberships::{MembershipDelta, MembershipState};
 use super::pending::{Layer, Staged};
+use super::profile_cache::ProfileCache;
 use super::shared::Shared;
 use super::tables::{ident_hash_step, ident_key, IDENT_HASH_SEED};
 use crate::error::StoreError;
@@ -57,7 +59,7 @@ pub struct ProcessorState {
     group_members_in_flight: Vec<(String, u64)>,
     c_ident: HashMap<String, Option<u64>>,
     c_pident: HashMap<u64, Option<Arc<ProfileIdentity>>>,
-    c_profiles: HashMap<u64, Option<Arc<Profile>>>,
+    c_profiles: ProfileCache,
     c_groups: HashMap<String, Arc<Group>>,
     error: Option<StoreError>,
     /// The checkpoint being committed in the background.
@@ -172,7 +174,7 @@ impl ProcessorState {
             group_members_in_flight: Vec::new(),
             c_ident: HashMap::new(),
             c_pident: HashMap::new(),
-            c_profiles: HashMap::new(),
+            c_profiles: ProfileCache::default(),
             c_groups: HashMap::new(),
             error: None,
             in_flight: None,
@@ -358,7 +360,7 @@ impl ProcessorState {
     /// each with its recomputed states (≈ 20 KB in memory with 50 audiences + 20 computed
     /// traits): kept, they would hold the states of everyone after all.
     pub fn drop_clean_profiles(&mut self) {
-        let gone = std::mem::take(&mut self.c_profiles);
+        let gone = self.c_profiles.take();
         self.dropper.drop_later(gone);
     }
 
@@ -584,7 +586,7 @@ impl ProcessorState {
             // last committed seq. The cache is dropped so nothing uncommitted is believed.
             self.c_ident.clear();
             self.c_pident.clear();
-            self.c_profiles.clear();
+            drop(self.c_profiles.take());
             self.c_groups.clear();
             return Err(e);
         }
@@ -602,14 +604,18 @@ impl ProcessorState {
         }
         // What was written is now the freshest copy outside the current layer (which is
         // read first): keep it as clean cache.
-        let incoming = changes.owners.len() + changes.identities.len() + changes.profiles.len();
-        while self.c_ident.len() + self.c_pident.len() + self.c_profiles.len() > 0
-            && self.c_ident.len() + self.c_pident.len() + self.c_profiles.len() + incoming
-                > self.cap
-        {
+        let incoming = changes.owners.len()
+            + changes.identities.len()
+            + changes
+                .profiles
+                .iter()
+                .map(|(_, p)| super::profile_cache::weight(p))
+                .sum::<usize>();
+        let held = |s: &Self| s.c_ident.len() + s.c_pident.len() + s.c_profiles.weight();
+        while held(self) > 0 && held(self) + incoming > self.cap {
             halve(&mut self.c_ident);
             halve(&mut self.c_pident);
-            halve(&mut self.c_profiles);
+            self.c_profiles.halve();
             halve(&mut self.c_groups);
         }
         if incoming > self.cap {

@@ -16,6 +16,7 @@ pub mod conformance;
 mod dropper;
 mod memberships;
 mod pending;
+mod profile_cache;
 mod read;
 mod redb_backend;
 mod shared;

@@ -5,9 +5,10 @@
 //! and records the changes, in id order.
 //!
 //! Rewritten profiles are pending changes until a checkpoint: one is started whenever
-//! as many are pending as the processor's own bound (`checkpoint_pending`) or as hold the
-//! states of half the memory limit, and once written they are not kept as clean cache, so
-//! a backfill that rewrites millions of people holds only a bounded number of them.
+//! as many are pending as the processor's own bound (`checkpoint_pending`), as hold the
+//! states of half the memory limit, or [`OVERLAP_ENTRIES`], and once written they are not
+//! kept as clean cache, so a backfill that rewrites millions of people holds only a
+//! bounded number of them, and commits while it evaluates.
 //! A crash in between loses nothing: the definitions are recorded as applied only at the
 //! end, so the backfill runs again, and people already rewritten are found unchanged.
 
@@ -19,6 +20,10 @@ use spoor_core::profile::Profile;
 use spoor_store::state::{ChangeCause, ProcessorState, StateStore};
 use spoor_store::StoreError;
 use std::collections::HashMap;
+
+/// Most entries pending before a checkpoint starts: it commits in the background while
+/// the next people are evaluated, so only the last part's commit is waited for.
+pub const OVERLAP_ENTRIES: usize = 25_000;
 
 /// People re-evaluated per round.
 pub const EVAL_CHUNK: usize = 2_000;

@@ -172,12 +172,17 @@ pub fn run(
         .map_or(1, |n| n.get())
         .clamp(1, MAX_WORKERS);
     // Fresh states move into the rewritten profiles, pending until a checkpoint: one is
-    // started before they would hold half the budget.
+    // started before they would hold half the budget, and at least every
+    // `OVERLAP_ENTRIES`, so that writing one part overlaps evaluating the next.
     let per_person = plan.person_bytes();
     let limits = &Limits {
-        checkpoint_pending: limits.checkpoint_pending.min(
-            (limits.memory_bytes / 2 / per_person).max(2 * evaluate::EVAL_CHUNK as u64) as usize,
-        ),
+        checkpoint_pending: limits
+            .checkpoint_pending
+            .min(
+                (limits.memory_bytes / 2 / per_person).max(2 * evaluate::EVAL_CHUNK as u64)
+                    as usize,
+            )
+            .min(evaluate::OVERLAP_ENTRIES),
         ..*limits
     };
     let owner_bytes = if plan.reads_events() {

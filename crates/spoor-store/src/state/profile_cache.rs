@@ -1,0 +1,120 @@
+//! The processor's clean cache of profiles, counted by weight rather than by entries.
+//!
+//! The clean cache is bounded by a number of entries (`processor.cache_entries`), sized
+//! for the 1–3 KB an identity record or a plain profile takes in memory. A profile holding
+//! the states of many audiences and computed traits takes far more (≈ 20 KB with 50 + 20:
+//! B-tree maps, a shared pointer per state), so counted as one entry, a cache of two
+//! million entries held tens of gigabytes. Each profile counts as one entry plus one per
+//! [`STATES_PER_ENTRY`] states it holds.
+
+use spoor_core::profile::Profile;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// Audience and computed-trait states that weigh as much as one plain cache entry.
+pub const STATES_PER_ENTRY: usize = 8;
+
+/// How many entries a cached profile counts for (`None`: a known-absent profile).
+pub fn weight(p: &Option<Arc<Profile>>) -> usize {
+    p.as_ref().map_or(1, |p| {
+        let a = &p.activation;
+        1 + (a.audiences.len() + a.computed.len()) / STATES_PER_ENTRY
+    })
+}
+
+/// Profile id → the profile as last committed (`None`: known not to exist), with the sum
+/// of their weights.
+#[derive(Default)]
+pub struct ProfileCache {
+    map: HashMap<u64, Option<Arc<Profile>>>,
+    weight: usize,
+}
+
+impl ProfileCache {
+    /// The sum of the cached profiles' weights (what counts against the cache's bound).
+    pub fn weight(&self) -> usize {
+        self.weight
+    }
+
+    pub fn remove(&mut self, raw: &u64) -> Option<Option<Arc<Profile>>> {
+        let p = self.map.remove(raw)?;
+        self.weight -= weight(&p);
+        Some(p)
+    }
+
+    pub fn extend(&mut self, items: impl IntoIterator<Item = (u64, Option<Arc<Profile>>)>) {
+        for (raw, p) in items {
+            let w = weight(&p);
+            if let Some(old) = self.map.insert(raw, p) {
+                self.weight -= weight(&old);
+            }
+            self.weight += w;
+        }
+    }
+
+    /// Drops about half of the entries (whichever the hash order puts first).
+    pub fn halve(&mut self) {
+        let mut i = 0usize;
+        let mut gone = 0usize;
+        self.map.retain(|_, p| {
+            i += 1;
+            let keep = i % 2 == 0;
+            if !keep {
+                gone += weight(p);
+            }
+            keep
+        });
+        self.weight -= gone;
+    }
+
+    /// Everything cached, leaving the cache empty.
+    pub fn take(&mut self) -> HashMap<u64, Option<Arc<Profile>>> {
+        self.weight = 0;
+        std::mem::take(&mut self.map)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use spoor_core::audience::Activation;
+    use spoor_core::identity::ProfileId;
+
+    fn profile(raw: u64, states: usize) -> Option<Arc<Profile>> {
+        let mut p = Profile::new(ProfileId::from_raw(raw));
+        let mut a = Activation::default();
+        for i in 0..states {
+            a.computed.insert(
+                Arc::from(format!("t{i}").as_str()),
+                Arc::new(spoor_core::computed::ComputedState::Count { n: 1 }),
+            );
+        }
+        p.activation = Arc::new(a);
+        Some(Arc::new(p))
+    }
+
+    /// The running weight always equals the sum over what is cached, whatever is done.
+    #[test]
+    fn weight_stays_the_sum_over_the_cache() {
+        let mut c = ProfileCache::default();
+        let check = |c: &ProfileCache| {
+            let sum: usize = c.map.values().map(weight).sum();
+            assert_eq!(c.weight(), sum);
+        };
+        c.extend((0..100).map(|i| (i, profile(i, (i % 30) as usize))));
+        c.extend([(7, None), (8, profile(8, 70))]);
+        check(&c);
+        assert_eq!(weight(&profile(1, 70)), 9);
+        assert_eq!(weight(&None), 1);
+        c.remove(&3);
+        c.remove(&1000);
+        check(&c);
+        c.halve();
+        check(&c);
+        assert!(c.map.len() < 100);
+        let all = c.take();
+        assert!(!all.is_empty());
+        assert_eq!(c.weight(), 0);
+        assert!(c.map.is_empty());
+    }
+}
