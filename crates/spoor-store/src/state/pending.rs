@@ -27,6 +27,7 @@
 //! [`super::shared::Shared`] — so readers never wait for it and see each event whole.
 
 use super::memberships::MembershipChange;
+use super::profile_cache::weight;
 use roaring::RoaringTreemap;
 use spoor_core::identity::{Decision, ProfileIdentity};
 use spoor_core::profile::{Group, Profile};
@@ -56,6 +57,11 @@ pub(super) struct Layer {
     pub membership_feed: Vec<(u64, Arc<MembershipChange>)>,
     /// The same rows per profile (a split drops a profile's rows from here, not the feed).
     pub membership_history: HashMap<u64, Vec<(u64, Arc<MembershipChange>)>>,
+    /// The sum of the profiles' weights ([`super::profile_cache::weight`]: one, plus one
+    /// per 8 audience and computed-trait states), kept by [`Pending`]'s installs, so that
+    /// the checkpoint policy's bound on entries bounds memory with many audiences too. A
+    /// staged layer keeps 0: its profiles count one each.
+    pub profile_weight: usize,
 }
 
 impl Layer {
@@ -63,7 +69,7 @@ impl Layer {
     pub fn entries(&self) -> usize {
         self.owners.len()
             + self.identities.len()
-            + self.profiles.len()
+            + self.profiles.len().max(self.profile_weight)
             + self.groups.len()
             + self.membership_feed.len()
     }
@@ -102,6 +108,7 @@ impl Staged {
             dropped,
             membership_feed,
             membership_history,
+            profile_weight,
         } = &mut self.layer;
         owners.clear();
         identities.clear();
@@ -112,6 +119,7 @@ impl Staged {
         dropped.clear();
         membership_feed.clear();
         membership_history.clear();
+        *profile_weight = 0;
         self.members.clear();
     }
 }
@@ -204,8 +212,13 @@ impl Pending {
             .extend(l.owners.iter().map(|(k, v)| (k.clone(), *v)));
         cur.identities
             .extend(l.identities.iter().map(|(k, v)| (*k, v.clone())));
-        cur.profiles
-            .extend(l.profiles.iter().map(|(k, v)| (*k, v.clone())));
+        cur.profiles.reserve(l.profiles.len());
+        for (k, v) in &l.profiles {
+            cur.profile_weight += weight(v);
+            if let Some(old) = cur.profiles.insert(*k, v.clone()) {
+                cur.profile_weight -= weight(&old);
+            }
+        }
         cur.groups
             .extend(l.groups.iter().map(|(k, v)| (k.clone(), v.clone())));
         for (p, rows) in &l.timeline {
@@ -240,7 +253,9 @@ impl Pending {
         cur.identities.extend(l.identities.drain());
         cur.profiles.reserve(l.profiles.len());
         for (k, v) in l.profiles.drain() {
+            cur.profile_weight += weight(&v);
             if let Some(old) = cur.profiles.insert(k, v) {
+                cur.profile_weight -= weight(&old);
                 replaced.push(old);
             }
         }

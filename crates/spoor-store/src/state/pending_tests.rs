@@ -181,3 +181,46 @@ fn a_background_checkpoint_keeps_its_changes_readable_while_new_ones_pile_up() {
     let rows = d.timeline(&[p1], None, 10).unwrap();
     assert_eq!(rows.iter().map(|c| c.seq).collect::<Vec<_>>(), vec![3]);
 }
+
+/// A profile holding many audience and computed-trait states counts for more than one
+/// pending entry (the checkpoint policy bounds memory by entries), and a replaced copy no
+/// longer counts.
+#[test]
+fn pending_entries_weigh_profiles_by_their_states() {
+    use spoor_core::computed::ComputedState;
+    use std::sync::Arc;
+    let dir = tempfile::tempdir().unwrap();
+    let store = StateStore::open(dir.path()).unwrap();
+    let mut st = store.processor_state(1024).unwrap();
+    let with_states = |raw: u64, n: usize| {
+        let mut p = Profile::new(ProfileId::from_raw(raw));
+        let a = p.activation_mut();
+        for i in 0..n {
+            a.computed.insert(
+                Arc::from(format!("t{i}").as_str()),
+                Arc::new(ComputedState::Count { n: 1 }),
+            );
+        }
+        p
+    };
+    for raw in 1..=10 {
+        st.put_profile(with_states(raw, 80));
+    }
+    assert_eq!(
+        st.pending_entries(),
+        10 * 11,
+        "one plus one per 8 states each"
+    );
+    // Replaced by a plain copy: the old weight goes.
+    st.put_profile(with_states(3, 0));
+    assert_eq!(st.pending_entries(), 9 * 11 + 1);
+    st.with_profile(ProfileId::from_raw(4), |p| set_trait(p, "pro"))
+        .unwrap();
+    assert_eq!(
+        st.pending_entries(),
+        9 * 11 + 1,
+        "changed in place, same states"
+    );
+    st.checkpoint().unwrap();
+    assert_eq!(st.pending_entries(), 0);
+}

@@ -5,7 +5,9 @@
 //! the states of many audiences and computed traits takes far more (≈ 20 KB with 50 + 20:
 //! B-tree maps, a shared pointer per state), so counted as one entry, a cache of two
 //! million entries held tens of gigabytes. Each profile counts as one entry plus one per
-//! [`STATES_PER_ENTRY`] states it holds.
+//! [`STATES_PER_ENTRY`] states it holds, here and in the pending layers' count that the
+//! checkpoint policy bounds (`Layer::profile_weight`): `spoor rebuild` of 10 M events over
+//! 1 M people with 50 audiences + 20 traits peaked at 22.5 GB resident before.
 
 use spoor_core::profile::Profile;
 use std::collections::HashMap;
