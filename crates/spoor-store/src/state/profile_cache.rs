@@ -7,7 +7,9 @@
 //! million entries held tens of gigabytes. Each profile counts as one entry plus one per
 //! [`STATES_PER_ENTRY`] states it holds, here and in the pending layers' count that the
 //! checkpoint policy bounds (`Layer::profile_weight`): `spoor rebuild` of 10 M events over
-//! 1 M people with 50 audiences + 20 traits peaked at 22.5 GB resident before.
+//! 1 M people with 50 audiences + 20 traits peaked at 22.5 GiB resident before, 17.4 GiB
+//! after (the default bounds still allow that much at ≈ 2 KB per weighted entry: lower
+//! `cache_entries` and `checkpoint_pending` on a smaller machine).
 
 use spoor_core::profile::Profile;
 use std::collections::HashMap;

@@ -143,15 +143,22 @@ pub fn passes(people: u64, per_person: u64, fixed: u64, budget: u64) -> u64 {
 
 /// Splits the id space into `n` ranges holding about as many of `ids` (ascending) each;
 /// together they cover every id, in order.
-pub fn id_ranges(ids: &[ProfileId], n: u64) -> Vec<RangeInclusive<u64>> {
+pub fn id_ranges(ids: &[u64], n: u64) -> Vec<RangeInclusive<u64>> {
     let per = (ids.len() as u64).div_ceil(n.max(1)).max(1) as usize;
-    let mut starts: Vec<u64> = ids.iter().step_by(per).map(|p| p.raw()).collect();
+    let mut starts: Vec<u64> = ids.iter().step_by(per).copied().collect();
     if starts.is_empty() {
         starts.push(0);
     }
     starts[0] = 0;
     let ends = starts.iter().skip(1).map(|s| s - 1).chain([u64::MAX]);
     starts.iter().zip(ends).map(|(s, e)| *s..=e).collect()
+}
+
+/// The part of `ids` (ascending) in `range`.
+fn within<'a>(ids: &'a [u64], range: &RangeInclusive<u64>) -> &'a [u64] {
+    let from = ids.partition_point(|p| p < range.start());
+    let to = ids.partition_point(|p| p <= range.end());
+    &ids[from..to]
 }
 
 /// Recomputes what changed in the definitions since the state was built, from the log.
@@ -198,7 +205,7 @@ pub fn run(
     );
     // Every live person, listed by id (no profile decoded): those re-evaluated when the
     // plan concerns everyone, and what the id ranges of several passes are cut from.
-    let mut all: Vec<ProfileId> = Vec::new();
+    let mut all: Vec<u64> = Vec::new();
     if plan.everyone || n > 1 {
         let snap = store.reader()?;
         let mut after = None;
@@ -206,7 +213,7 @@ pub fn run(
             let page = snap.list_profile_ids(after, 10_000)?;
             let Some(tail) = page.last() else { break };
             after = Some(*tail);
-            all.extend(page);
+            all.extend(page.iter().map(|p| p.raw()));
         }
     }
     let ranges = if n > 1 {
@@ -268,23 +275,16 @@ pub fn run(
         }
         // 4. Re-evaluate: everyone in the range, or only the people an event named and the
         //    members of changed audiences.
-        let in_range = |ids: &[u64]| -> Vec<u64> {
-            let from = ids.partition_point(|p| p < range.start());
-            let to = ids.partition_point(|p| p <= range.end());
-            ids[from..to].to_vec()
-        };
-        let people: Vec<ProfileId> = if plan.everyone {
-            all.iter()
-                .filter(|p| range.contains(&p.raw()))
-                .copied()
-                .collect()
+        let mut who: Vec<u64> = if plan.everyone {
+            within(&all, range).to_vec()
         } else {
             let mut who: Vec<u64> = fresh.iter().flat_map(|m| m.keys().copied()).collect();
-            who.extend(in_range(&members));
+            who.extend_from_slice(within(&members, range));
             who.sort_unstable();
-            who.dedup();
-            who.into_iter().map(ProfileId::from_raw).collect()
+            who
         };
+        who.dedup();
+        let people: Vec<ProfileId> = who.into_iter().map(ProfileId::from_raw).collect();
         let t = Instant::now();
         evaluate::evaluate(
             state, store, engine, plan, &people, &mut fresh, now, limits, &mut stats,
@@ -335,10 +335,7 @@ mod tests {
 
     #[test]
     fn id_ranges_cover_every_id_in_order_and_split_the_people_evenly() {
-        let ids: Vec<ProfileId> = [3u64, 9, 10, 40, 41, 42, 100]
-            .into_iter()
-            .map(ProfileId::from_raw)
-            .collect();
+        let ids = [3u64, 9, 10, 40, 41, 42, 100];
         for n in 1..=10 {
             let r = id_ranges(&ids, n);
             assert_eq!(*r[0].start(), 0);
@@ -349,9 +346,17 @@ mod tests {
             assert!(r.len() as u64 <= n.min(ids.len() as u64), "{n}: {r:?}");
             let per = ids.len().div_ceil(n as usize);
             for range in &r {
-                let k = ids.iter().filter(|p| range.contains(&p.raw())).count();
+                let k = within(&ids, range).len();
                 assert!(k >= 1 && k <= per, "{n}: {r:?}");
+                assert!(within(&ids, range).iter().all(|p| range.contains(p)));
             }
+        }
+        for n in 1..=10 {
+            let covered: usize = id_ranges(&ids, n)
+                .iter()
+                .map(|r| within(&ids, r).len())
+                .sum();
+            assert_eq!(covered, ids.len(), "each id in exactly one range");
         }
         assert_eq!(id_ranges(&[], 3), vec![0..=u64::MAX]);
     }
