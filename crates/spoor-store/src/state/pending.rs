@@ -74,6 +74,14 @@ impl Layer {
             + self.membership_feed.len()
     }
 
+    /// Inserts a profile, keeping `profile_weight`; returns the one it replaces.
+    fn put_profile(&mut self, k: u64, v: Option<Arc<Profile>>) -> Option<Option<Arc<Profile>>> {
+        self.profile_weight += weight(&v);
+        let old = self.profiles.insert(k, v)?;
+        self.profile_weight -= weight(&old);
+        Some(old)
+    }
+
     pub fn is_empty(&self) -> bool {
         self.entries() == 0
             && self.timeline.is_empty()
@@ -214,10 +222,7 @@ impl Pending {
             .extend(l.identities.iter().map(|(k, v)| (*k, v.clone())));
         cur.profiles.reserve(l.profiles.len());
         for (k, v) in &l.profiles {
-            cur.profile_weight += weight(v);
-            if let Some(old) = cur.profiles.insert(*k, v.clone()) {
-                cur.profile_weight -= weight(&old);
-            }
+            cur.put_profile(*k, v.clone());
         }
         cur.groups
             .extend(l.groups.iter().map(|(k, v)| (k.clone(), v.clone())));
@@ -253,9 +258,7 @@ impl Pending {
         cur.identities.extend(l.identities.drain());
         cur.profiles.reserve(l.profiles.len());
         for (k, v) in l.profiles.drain() {
-            cur.profile_weight += weight(&v);
-            if let Some(old) = cur.profiles.insert(k, v) {
-                cur.profile_weight -= weight(&old);
+            if let Some(old) = cur.put_profile(k, v) {
                 replaced.push(old);
             }
         }
