@@ -258,6 +258,16 @@ mod tests {
         std::fs::write(&f, "[destinations]\ndelivery_log_days = 40000\n").unwrap();
         let err = Config::load(Some(&f), &Overrides::default()).unwrap_err();
         assert!(err.to_string().contains("delivery_log_days"), "{err}");
+
+        // A backfill's memory limit: 2 GiB by default, at least 16 MiB.
+        let c = Config::load(None, &Overrides::default()).unwrap();
+        assert_eq!(c.processor.backfill_memory_mb, 2048);
+        std::fs::write(&f, "[processor]\nbackfill_memory_mb = 8\n").unwrap();
+        let err = Config::load(Some(&f), &Overrides::default()).unwrap_err();
+        assert!(err.to_string().contains("backfill_memory_mb"), "{err}");
+        std::fs::write(&f, "[processor]\nbackfill_memory_mb = 512\n").unwrap();
+        let c = Config::load(Some(&f), &Overrides::default()).unwrap();
+        assert_eq!(c.processor.backfill_memory_mb, 512);
     }
 
     #[test]
