@@ -17,7 +17,7 @@
 
 mod common;
 
-use common::{basic, free_port, http, Init, Rng, Server, ADMIN_TOKEN, WRITE_KEY};
+use common::{basic, crash_seed, http, CrashDirs, Rng, Server, ADMIN_TOKEN, WRITE_KEY};
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, Instant};
@@ -39,34 +39,11 @@ fn admin_post(server: &Server, path: &str, body: &Value) -> (u16, Value) {
     (s, r.json().unwrap_or(Value::Null))
 }
 
-fn get_ok(server: &Server, path: &str) -> Value {
-    let (s, v) = server.admin_get(path);
-    assert_eq!(s, 200, "GET {path}: {v}");
-    v
-}
-
-fn processor(server: &Server) -> Value {
-    get_ok(server, "/v1/admin/processor")
-}
-
-/// Waits until every ingested event is processed; returns the last seq.
-fn wait_processed(server: &Server) -> u64 {
-    let last = processor(server)["ingested_seq"].as_u64().unwrap();
-    let st = server.wait_processed(last);
-    assert_eq!(
-        st["processed_seq"].as_u64(),
-        Some(last),
-        "not processed: {st}"
-    );
-    assert_eq!(st["healthy"], true, "{st}");
-    last
-}
-
 /// Waits until everything processed is also checkpointed.
 fn wait_durable(server: &Server, seq: u64) {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let st = processor(server);
+        let st = server.admin_get_ok("/v1/admin/processor");
         if st["durable_seq"].as_u64().unwrap_or(0) >= seq {
             return;
         }
@@ -113,57 +90,22 @@ fn send(server: &Server, rng: &mut Rng, batch_no: u64, people: &[(u64, bool)]) {
 }
 
 fn size(server: &Server, audience: &str) -> u64 {
-    get_ok(server, &format!("/v1/audiences/{audience}/size"))["size"]
+    server.admin_get_ok(&format!("/v1/audiences/{audience}/size"))["size"]
         .as_u64()
         .unwrap()
-}
-
-/// Every member id of `audience`, through the paged members API.
-fn members(server: &Server, audience: &str) -> BTreeSet<String> {
-    let mut out = BTreeSet::new();
-    let mut cursor: Option<String> = None;
-    for _ in 0..100 {
-        let q = match &cursor {
-            Some(c) => format!("/v1/audiences/{audience}/members?limit=100&cursor={c}"),
-            None => format!("/v1/audiences/{audience}/members?limit=100"),
-        };
-        let v = get_ok(server, &q);
-        for m in v["members"].as_array().unwrap() {
-            out.insert(m["id"].as_str().unwrap().to_owned());
-        }
-        match v["next_cursor"].as_str() {
-            Some(c) => cursor = Some(c.to_owned()),
-            None => return out,
-        }
-    }
-    panic!("members of {audience}: too many pages");
 }
 
 #[test]
 fn kill_9_keeps_memberships_and_timers_and_records_each_change_once() {
     let started = Instant::now();
-    let seed = std::env::var("SPOOR_CRASH_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap_or_default()
-                .as_nanos() as u64
-                ^ std::process::id() as u64
-        });
-    eprintln!("audience crash test seed: {seed} (replay with SPOOR_CRASH_SEED={seed})");
+    let seed = crash_seed("audience");
     let mut rng = Rng(seed);
-    let root = tempfile::tempdir().unwrap();
-    let (data, logs) = (root.path().join("data"), root.path().join("logs"));
-    std::fs::create_dir_all(&logs).unwrap();
-    let port = free_port();
+    let dirs = CrashDirs::new();
     let env = [
         ("SPOOR_PROCESSOR__CHECKPOINT_MS", "300"),
         ("SPOOR_LOG_LEVEL", "warn"),
     ];
-    let init = Init::Given(WRITE_KEY, ADMIN_TOKEN);
-    let mut server = Server::start_env(&data, port, init, &logs, "a0", &env);
+    let mut server = dirs.serve("a0", &env);
 
     let window_s = WINDOW.as_secs();
     for (name, rule) in [
@@ -187,7 +129,7 @@ fn kill_9_keeps_memberships_and_timers_and_records_each_change_once() {
     // Their (empty) backfills are done before any event.
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let v = get_ok(&server, "/v1/audiences");
+        let v = server.admin_get_ok("/v1/audiences");
         let list = v["audiences"].as_array().unwrap();
         if list.len() == 3 && list.iter().all(|a| a["backfill"].is_null()) {
             break;
@@ -253,12 +195,12 @@ fn kill_9_keeps_memberships_and_timers_and_records_each_change_once() {
             0 => std::thread::sleep(Duration::from_millis(rng.range(0, 40))),
             // Processed, probably not checkpointed yet (checkpoints every 300 ms).
             1 => {
-                wait_processed(&server);
+                server.wait_ingested_processed();
                 std::thread::sleep(Duration::from_millis(rng.range(0, 200)));
             }
             // Processed and durable.
             2 => {
-                let seq = wait_processed(&server);
+                let seq = server.wait_ingested_processed();
                 wait_durable(&server, seq);
                 std::thread::sleep(Duration::from_millis(rng.range(0, 100)));
             }
@@ -266,9 +208,9 @@ fn kill_9_keeps_memberships_and_timers_and_records_each_change_once() {
         }
         let in_recent = (kind == 2).then(|| size(&server, "recent"));
         server.kill9();
-        server = Server::start_env(&data, port, init, &logs, &format!("a{}", round + 1), &env);
+        server = dirs.serve(&format!("a{}", round + 1), &env);
         // Memberships survived: all-time ones are exact once the log is processed again.
-        wait_processed(&server);
+        server.wait_ingested_processed();
         let buyers = bought.values().filter(|b| **b).count() as u64;
         assert_eq!(
             size(&server, "buyers"),
@@ -310,25 +252,24 @@ fn kill_9_keeps_memberships_and_timers_and_records_each_change_once() {
             "seed {seed}: timers lost: `recent` still has {r} members and `recent_non_buyers` \
              {n}, {:.1?} after the last event ({:?})",
             last_event_at.elapsed(),
-            members(&server, "recent")
+            server.audience_members("recent")
         );
         std::thread::sleep(Duration::from_millis(100));
     }
     let emptied_after = last_event_at.elapsed();
     // Settled: nothing re-enters later (e.g. a stale state replayed).
-    wait_processed(&server);
+    server.wait_ingested_processed();
 
     // Per person: memberships now, and the history.
-    let buyer_ids = members(&server, "buyers");
+    let buyer_ids = server.audience_members("buyers");
     let mut expected_buyer_ids = BTreeSet::new();
     let mut problems: Vec<String> = Vec::new();
     let mut timer_exits = 0;
     let mut changes = 0;
     for (&person, &did_buy) in &bought {
-        let v = get_ok(
-            &server,
-            &format!("/v1/profiles/user_id:p{person}/audiences?limit=1000"),
-        );
+        let v = server.admin_get_ok(&format!(
+            "/v1/profiles/user_id:p{person}/audiences?limit=1000"
+        ));
         let pid = v["id"].as_str().unwrap().to_owned();
         if did_buy {
             expected_buyer_ids.insert(pid.clone());

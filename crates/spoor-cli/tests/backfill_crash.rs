@@ -11,34 +11,20 @@
 
 mod common;
 
-use common::{basic, free_port, http, Init, Rng, Server, ADMIN_TOKEN, WRITE_KEY};
-use serde_json::{json, Value};
-use std::collections::{BTreeMap, BTreeSet};
+use common::{basic, crash_seed, http, CrashDirs, Rng, Server, ADMIN_TOKEN, WRITE_KEY};
+use serde_json::json;
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 /// People in the history (a backfill re-evaluates them in rounds of 2,000).
 const PEOPLE: u64 = 5_000;
 const ROUNDS: u64 = 3;
 
-fn get_ok(server: &Server, path: &str) -> Value {
-    let (s, v) = server.admin_get(path);
-    assert_eq!(s, 200, "GET {path}: {v}");
-    v
-}
-
-/// Waits until every ingested event is processed.
-fn wait_processed(server: &Server) {
-    let last = get_ok(server, "/v1/admin/processor")["ingested_seq"]
-        .as_u64()
-        .unwrap();
-    server.wait_processed(last);
-}
-
 /// Waits until no audience reports a backfill in progress.
 fn wait_backfilled(server: &Server, audiences: usize) {
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
-        let v = get_ok(server, "/v1/audiences");
+        let v = server.admin_get_ok("/v1/audiences");
         let list = v["audiences"].as_array().unwrap();
         if list.len() == audiences && list.iter().all(|a| a["backfill"].is_null()) {
             return;
@@ -48,51 +34,17 @@ fn wait_backfilled(server: &Server, audiences: usize) {
     }
 }
 
-/// Every member id of `audience`, through the paged members API.
-fn members(server: &Server, audience: &str) -> BTreeSet<String> {
-    let mut out = BTreeSet::new();
-    let mut cursor: Option<String> = None;
-    loop {
-        let q = match &cursor {
-            Some(c) => format!("/v1/audiences/{audience}/members?limit=1000&cursor={c}"),
-            None => format!("/v1/audiences/{audience}/members?limit=1000"),
-        };
-        let v = get_ok(server, &q);
-        for m in v["members"].as_array().unwrap() {
-            out.insert(m["id"].as_str().unwrap().to_owned());
-        }
-        match v["next_cursor"].as_str() {
-            Some(c) => cursor = Some(c.to_owned()),
-            None => return out,
-        }
-    }
-}
-
 #[test]
 fn kill_9_during_a_backfill_then_it_finishes_exact_with_each_entry_once() {
     let started = Instant::now();
-    let seed = std::env::var("SPOOR_CRASH_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap_or_default()
-                .as_nanos() as u64
-                ^ std::process::id() as u64
-        });
-    eprintln!("backfill crash test seed: {seed} (replay with SPOOR_CRASH_SEED={seed})");
+    let seed = crash_seed("backfill");
     let mut rng = Rng(seed);
-    let root = tempfile::tempdir().unwrap();
-    let (data, logs) = (root.path().join("data"), root.path().join("logs"));
-    std::fs::create_dir_all(&logs).unwrap();
-    let port = free_port();
+    let dirs = CrashDirs::new();
     let env = [
         ("SPOOR_PROCESSOR__CHECKPOINT_PENDING", "50"),
         ("SPOOR_LOG_LEVEL", "warn"),
     ];
-    let init = Init::Given(WRITE_KEY, ADMIN_TOKEN);
-    let mut server = Server::start_env(&data, port, init, &logs, "b0", &env);
+    let mut server = dirs.serve("b0", &env);
 
     // History: every person orders 0-3 times, at most one of them a big order.
     let ts = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
@@ -121,7 +73,7 @@ fn kill_9_during_a_backfill_then_it_finishes_exact_with_each_entry_once() {
             .unwrap();
         assert_eq!(r.status().as_u16(), 200);
     }
-    wait_processed(&server);
+    server.wait_ingested_processed();
 
     let rules = [
         ("ordered", "performed \"Order Completed\" at least 1 time"),
@@ -146,7 +98,7 @@ fn kill_9_during_a_backfill_then_it_finishes_exact_with_each_entry_once() {
         let kind = rng.range(0, 2);
         let deadline = Instant::now() + Duration::from_secs(30);
         let running = loop {
-            let v = get_ok(&server, &format!("/v1/audiences/{name}"));
+            let v = server.admin_get_ok(&format!("/v1/audiences/{name}"));
             let b = &v["backfill"];
             let at = match (kind, b["done"].as_u64(), b["total"].as_u64()) {
                 (0, Some(d), _) => d > 0,
@@ -164,9 +116,9 @@ fn kill_9_during_a_backfill_then_it_finishes_exact_with_each_entry_once() {
         mid_backfill += usize::from(running);
         server.kill9();
         eprintln!("round {round}: kill {kind}, backfill of {name} seen running: {running}");
-        server = Server::start_env(&data, port, init, &logs, &format!("b{}", round + 1), &env);
+        server = dirs.serve(&format!("b{}", round + 1), &env);
         wait_backfilled(&server, round + 1);
-        wait_processed(&server);
+        server.wait_ingested_processed();
 
         // Exact for every audience so far, and each member entered exactly once.
         for (name, _) in &rules[..=round] {
@@ -176,7 +128,7 @@ fn kill_9_during_a_backfill_then_it_finishes_exact_with_each_entry_once() {
                 _ => big,
             };
             let expected = orders.values().filter(|o| want(o)).count();
-            let got = members(&server, name);
+            let got = server.audience_members(name);
             assert_eq!(got.len(), expected, "seed {seed}: members of {name}");
         }
     }
@@ -186,10 +138,9 @@ fn kill_9_during_a_backfill_then_it_finishes_exact_with_each_entry_once() {
         if n == 0 {
             continue;
         }
-        let v = get_ok(
-            &server,
-            &format!("/v1/profiles/user_id:p{person}/audiences?limit=100"),
-        );
+        let v = server.admin_get_ok(&format!(
+            "/v1/profiles/user_id:p{person}/audiences?limit=100"
+        ));
         let mut entered: BTreeMap<String, usize> = BTreeMap::new();
         for h in v["history"].as_array().unwrap() {
             let audience = h["audience"].as_str().unwrap().to_owned();

@@ -15,7 +15,7 @@
 
 mod common;
 
-use common::{basic, free_port, Init, Rng, Server, ADMIN_TOKEN, WRITE_KEY};
+use common::{basic, crash_seed, CrashDirs, Rng, Server, WRITE_KEY};
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::path::Path;
@@ -180,24 +180,10 @@ fn tear_active_segment(log_dir: &Path, junk: &[u8]) {
 
 #[test]
 fn kill_9_under_load_keeps_every_acknowledged_event_exactly_once() {
-    let seed: u64 = std::env::var("SPOOR_CRASH_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos() as u64
-        });
-    eprintln!("crash test seed: {seed} (replay the kill schedule with SPOOR_CRASH_SEED={seed})");
+    let seed = crash_seed("ingest");
     let mut rng = Rng(seed);
-    let root = tempfile::tempdir().unwrap();
-    let data = root.path().join("data");
-    let logs = root.path().join("logs");
-    std::fs::create_dir_all(&logs).unwrap();
-    let port = free_port();
-    let init = Init::Given(WRITE_KEY, ADMIN_TOKEN);
-    let mut server = Server::start(&data, port, init, &logs, "serve-0");
+    let dirs = CrashDirs::new();
+    let mut server = dirs.serve("serve-0", &[]);
 
     let stop = Arc::new(AtomicBool::new(false));
     let acked = Arc::new(AtomicU64::new(0));
@@ -220,14 +206,14 @@ fn kill_9_under_load_keeps_every_acknowledged_event_exactly_once() {
         let torn = if rng.next() & 1 == 0 {
             let n = rng.range(1, 200) as usize;
             let junk: Vec<u8> = (0..n).map(|_| rng.next() as u8).collect();
-            tear_active_segment(&data.join("log"), &junk);
+            tear_active_segment(&dirs.data.join("log"), &junk);
             format!(", {n} junk bytes written after the last frame")
         } else {
             String::new()
         };
         let t = Instant::now();
         // Must come up cleanly on what the kill left (Server::start panics otherwise).
-        server = Server::start(&data, port, init, &logs, &format!("serve-{round}"));
+        server = dirs.serve(&format!("serve-{round}"), &[]);
         let err = server.stderr();
         if err.contains("truncating torn tail") {
             torn_tails += 1;
@@ -327,7 +313,7 @@ fn kill_9_under_load_keeps_every_acknowledged_event_exactly_once() {
 
     // One more kill -9 on a quiet server, and the log reads back the same.
     server.kill9();
-    server = Server::start(&data, port, init, &logs, "serve-final");
+    server = dirs.serve("serve-final", &[]);
     let again = check(&server, "after a final restart");
     assert_eq!(again.len(), events.len());
 
@@ -374,29 +360,15 @@ fn identity_events(rng: &mut Rng, round: u64, n: u64) -> Vec<Value> {
 /// nothing skipped.
 #[test]
 fn kill_9_during_processing_leaves_state_equal_to_a_clean_rebuild() {
-    let seed = std::env::var("SPOOR_CRASH_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap_or_default()
-                .as_nanos() as u64
-                ^ std::process::id() as u64
-        });
-    eprintln!("processing crash test seed {seed}");
+    let seed = crash_seed("processing");
     let mut rng = Rng(seed);
-    let root = tempfile::tempdir().unwrap();
-    let (data, logs) = (root.path().join("data"), root.path().join("logs"));
-    std::fs::create_dir_all(&logs).unwrap();
-    let port = free_port();
+    let dirs = CrashDirs::new();
     // Small checkpoints, so a kill lands between commits of a partly processed batch.
     let env = [
         ("SPOOR_PROCESSOR__CHECKPOINT_EVENTS", "300"),
         ("SPOOR_LOG_LEVEL", "warn"),
     ];
-    let init = Init::Given(WRITE_KEY, ADMIN_TOKEN);
-    let mut server = Server::start_env(&data, port, init, &logs, "p0", &env);
+    let mut server = dirs.serve("p0", &env);
     let mut killed_mid_processing = 0;
     for round in 0..4u64 {
         for chunk in identity_events(&mut rng, round, 6_000).chunks(500) {
@@ -409,7 +381,7 @@ fn kill_9_during_processing_leaves_state_equal_to_a_clean_rebuild() {
             killed_mid_processing += 1;
         }
         server.kill9();
-        server = Server::start_env(&data, port, init, &logs, &format!("p{}", round + 1), &env);
+        server = dirs.serve(&format!("p{}", round + 1), &env);
     }
     let (_, st) = server.admin_get("/v1/admin/processor");
     let last = st["ingested_seq"].as_u64().unwrap();
@@ -436,7 +408,7 @@ fn kill_9_during_processing_leaves_state_equal_to_a_clean_rebuild() {
         "killed while events were still being processed in {killed_mid_processing} of 4 rounds"
     );
 
-    let incremental = spoor_store::state::StateStore::open(&data.join("state"))
+    let incremental = spoor_store::state::StateStore::open(&dirs.data.join("state"))
         .unwrap()
         .durable_reader()
         .unwrap()
@@ -445,13 +417,13 @@ fn kill_9_during_processing_leaves_state_equal_to_a_clean_rebuild() {
     let out = common::run(
         {
             let mut c = common::spoor_cmd();
-            c.args(["rebuild", "--data-dir"]).arg(&data);
+            c.args(["rebuild", "--data-dir"]).arg(&dirs.data);
             c
         },
         Duration::from_secs(120),
     );
     out.assert_ok();
-    let rebuilt = spoor_store::state::StateStore::open(&data.join("state"))
+    let rebuilt = spoor_store::state::StateStore::open(&dirs.data.join("state"))
         .unwrap()
         .durable_reader()
         .unwrap()

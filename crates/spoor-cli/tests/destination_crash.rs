@@ -14,7 +14,7 @@ use axum::extract::{Path as UrlPath, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use axum::Router;
-use common::{admin, free_port, send_until_acked, Init, Rng, Server, ADMIN_TOKEN, WRITE_KEY};
+use common::{admin, crash_seed, free_port, send_until_acked, CrashDirs, Rng};
 use serde_json::{json, Value};
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -127,24 +127,15 @@ impl Receiver {
 
 #[test]
 fn deliveries_survive_kill9_and_a_receiver_outage() {
-    let seed = std::env::var("SPOOR_CRASH_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| chrono::Utc::now().timestamp_micros() as u64);
-    eprintln!("destination crash test seed: {seed} (SPOOR_CRASH_SEED={seed} replays it)");
+    let seed = crash_seed("destination");
     let mut rng = Rng(seed);
-    let root = tempfile::tempdir().unwrap();
-    let data = root.path().join("data");
-    let logs = root.path().join("logs");
-    std::fs::create_dir_all(&logs).unwrap();
-    let port = free_port();
-    let init = Init::Given(WRITE_KEY, ADMIN_TOKEN);
+    let dirs = CrashDirs::new();
     let env = [
         ("SPOOR_PROCESSOR__CHECKPOINT_MS", "200"),
         ("SPOOR_DESTINATIONS__POLL_MS", "10"),
     ];
     let mut receiver = Receiver::new();
-    let mut server = Server::start_env(&data, port, init, &logs, "d0", &env);
+    let mut server = dirs.serve("d0", &env);
 
     let (s, v) = admin(
         &server,
@@ -197,7 +188,7 @@ fn deliveries_survive_kill9_and_a_receiver_outage() {
         std::thread::sleep(Duration::from_millis(rng.range(0, 400)));
         server.kill9();
         std::thread::sleep(Duration::from_millis(rng.range(0, 300)));
-        server = Server::start_env(&data, port, init, &logs, &format!("d{}", round + 1), &env);
+        server = dirs.serve(&format!("d{}", round + 1), &env);
     }
     receiver.up();
 

@@ -8,7 +8,8 @@
 mod common;
 
 use common::{
-    admin, free_port, run, spoor_admin, spoor_cmd, Init, Rng, Server, ADMIN_TOKEN, WRITE_KEY,
+    admin, crash_seed, free_port, run, spoor_admin, spoor_cmd, Init, Rng, Server, ADMIN_TOKEN,
+    WRITE_KEY,
 };
 use serde_json::{json, Value};
 use std::path::Path;
@@ -85,11 +86,7 @@ fn wait_done(server: &Server) -> Value {
 
 #[test]
 fn kill_9_during_erasure_leaves_a_consistent_resumable_data_dir() {
-    let seed = std::env::var("SPOOR_CRASH_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| chrono::Utc::now().timestamp_micros() as u64);
-    eprintln!("erasure crash seed {seed} (SPOOR_CRASH_SEED={seed} replays it)");
+    let seed = crash_seed("erasure");
     let mut rng = Rng(seed);
     let total = 1 + VICTIM_EVENTS + OTHERS * OTHER_EVENTS;
     for round in 0..3 {

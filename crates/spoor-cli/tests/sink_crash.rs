@@ -10,7 +10,10 @@
 
 mod common;
 
-use common::{admin, free_port, send_until_acked, Init, Rng, Server, ADMIN_TOKEN, WRITE_KEY};
+use common::{
+    admin, crash_seed, free_port, send_until_acked, CrashDirs, Init, Rng, Server, ADMIN_TOKEN,
+    WRITE_KEY,
+};
 use futures_util::StreamExt;
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -69,11 +72,7 @@ fn postgres_and_nats_survive_kill9() {
     ) else {
         return;
     };
-    let seed = std::env::var("SPOOR_CRASH_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| chrono::Utc::now().timestamp_micros() as u64);
-    eprintln!("sink crash test seed: {seed} (SPOOR_CRASH_SEED={seed} replays it)");
+    let seed = crash_seed("sink");
     let mut rng = Rng(seed);
     let tag = format!("{:x}", chrono::Utc::now().timestamp_micros());
     let (schema, stream, prefix) = (
@@ -81,16 +80,13 @@ fn postgres_and_nats_survive_kill9() {
         format!("CRASH_{tag}"),
         format!("crash{tag}"),
     );
-    let root = tempfile::tempdir().unwrap();
-    let data = root.path().join("data");
-    let logs = root.path().join("logs");
-    std::fs::create_dir_all(&logs).unwrap();
+    let dirs = CrashDirs::new();
     let init = Init::Given(WRITE_KEY, ADMIN_TOKEN);
     let env = [
         ("SPOOR_PROCESSOR__CHECKPOINT_MS", "200"),
         ("SPOOR_DESTINATIONS__POLL_MS", "10"),
     ];
-    let mut server = Server::start_env(&data, free_port(), init, &logs, "s0", &env);
+    let mut server = Server::start_env(&dirs.data, free_port(), init, &dirs.logs, "s0", &env);
     let post = reqwest::Method::POST;
     let (s, v) = admin(
         &server,
@@ -149,7 +145,7 @@ fn postgres_and_nats_survive_kill9() {
         std::thread::sleep(Duration::from_millis(rng.range(0, 200)));
         // A fresh port: another test may have been handed the freed one.
         let tag = format!("s{}", round + 1);
-        server = Server::start_env(&data, free_port(), init, &logs, &tag, &env);
+        server = Server::start_env(&dirs.data, free_port(), init, &dirs.logs, &tag, &env);
     }
 
     let rt = tokio::runtime::Builder::new_current_thread()

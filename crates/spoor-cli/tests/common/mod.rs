@@ -33,6 +33,54 @@ pub fn spoor_cmd() -> Command {
     cmd
 }
 
+/// The seed of a crash test's kill schedule: `SPOOR_CRASH_SEED` when set (to replay a
+/// failure), else from the clock and the process id; printed either way.
+pub fn crash_seed(test: &str) -> u64 {
+    let seed = std::env::var("SPOOR_CRASH_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_nanos() as u64
+                ^ std::process::id() as u64
+        });
+    eprintln!("{test} crash test seed: {seed} (SPOOR_CRASH_SEED={seed} replays it)");
+    seed
+}
+
+/// A crash test's directories: the data directory its server restarts on, and one for
+/// the servers' logs (one file per start), under a temporary root; and the port it serves
+/// on, start after start.
+pub struct CrashDirs {
+    pub root: tempfile::TempDir,
+    pub data: PathBuf,
+    pub logs: PathBuf,
+    pub port: u16,
+}
+
+impl CrashDirs {
+    pub fn new() -> CrashDirs {
+        let root = tempfile::tempdir().unwrap();
+        let (data, logs) = (root.path().join("data"), root.path().join("logs"));
+        std::fs::create_dir_all(&logs).unwrap();
+        CrashDirs {
+            root,
+            data,
+            logs,
+            port: free_port(),
+        }
+    }
+
+    /// Starts (or restarts) the server on the data directory with the tests' write key and
+    /// admin token, and `env`; `tag` names its log files.
+    pub fn serve(&self, tag: &str, env: &[(&str, &str)]) -> Server {
+        let init = Init::Given(WRITE_KEY, ADMIN_TOKEN);
+        Server::start_env(&self.data, self.port, init, &self.logs, tag, env)
+    }
+}
+
 /// A port that was free a moment ago (bound to 127.0.0.1:0, then released).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -207,6 +255,49 @@ impl Server {
             }
         }
         st
+    }
+
+    /// An admin GET that must answer 200: its JSON.
+    pub fn admin_get_ok(&self, path_and_query: &str) -> Value {
+        let (s, v) = self.admin_get(path_and_query);
+        assert_eq!(s, 200, "GET {path_and_query}: {v}");
+        v
+    }
+
+    /// Waits until everything ingested so far is processed; returns that seq.
+    pub fn wait_ingested_processed(&self) -> u64 {
+        let last = self.admin_get_ok("/v1/admin/processor")["ingested_seq"]
+            .as_u64()
+            .unwrap();
+        let st = self.wait_processed(last);
+        assert_eq!(
+            st["processed_seq"].as_u64(),
+            Some(last),
+            "not processed: {st}"
+        );
+        assert_eq!(st["healthy"], true, "{st}");
+        last
+    }
+
+    /// Every member id of `audience`, through the paged members API.
+    pub fn audience_members(&self, audience: &str) -> std::collections::BTreeSet<String> {
+        let mut out = std::collections::BTreeSet::new();
+        let mut cursor: Option<String> = None;
+        for _ in 0..10_000 {
+            let q = match &cursor {
+                Some(c) => format!("/v1/audiences/{audience}/members?limit=1000&cursor={c}"),
+                None => format!("/v1/audiences/{audience}/members?limit=1000"),
+            };
+            let v = self.admin_get_ok(&q);
+            for m in v["members"].as_array().unwrap() {
+                out.insert(m["id"].as_str().unwrap().to_owned());
+            }
+            match v["next_cursor"].as_str() {
+                Some(c) => cursor = Some(c.to_owned()),
+                None => return out,
+            }
+        }
+        panic!("members of {audience}: the cursor never ends");
     }
 
     /// Every stored event (the full envelope with `seq`), oldest first, via the NDJSON export.
