@@ -355,10 +355,11 @@ impl ProcessorState {
         self.changed();
     }
 
-    /// Empties the clean cache of profiles (freed on the dropper's thread). The cache is
-    /// bounded by entries, not bytes, and a backfill rewrites up to every profile once,
-    /// each with its recomputed states (≈ 20 KB in memory with 50 audiences + 20 computed
-    /// traits): kept, they would hold the states of everyone after all.
+    /// Empties the clean cache of profiles (freed on the dropper's thread). A backfill
+    /// rewrites up to every profile once and reads none of them again: kept as clean cache
+    /// after its checkpoints, they would only push out what processing reads (the cache's
+    /// weighted bound keeps their memory bounded either way). Unrelated cached profiles
+    /// go too; processing reads them back from the store.
     pub fn drop_clean_profiles(&mut self) {
         let gone = self.c_profiles.take();
         self.dropper.drop_later(gone);
