@@ -71,7 +71,8 @@ pub trait StateBackend: Send + Sync {
 }
 
 /// Reads of one consistent snapshot.
-pub trait StateSnapshot: Send {
+/// `Sync`: one snapshot per checkpoint is shared by every reader (see `Pending::snapshot`).
+pub trait StateSnapshot: Send + Sync {
     fn processed_seq(&self) -> Result<u64, StoreError>;
     fn live_profiles(&self) -> Result<u64, StoreError>;
     fn split_rules(&self) -> Result<Vec<SplitRule>, StoreError>;

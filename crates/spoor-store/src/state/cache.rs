@@ -29,8 +29,9 @@ use std::sync::Arc;
 /// The write side of the state, owned by the single processor.
 pub struct ProcessorState {
     backend: Arc<dyn StateBackend>,
-    /// The last committed checkpoint, for cache misses.
-    snap: Box<dyn StateSnapshot>,
+    /// The last committed checkpoint, for cache misses (shared with readers through
+    /// `Pending::snapshot`).
+    snap: Arc<dyn StateSnapshot>,
     cap: usize,
     processed_seq: u64,
     durable_seq: u64,
@@ -131,7 +132,7 @@ impl ProcessorState {
         shared: Arc<Shared>,
         cap: usize,
     ) -> Result<Self, StoreError> {
-        let snap = backend.snapshot()?;
+        let snap: Arc<dyn StateSnapshot> = backend.snapshot()?.into();
         let processed_seq = snap.processed_seq()?;
         let live_profiles = snap.live_profiles()? as i64;
         let rules = snap.split_rules()?;
@@ -142,6 +143,7 @@ impl ProcessorState {
         let mut members = Some(members);
         shared.write(|g, first| {
             g.clear();
+            g.snapshot = Some(snap.clone());
             g.seq = processed_seq;
             g.members = if first {
                 members.as_ref().map(|m| {
@@ -593,10 +595,13 @@ impl ProcessorState {
         }
         self.durable_seq = seq;
         // A snapshot with the new checkpoint first, then drop the frozen layer: a reader
-        // that misses the pending changes from now on finds them in the backend.
-        self.snap = self.backend.snapshot()?;
+        // that misses the pending changes from now on finds them in the backend. Readers
+        // share this snapshot (installed with the new epoch), so none of them waits to
+        // open one while the next checkpoint commits.
+        self.snap = self.backend.snapshot()?.into();
         self.group_members_in_flight.clear();
-        let frozen = self.shared.write(|g, _| g.checkpointed());
+        let snap = self.snap.clone();
+        let frozen = self.shared.write(|g, _| g.checkpointed(snap.clone()));
         // The last reference to the frozen layer (up to a million map entries): freed
         // outside the lock, on the dropper's thread, so neither readers nor the processor
         // wait for millions of deallocations.

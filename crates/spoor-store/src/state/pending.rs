@@ -26,6 +26,7 @@
 //! private [`Staged`] and installs it here with [`Pending::install`], in both copies of
 //! [`super::shared::Shared`] — so readers never wait for it and see each event whole.
 
+use super::backend::StateSnapshot;
 use super::memberships::MembershipChange;
 use super::profile_cache::weight;
 use roaring::RoaringTreemap;
@@ -159,6 +160,11 @@ pub(super) struct Pending {
     pub cur: Layer,
     /// The changes a checkpoint is committing now.
     pub frozen: Option<Arc<Layer>>,
+    /// A backend snapshot opened after the checkpoint that made this `epoch` committed
+    /// (`None`: none installed yet; readers open their own). Readers share it instead of
+    /// each opening one: opening a snapshot waits while a checkpoint commits (redb takes
+    /// its header lock), which put milliseconds on the Profile API's tail latency.
+    pub snapshot: Option<Arc<dyn StateSnapshot>>,
     /// Audience → members, when a processor has loaded them (`None`: readers use the
     /// backend). Not a delta: a checkpoint does not clear it.
     pub members: Option<HashMap<String, Arc<RoaringTreemap>>>,
@@ -192,18 +198,23 @@ impl Pending {
         l
     }
 
-    /// Takes the frozen layer out once its checkpoint is durable. The caller drops it after
+    /// Takes the frozen layer out once its checkpoint is durable; `snapshot` was opened
+    /// after it committed (readers share it from now on). The caller drops the layer after
     /// releasing the lock: freeing a layer of a million entries takes a while.
     #[must_use = "drop the layer outside the lock"]
-    pub fn checkpointed(&mut self) -> Option<Arc<Layer>> {
+    pub fn checkpointed(&mut self, snapshot: Arc<dyn StateSnapshot>) -> Option<Arc<Layer>> {
         self.epoch += 1;
+        self.snapshot = Some(snapshot);
         self.frozen.take()
     }
 
     /// Empties both layers (a processor starting over: what was pending is replayed).
+    /// The shared snapshot goes too: the epoch moves on, and a snapshot is only ever
+    /// shared with the epoch it is fresh for.
     pub fn clear(&mut self) {
         self.cur = Layer::default();
         self.frozen = None;
+        self.snapshot = None;
         self.epoch += 1;
     }
 

@@ -49,7 +49,7 @@ pub struct StateReader {
     backend: Arc<dyn StateBackend>,
     pending: Option<Arc<Shared>>,
     /// (pending epoch it is fresh for, snapshot).
-    snap: RefCell<(u64, Box<dyn StateSnapshot>)>,
+    snap: RefCell<(u64, Arc<dyn StateSnapshot>)>,
 }
 
 fn first<T>(mut v: Vec<Option<T>>) -> Option<T> {
@@ -61,13 +61,45 @@ impl StateReader {
         backend: Arc<dyn StateBackend>,
         pending: Option<Arc<Shared>>,
     ) -> Result<Self, StoreError> {
-        let epoch = pending.as_ref().map_or(0, |p| p.read().epoch);
-        let snap = backend.snapshot()?;
+        let (epoch, shared) = match &pending {
+            Some(p) => {
+                let g = p.read();
+                (g.epoch, g.snapshot.clone())
+            }
+            None => (0, None),
+        };
+        let snap = match shared {
+            Some(s) => s,
+            None => backend.snapshot()?.into(),
+        };
         Ok(Self {
             backend,
             pending,
             snap: RefCell::new((epoch, snap)),
         })
+    }
+
+    /// The snapshot to move to when ours is older than `g`'s epoch (`None`: ours is
+    /// fresh). Called under the pending lock; the lock can be released before
+    /// [`Self::refresh`].
+    fn newer(&self, g: &Pending) -> Option<(u64, Option<Arc<dyn StateSnapshot>>)> {
+        (self.snap.borrow().0 < g.epoch).then(|| (g.epoch, g.snapshot.clone()))
+    }
+
+    /// Moves to the snapshot [`Self::newer`] found: the one the processor shared for that
+    /// epoch, or a new one if it shared none.
+    fn refresh(
+        &self,
+        newer: Option<(u64, Option<Arc<dyn StateSnapshot>>)>,
+    ) -> Result<(), StoreError> {
+        if let Some((epoch, shared)) = newer {
+            let snap = match shared {
+                Some(s) => s,
+                None => self.backend.snapshot()?.into(),
+            };
+            *self.snap.borrow_mut() = (epoch, snap);
+        }
+        Ok(())
     }
 
     /// Runs `f` over the pending changes (if any) and a snapshot at least as new as the
@@ -81,9 +113,7 @@ impl StateReader {
             None => f(None, &*self.snap.borrow().1),
             Some(p) => {
                 let g = p.read();
-                if self.snap.borrow().0 != g.epoch {
-                    *self.snap.borrow_mut() = (g.epoch, self.backend.snapshot()?);
-                }
+                self.refresh(self.newer(&g))?;
                 f(Some(&g), &*self.snap.borrow().1)
             }
         }
@@ -105,19 +135,17 @@ impl StateReader {
         let Some(p) = &self.pending else {
             return miss(&*self.snap.borrow().1);
         };
-        let epoch = {
+        let newer = {
             let g = p.read();
             match hit(&g) {
                 Some(h) => {
                     drop(g);
                     return Ok(found(h));
                 }
-                None => g.epoch,
+                None => self.newer(&g),
             }
         };
-        if self.snap.borrow().0 < epoch {
-            *self.snap.borrow_mut() = (epoch, self.backend.snapshot()?);
-        }
+        self.refresh(newer)?;
         miss(&*self.snap.borrow().1)
     }
 
@@ -133,13 +161,11 @@ impl StateReader {
         let Some(p) = &self.pending else {
             return read(look(None), &*self.snap.borrow().1);
         };
-        let (h, epoch) = {
+        let (h, newer) = {
             let g = p.read();
-            (look(Some(&g)), g.epoch)
+            (look(Some(&g)), self.newer(&g))
         };
-        if self.snap.borrow().0 < epoch {
-            *self.snap.borrow_mut() = (epoch, self.backend.snapshot()?);
-        }
+        self.refresh(newer)?;
         read(h, &*self.snap.borrow().1)
     }
 

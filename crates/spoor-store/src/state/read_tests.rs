@@ -72,3 +72,60 @@ fn resolve_identity_and_cluster_of_agree_with_resolve_and_cluster() {
     check(&r, &ids);
     assert_eq!(r.cluster(p1).unwrap(), vec![p1, p2, p3, p4]);
 }
+
+/// Counts the snapshots opened on a backend.
+struct Counting {
+    inner: std::sync::Arc<dyn super::super::backend::StateBackend>,
+    opened: std::sync::atomic::AtomicUsize,
+}
+
+impl super::super::backend::StateBackend for Counting {
+    fn commit(
+        &self,
+        changes: &mut super::super::backend::ChangeSet,
+    ) -> Result<(), crate::error::StoreError> {
+        self.inner.commit(changes)
+    }
+    fn snapshot(
+        &self,
+    ) -> Result<Box<dyn super::super::backend::StateSnapshot>, crate::error::StoreError> {
+        self.opened
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.inner.snapshot()
+    }
+}
+
+/// Readers use the snapshot the processor opened after its last checkpoint: opening one
+/// waits while a checkpoint commits, which put milliseconds on Profile API lookups. Each
+/// checkpoint opens exactly one, however many readers come, and what they read is the
+/// committed state.
+#[test]
+fn readers_share_the_snapshot_of_the_last_checkpoint() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let dir = tempfile::tempdir().unwrap();
+    let counting = std::sync::Arc::new(Counting {
+        inner: std::sync::Arc::new(super::super::RedbBackend::open(dir.path()).unwrap()),
+        opened: Default::default(),
+    });
+    let store = StateStore::with_backend(counting.clone());
+    let mut st = store.processor_state(1024).unwrap();
+    let p = ProfileId::from_raw(7);
+    for round in 1..=3u8 {
+        st.put_identity(p, ProfileIdentity::new(1, 1));
+        let v = format!("v{round}");
+        st.with_profile(p, |x| super::super::pending_tests::set_trait(x, &v))
+            .unwrap();
+        st.set_processed(u64::from(round));
+        st.checkpoint().unwrap();
+        let before = counting.opened.load(SeqCst);
+        for _ in 0..50 {
+            let r = store.reader().unwrap();
+            // Not pending any more: read from the backend snapshot.
+            assert_eq!(r.processed_seq().unwrap(), u64::from(round));
+            let mut want = spoor_core::profile::Profile::new(p);
+            super::super::pending_tests::set_trait(&mut want, &v);
+            assert_eq!(r.profile(p).unwrap(), Some(want), "round {round}");
+        }
+        assert_eq!(counting.opened.load(SeqCst), before, "round {round}");
+    }
+}
