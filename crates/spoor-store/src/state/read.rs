@@ -43,8 +43,10 @@ impl FromStr for TimelineCursor {
 }
 
 /// A reader of the state: the processor's pending changes (when given) over a snapshot of
-/// the last checkpoint. Each call sees the state as it is then; the backend snapshot is
-/// reopened when a checkpoint has moved pending changes into the backend since it was taken.
+/// the last checkpoint. Each call sees the state as it is then; when a checkpoint has moved
+/// pending changes into the backend since the snapshot was taken, the reader moves to the
+/// one the processor opened after that checkpoint (`Pending::snapshot`), shared by every
+/// reader, or opens one if none was shared.
 pub struct StateReader {
     backend: Arc<dyn StateBackend>,
     pending: Option<Arc<Shared>>,
