@@ -17,7 +17,7 @@
 
 mod common;
 
-use common::{basic, crash_seed, http, CrashDirs, Rng, Server, ADMIN_TOKEN, WRITE_KEY};
+use common::{admin, crash_seed, CrashDirs, Rng, Server, WRITE_KEY};
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, Instant};
@@ -26,18 +26,6 @@ use std::time::{Duration, Instant};
 const WINDOW: Duration = Duration::from_secs(6);
 /// Kill/restart rounds after the first batch.
 const ROUNDS: u64 = 6;
-
-fn admin_post(server: &Server, path: &str, body: &Value) -> (u16, Value) {
-    let r = http()
-        .post(format!("{}{path}", server.url))
-        .bearer_auth(ADMIN_TOKEN)
-        .header("content-type", "application/json")
-        .body(body.to_string())
-        .send()
-        .unwrap();
-    let s = r.status().as_u16();
-    (s, r.json().unwrap_or(Value::Null))
-}
 
 /// Waits until everything processed is also checkpointed.
 fn wait_durable(server: &Server, seq: u64) {
@@ -78,15 +66,8 @@ fn send(server: &Server, rng: &mut Rng, batch_no: u64, people: &[(u64, bool)]) {
             }));
         }
     }
-    let r = http()
-        .post(format!("{}/v1/batch", server.url))
-        .header("authorization", basic(WRITE_KEY))
-        .header("content-type", "application/json")
-        .body(json!({ "batch": events }).to_string())
-        .send()
-        .unwrap();
-    let s = r.status().as_u16();
-    assert_eq!(s, 200, "batch {batch_no}: {}", r.text().unwrap_or_default());
+    let (s, v) = server.post("/v1/batch", &json!({ "batch": events }), WRITE_KEY);
+    assert_eq!(s, 200, "batch {batch_no}: {v}");
 }
 
 fn size(server: &Server, audience: &str) -> u64 {
@@ -119,24 +100,16 @@ fn kill_9_keeps_memberships_and_timers_and_records_each_change_once() {
             "in audience \"recent\" and not in audience \"buyers\"".into(),
         ),
     ] {
-        let (s, v) = admin_post(
+        let (s, v) = admin(
             &server,
+            reqwest::Method::POST,
             "/v1/audiences",
-            &json!({"name": name, "rule": rule}),
+            Some(json!({"name": name, "rule": rule})),
         );
         assert_eq!(s, 201, "create {name}: {v}");
     }
     // Their (empty) backfills are done before any event.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let v = server.admin_get_ok("/v1/audiences");
-        let list = v["audiences"].as_array().unwrap();
-        if list.len() == 3 && list.iter().all(|a| a["backfill"].is_null()) {
-            break;
-        }
-        assert!(Instant::now() < deadline, "backfill never finished: {v}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    server.wait_backfilled(3, Duration::from_secs(10));
 
     // person → bought at least once.
     let mut bought: BTreeMap<u64, bool> = BTreeMap::new();

@@ -11,7 +11,7 @@
 
 mod common;
 
-use common::{basic, crash_seed, http, CrashDirs, Rng, Server, ADMIN_TOKEN, WRITE_KEY};
+use common::{admin, crash_seed, CrashDirs, Rng, WRITE_KEY};
 use serde_json::json;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -19,20 +19,6 @@ use std::time::{Duration, Instant};
 /// People in the history (a backfill re-evaluates them in rounds of 2,000).
 const PEOPLE: u64 = 5_000;
 const ROUNDS: u64 = 3;
-
-/// Waits until no audience reports a backfill in progress.
-fn wait_backfilled(server: &Server, audiences: usize) {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let v = server.admin_get_ok("/v1/audiences");
-        let list = v["audiences"].as_array().unwrap();
-        if list.len() == audiences && list.iter().all(|a| a["backfill"].is_null()) {
-            return;
-        }
-        assert!(Instant::now() < deadline, "backfill never finished: {v}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
 
 #[test]
 fn kill_9_during_a_backfill_then_it_finishes_exact_with_each_entry_once() {
@@ -64,14 +50,8 @@ fn kill_9_during_a_backfill_then_it_finishes_exact_with_each_entry_once() {
         }
     }
     for chunk in events.chunks(1_000) {
-        let r = http()
-            .post(format!("{}/v1/batch", server.url))
-            .header("authorization", basic(WRITE_KEY))
-            .header("content-type", "application/json")
-            .body(json!({ "batch": chunk }).to_string())
-            .send()
-            .unwrap();
-        assert_eq!(r.status().as_u16(), 200);
+        let (s, v) = server.post("/v1/batch", &json!({ "batch": chunk }), WRITE_KEY);
+        assert_eq!(s, 200, "{v}");
     }
     server.wait_ingested_processed();
 
@@ -85,14 +65,13 @@ fn kill_9_during_a_backfill_then_it_finishes_exact_with_each_entry_once() {
     ];
     let mut mid_backfill = 0;
     for (round, (name, rule)) in rules.iter().enumerate().take(ROUNDS as usize) {
-        let r = http()
-            .post(format!("{}/v1/audiences", server.url))
-            .bearer_auth(ADMIN_TOKEN)
-            .header("content-type", "application/json")
-            .body(json!({"name": name, "rule": rule}).to_string())
-            .send()
-            .unwrap();
-        assert_eq!(r.status().as_u16(), 201, "create {name}");
+        let (s, v) = admin(
+            &server,
+            reqwest::Method::POST,
+            "/v1/audiences",
+            Some(json!({"name": name, "rule": rule})),
+        );
+        assert_eq!(s, 201, "create {name}: {v}");
         // Kill while the log is being scanned, once it is scanned (the people being
         // re-evaluated and checkpointed), or a moment after that.
         let kind = rng.range(0, 2);
@@ -117,7 +96,7 @@ fn kill_9_during_a_backfill_then_it_finishes_exact_with_each_entry_once() {
         server.kill9();
         eprintln!("round {round}: kill {kind}, backfill of {name} seen running: {running}");
         server = dirs.serve(&format!("b{}", round + 1), &env);
-        wait_backfilled(&server, round + 1);
+        server.wait_backfilled(round + 1, Duration::from_secs(120));
         server.wait_ingested_processed();
 
         // Exact for every audience so far, and each member entered exactly once.

@@ -305,6 +305,21 @@ impl Server {
         export(&self.url, ADMIN_TOKEN)
     }
 
+    /// Waits (at most `within`) until `audiences` audiences exist and none reports a
+    /// backfill in progress.
+    pub fn wait_backfilled(&self, audiences: usize, within: Duration) {
+        let deadline = Instant::now() + within;
+        loop {
+            let v = self.admin_get_ok("/v1/audiences");
+            let list = v["audiences"].as_array().unwrap();
+            if list.len() == audiences && list.iter().all(|a| a["backfill"].is_null()) {
+                return;
+            }
+            assert!(Instant::now() < deadline, "backfill never finished: {v}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// POSTs a JSON body with the test write key; returns status and JSON answer.
     pub fn post(&self, path: &str, body: &Value, key: &str) -> (u16, Value) {
         let r = http()
