@@ -621,7 +621,8 @@ impl ProcessorState {
         while held(self) > 0 && held(self) + incoming > self.cap {
             halve(&mut self.c_ident);
             halve(&mut self.c_pident);
-            self.c_profiles.halve();
+            let gone = self.c_profiles.halve();
+            self.dropper.drop_later(gone);
             halve(&mut self.c_groups);
         }
         if incoming > self.cap {
@@ -629,7 +630,8 @@ impl ProcessorState {
         }
         self.c_ident.extend(changes.owners);
         self.c_pident.extend(changes.identities);
-        self.c_profiles.extend(changes.profiles);
+        let replaced = self.c_profiles.extend(changes.profiles);
+        self.dropper.drop_later(replaced);
         self.c_groups.extend(changes.groups);
         Ok(true)
     }

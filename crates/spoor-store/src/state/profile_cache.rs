@@ -46,29 +46,40 @@ impl ProfileCache {
         Some(p)
     }
 
-    pub fn extend(&mut self, items: impl IntoIterator<Item = (u64, Option<Arc<Profile>>)>) {
+    /// Caches the profiles a checkpoint committed, returning the copies they replace: an
+    /// older committed copy of a profile changed again since (it was cached while the
+    /// newer one waited in the pending layers). Those are their last references; the
+    /// caller frees them off the processor thread (dropping them here was 3.6 % of all
+    /// samples in `perf` of `spoor rebuild` with 50 audiences and 20 computed traits).
+    pub fn extend(
+        &mut self,
+        items: impl IntoIterator<Item = (u64, Option<Arc<Profile>>)>,
+    ) -> Vec<Arc<Profile>> {
+        let mut replaced = Vec::new();
         for (raw, p) in items {
             let w = weight(&p);
             if let Some(old) = self.map.insert(raw, p) {
                 self.weight -= weight(&old);
+                replaced.extend(old);
             }
             self.weight += w;
         }
+        replaced
     }
 
-    /// Drops about half of the entries (whichever the hash order puts first).
-    pub fn halve(&mut self) {
+    /// Drops about half of the entries (whichever the hash order puts first) and returns
+    /// them, for the caller to free off the processor thread.
+    pub fn halve(&mut self) -> Vec<Arc<Profile>> {
         let mut i = 0usize;
-        let mut gone = 0usize;
-        self.map.retain(|_, p| {
-            i += 1;
-            let keep = i % 2 == 0;
-            if !keep {
-                gone += weight(p);
-            }
-            keep
-        });
-        self.weight -= gone;
+        let gone: Vec<_> = self
+            .map
+            .extract_if(|_, _| {
+                i += 1;
+                i % 2 == 1
+            })
+            .collect();
+        self.weight -= gone.iter().map(|(_, p)| weight(p)).sum::<usize>();
+        gone.into_iter().filter_map(|(_, p)| p).collect()
     }
 
     /// Everything cached, leaving the cache empty.
