@@ -144,10 +144,8 @@ impl ComputedSet {
 
     /// Drops expired window entries (`now_ms` must not decrease between calls).
     pub fn prune(&self, states: &mut ComputedStates, now_ms: i64) {
-        for (name, s) in states.iter_mut() {
-            if let Some(def) = self.get(name) {
-                ComputedState::prune_shared(s, def, now_ms);
-            }
+        for (def, s) in paired(&self.defs, states.iter_mut()) {
+            ComputedState::prune_shared(s, def, now_ms);
         }
     }
 
@@ -168,9 +166,58 @@ impl ComputedSet {
 
     /// The earliest time any value may change with no new event (one timer per person).
     pub fn next_change(&self, states: &ComputedStates, now_ms: i64) -> Option<i64> {
-        states
-            .iter()
-            .filter_map(|(name, s)| s.next_change(self.get(name)?, now_ms))
+        paired(&self.defs, states.iter())
+            .filter_map(|(def, s)| s.next_change(def, now_ms))
             .min()
+    }
+}
+
+/// Each state with its definition, found by walking both in name order (a person's states
+/// are keyed by name, the definitions sorted by name): this runs on every event that
+/// touches a computed trait, and a binary search by name per state was a string compare
+/// after another. States of definitions that no longer exist are left out.
+fn paired<'d, K: AsRef<str>, V>(
+    defs: &'d [ComputedDef],
+    states: impl Iterator<Item = (K, V)>,
+) -> impl Iterator<Item = (&'d ComputedDef, V)> {
+    let mut j = 0;
+    states.filter_map(move |(name, v)| {
+        let name = name.as_ref();
+        while defs.get(j).is_some_and(|d| d.name.as_str() < name) {
+            j += 1;
+        }
+        let def = defs.get(j).filter(|d| d.name == name)?;
+        Some((def, v))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Walking states and definitions together finds exactly the states whose definition
+    /// exists, each with its own definition, whatever is missing on either side.
+    #[test]
+    fn paired_finds_each_states_definition() {
+        let defs: Vec<ComputedDef> = ["a", "c", "e", "g"]
+            .iter()
+            .map(|n| {
+                ComputedDef::from_json(&format!(
+                    r#"{{"name":"{n}","aggregation":"count","event":{{"name":"X"}}}}"#
+                ))
+                .unwrap_or_else(|e| panic!("{e}"))
+            })
+            .collect();
+        let states: BTreeMap<&str, usize> = ["b", "c", "d", "e", "f", "h"]
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (*n, i))
+            .collect();
+        let got: Vec<(&str, usize)> = paired(&defs, states.iter().map(|(k, v)| (*k, *v)))
+            .map(|(d, v)| (d.name.as_str(), v))
+            .collect();
+        assert_eq!(got, vec![("c", 1), ("e", 3)]);
+        assert_eq!(paired(&defs, std::iter::empty::<(&str, ())>()).count(), 0);
+        assert_eq!(paired(&[], states.iter()).count(), 0);
     }
 }
