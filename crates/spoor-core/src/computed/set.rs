@@ -176,10 +176,10 @@ impl ComputedSet {
 /// are keyed by name, the definitions sorted by name): this runs on every event that
 /// touches a computed trait, and a binary search by name per state was a string compare
 /// after another. States of definitions that no longer exist are left out.
-fn paired<'d, K: AsRef<str>, V>(
-    defs: &'d [ComputedDef],
+fn paired<K: AsRef<str>, V>(
+    defs: &[ComputedDef],
     states: impl Iterator<Item = (K, V)>,
-) -> impl Iterator<Item = (&'d ComputedDef, V)> {
+) -> impl Iterator<Item = (&ComputedDef, V)> {
     let mut j = 0;
     states.filter_map(move |(name, v)| {
         let name = name.as_ref();

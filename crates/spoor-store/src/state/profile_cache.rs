@@ -70,16 +70,18 @@ impl ProfileCache {
     /// Drops about half of the entries (whichever the hash order puts first) and returns
     /// them, for the caller to free off the processor thread.
     pub fn halve(&mut self) -> Vec<Arc<Profile>> {
-        let mut i = 0usize;
-        let gone: Vec<_> = self
-            .map
-            .extract_if(|_, _| {
-                i += 1;
-                i % 2 == 1
-            })
-            .collect();
-        self.weight -= gone.iter().map(|(_, p)| weight(p)).sum::<usize>();
-        gone.into_iter().filter_map(|(_, p)| p).collect()
+        let mut gone = Vec::new();
+        let all = std::mem::take(&mut self.map);
+        self.map.reserve(all.len() / 2 + 1);
+        for (i, (raw, p)) in all.into_iter().enumerate() {
+            if i % 2 == 0 {
+                self.weight -= weight(&p);
+                gone.extend(p);
+            } else {
+                self.map.insert(raw, p);
+            }
+        }
+        gone
     }
 
     /// Everything cached, leaving the cache empty.
@@ -117,15 +119,25 @@ mod tests {
             assert_eq!(c.weight(), sum);
         };
         c.extend((0..100).map(|i| (i, profile(i, (i % 30) as usize))));
-        c.extend([(7, None), (8, profile(8, 70))]);
+        // The replaced copies come back, for the caller to free elsewhere.
+        let replaced = c.extend([(7, None), (8, profile(8, 70))]);
+        let ids: Vec<u64> = replaced.iter().map(|p| p.id.raw()).collect();
+        assert_eq!(ids, vec![7, 8]);
         check(&c);
         assert_eq!(weight(&profile(1, 70)), 9);
         assert_eq!(weight(&None), 1);
         c.remove(&3);
         c.remove(&1000);
         check(&c);
-        c.halve();
+        let before = c.map.len();
+        let gone = c.halve();
         check(&c);
+        // Every profile dropped from the cache comes back (entry 7 is a known absence).
+        for p in &gone {
+            assert!(!c.map.contains_key(&p.id.raw()));
+        }
+        let absent_gone = usize::from(!c.map.contains_key(&7));
+        assert_eq!(gone.len() + absent_gone + c.map.len(), before);
         assert!(c.map.len() < 100);
         let all = c.take();
         assert!(!all.is_empty());
