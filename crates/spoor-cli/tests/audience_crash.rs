@@ -17,7 +17,7 @@
 
 mod common;
 
-use common::{admin, crash_seed, CrashDirs, Rng, Server, WRITE_KEY};
+use common::{crash_seed, CrashDirs, Rng, Server, WRITE_KEY};
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, Instant};
@@ -100,13 +100,7 @@ fn kill_9_keeps_memberships_and_timers_and_records_each_change_once() {
             "in audience \"recent\" and not in audience \"buyers\"".into(),
         ),
     ] {
-        let (s, v) = admin(
-            &server,
-            reqwest::Method::POST,
-            "/v1/audiences",
-            Some(json!({"name": name, "rule": rule})),
-        );
-        assert_eq!(s, 201, "create {name}: {v}");
+        server.create_audience(name, &rule);
     }
     // Their (empty) backfills are done before any event.
     server.wait_backfilled(3, Duration::from_secs(10));

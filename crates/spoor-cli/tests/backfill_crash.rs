@@ -11,7 +11,7 @@
 
 mod common;
 
-use common::{admin, crash_seed, CrashDirs, Rng, WRITE_KEY};
+use common::{crash_seed, CrashDirs, Rng, WRITE_KEY};
 use serde_json::json;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -65,13 +65,7 @@ fn kill_9_during_a_backfill_then_it_finishes_exact_with_each_entry_once() {
     ];
     let mut mid_backfill = 0;
     for (round, (name, rule)) in rules.iter().enumerate().take(ROUNDS as usize) {
-        let (s, v) = admin(
-            &server,
-            reqwest::Method::POST,
-            "/v1/audiences",
-            Some(json!({"name": name, "rule": rule})),
-        );
-        assert_eq!(s, 201, "create {name}: {v}");
+        server.create_audience(name, rule);
         // Kill while the log is being scanned, once it is scanned (the people being
         // re-evaluated and checkpointed), or a moment after that.
         let kind = rng.range(0, 2);

@@ -137,13 +137,7 @@ fn deliveries_survive_kill9_and_a_receiver_outage() {
     let mut receiver = Receiver::new();
     let mut server = dirs.serve("d0", &env);
 
-    let (s, v) = admin(
-        &server,
-        reqwest::Method::POST,
-        "/v1/audiences",
-        Some(json!({"name": "buyers", "rule": "performed \"Bought\""})),
-    );
-    assert!(s == 200 || s == 201, "{v}");
+    server.create_audience("buyers", "performed \"Bought\"");
     for (name, batch) in [("single", 1), ("batched", 10)] {
         let (s, v) = admin(
             &server,

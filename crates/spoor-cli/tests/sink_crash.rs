@@ -88,13 +88,7 @@ fn postgres_and_nats_survive_kill9() {
     ];
     let mut server = Server::start_env(&dirs.data, free_port(), init, &dirs.logs, "s0", &env);
     let post = reqwest::Method::POST;
-    let (s, v) = admin(
-        &server,
-        post.clone(),
-        "/v1/audiences",
-        Some(json!({"name": "buyers", "rule": "performed \"Bought\""})),
-    );
-    assert!(s == 200 || s == 201, "{v}");
+    server.create_audience("buyers", "performed \"Bought\"");
     let retry = json!({"max_attempts": 100000, "initial_backoff_ms": 20,
                        "max_backoff_ms": 300, "pause_after_secs": 86400});
     let (s, v) = admin(

@@ -305,6 +305,18 @@ impl Server {
         export(&self.url, ADMIN_TOKEN)
     }
 
+    /// Creates an audience through the admin API (its backfill starts; see
+    /// [`Server::wait_backfilled`]).
+    pub fn create_audience(&self, name: &str, rule: &str) {
+        let (s, v) = admin(
+            self,
+            reqwest::Method::POST,
+            "/v1/audiences",
+            Some(serde_json::json!({"name": name, "rule": rule})),
+        );
+        assert_eq!(s, 201, "create audience {name}: {v}");
+    }
+
     /// Waits (at most `within`) until `audiences` audiences exist and none reports a
     /// backfill in progress.
     pub fn wait_backfilled(&self, audiences: usize, within: Duration) {
