@@ -54,6 +54,17 @@ pub struct StateReader {
     snap: RefCell<(u64, Arc<dyn StateSnapshot>)>,
 }
 
+/// The snapshot the processor shared, or a new one of the backend if it shared none.
+fn shared_or_new(
+    backend: &dyn StateBackend,
+    shared: Option<Arc<dyn StateSnapshot>>,
+) -> Result<Arc<dyn StateSnapshot>, StoreError> {
+    match shared {
+        Some(s) => Ok(s),
+        None => Ok(backend.snapshot()?.into()),
+    }
+}
+
 fn first<T>(mut v: Vec<Option<T>>) -> Option<T> {
     v.pop().flatten()
 }
@@ -70,10 +81,7 @@ impl StateReader {
             }
             None => (0, None),
         };
-        let snap = match shared {
-            Some(s) => s,
-            None => backend.snapshot()?.into(),
-        };
+        let snap = shared_or_new(&*backend, shared)?;
         Ok(Self {
             backend,
             pending,
@@ -95,11 +103,7 @@ impl StateReader {
         newer: Option<(u64, Option<Arc<dyn StateSnapshot>>)>,
     ) -> Result<(), StoreError> {
         if let Some((epoch, shared)) = newer {
-            let snap = match shared {
-                Some(s) => s,
-                None => self.backend.snapshot()?.into(),
-            };
-            *self.snap.borrow_mut() = (epoch, snap);
+            *self.snap.borrow_mut() = (epoch, shared_or_new(&*self.backend, shared)?);
         }
         Ok(())
     }
