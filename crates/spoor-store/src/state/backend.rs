@@ -8,7 +8,7 @@
 
 use super::memberships::MembershipChange;
 use crate::error::StoreError;
-use spoor_core::identity::{Decision, ProfileIdentity, SplitRule};
+use spoor_core::identity::{Decision, ProfileIdentity, ProfileStatus, SplitRule};
 use spoor_core::profile::{Group, Profile};
 use std::sync::Arc;
 
@@ -102,6 +102,15 @@ pub trait StateSnapshot: Send + Sync {
     ) -> Result<(), StoreError>;
     /// The lowest and highest profile ids with timeline rows (to split a scan of them).
     fn timeline_span(&self) -> Result<Option<(u64, u64)>, StoreError>;
+    /// The status (live, merged into another, dissolved) of every profile with an
+    /// identity record and an id in `pids`, in id order: one sequential read of the
+    /// identity table, decoding only the status. A backfill tells with it which profile
+    /// each event was applied to belongs to now, without reading a record per profile.
+    fn profile_statuses(
+        &self,
+        pids: std::ops::Range<u64>,
+        visit: &mut dyn FnMut(u64, ProfileStatus),
+    ) -> Result<(), StoreError>;
     /// The profiles' decisions ordered by (seq, index).
     fn decisions(&self, pids: &[u64]) -> Result<Vec<Decision>, StoreError>;
     /// (type, value, owner) of identifiers of `kind` whose value starts with `prefix`, in

@@ -3,17 +3,17 @@
 //! [`run`] with a factory of fresh, empty backends.
 //!
 //! It checks behaviour only the contract promises: atomic checkpoints with their position,
-//! snapshot isolation, deletes, timeline order and cursors, row drops before re-inserts,
-//! decision order and replacement, identifier prefix search, paging, the identifier→events
-//! and group→members indexes, split rules, audience memberships (bitmaps, timers, history,
-//! change feed), and a canonical dump.
+//! snapshot isolation, deletes, timeline order and cursors, profile statuses, row drops
+//! before re-inserts, decision order and replacement, identifier prefix search, paging, the
+//! identifier→events and group→members indexes, split rules, audience memberships (bitmaps,
+//! timers, history, change feed), and a canonical dump.
 
 use super::backend::{ChangeSet, StateBackend};
 use super::memberships::{decode_members, encode_members, ChangeCause, MembershipChange};
 use super::tables::{ident_hash, ident_key};
 use spoor_core::identity::{
-    Decision, DecisionKind, Identifier, ProfileId, ProfileIdentity, SplitOrigin, SplitRule,
-    SplitRuleId,
+    Decision, DecisionKind, Identifier, ProfileId, ProfileIdentity, ProfileStatus, SplitOrigin,
+    SplitRule, SplitRuleId,
 };
 use spoor_core::profile::{Group, Profile};
 use std::sync::Arc;
@@ -24,6 +24,7 @@ pub fn run(make: &mut dyn FnMut() -> Arc<dyn StateBackend>) {
     a_checkpoint_round_trips_and_snapshots_are_isolated(make());
     deletes_remove(make());
     timeline_is_newest_first_with_cursor_and_limit(make());
+    profile_statuses_are_listed_in_id_order(make());
     dropped_rows_go_before_the_same_checkpoint_adds_new_ones(make());
     decisions_are_ordered_and_a_later_one_replaces(make());
     identifier_search_is_by_type_and_prefix_with_cursor(make());
@@ -228,6 +229,59 @@ fn timeline_is_newest_first_with_cursor_and_limit(b: Arc<dyn StateBackend>) {
     assert_eq!(rows(0..u64::MAX).len(), 6);
     assert!(rows(4..9).is_empty() && rows(3..3).is_empty());
     assert_eq!(s.timeline_span().unwrap(), Some((1, 3)));
+}
+
+fn profile_statuses_are_listed_in_id_order(b: Arc<dyn StateBackend>) {
+    let with = |status| {
+        Some(Arc::new(ProfileIdentity {
+            status,
+            ..ProfileIdentity::new(1, 1)
+        }))
+    };
+    let within = |s: &dyn super::backend::StateSnapshot, r| {
+        let mut out = Vec::new();
+        s.profile_statuses(r, &mut |p, st| out.push((p, st)))
+            .unwrap();
+        out
+    };
+    let statuses = |s: &dyn super::backend::StateSnapshot| within(s, 0..u64::MAX);
+    assert!(statuses(&*b.snapshot().unwrap()).is_empty());
+    let into = ProfileStatus::MergedInto(ProfileId::from_raw(2));
+    commit(
+        &*b,
+        ChangeSet {
+            processed_seq: 1,
+            identities: vec![
+                (9, with(ProfileStatus::Dissolved)),
+                (2, with(ProfileStatus::Live)),
+                (5, with(into)),
+                (7, with(ProfileStatus::Live)),
+            ],
+            ..ChangeSet::default()
+        },
+    );
+    let before = b.snapshot().unwrap();
+    commit(
+        &*b,
+        ChangeSet {
+            processed_seq: 2,
+            identities: vec![(7, None), (3, with(ProfileStatus::Live))],
+            ..ChangeSet::default()
+        },
+    );
+    assert_eq!(
+        statuses(&*b.snapshot().unwrap()),
+        vec![
+            (2, ProfileStatus::Live),
+            (3, ProfileStatus::Live),
+            (5, into),
+            (9, ProfileStatus::Dissolved)
+        ]
+    );
+    assert_eq!(statuses(&*before).len(), 4, "a snapshot keeps its statuses");
+    let s = b.snapshot().unwrap();
+    assert_eq!(within(&*s, 3..9), vec![(3, ProfileStatus::Live), (5, into)]);
+    assert!(within(&*s, 6..9).is_empty() && within(&*s, 5..5).is_empty());
 }
 
 fn dropped_rows_go_before_the_same_checkpoint_adds_new_ones(b: Arc<dyn StateBackend>) {

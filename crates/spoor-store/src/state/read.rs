@@ -362,6 +362,16 @@ impl StateReader {
         self.with(|_, s| s.timeline_rows(pids, visit))
     }
 
+    /// Every committed profile's status, in id order ([`StateSnapshot::profile_statuses`]);
+    /// like the timeline rows, only for a reader with nothing pending (a durable reader).
+    pub fn committed_profile_statuses(
+        &self,
+        pids: std::ops::Range<u64>,
+        visit: &mut dyn FnMut(u64, ProfileStatus),
+    ) -> Result<(), StoreError> {
+        self.with(|_, s| s.profile_statuses(pids, visit))
+    }
+
     /// The lowest and highest profile ids with committed timeline rows.
     pub fn committed_timeline_span(&self) -> Result<Option<(u64, u64)>, StoreError> {
         self.with(|_, s| s.timeline_span())

@@ -7,7 +7,7 @@ use super::memberships::{decode_members, read_change, write_change, MembershipCh
 use super::tables::*;
 use crate::error::StoreError;
 use redb::{Database, ReadOnlyTable, ReadTransaction, ReadableDatabase, ReadableTable};
-use spoor_core::identity::{Decision, ProfileIdentity, SplitRule};
+use spoor_core::identity::{Decision, ProfileIdentity, ProfileStatus, SplitRule};
 use spoor_core::profile::{Group, Profile};
 use std::ops::Bound;
 use std::path::Path;
@@ -23,7 +23,7 @@ impl RedbBackend {
         let path = dir.join("state.redb");
         let db = Database::create(&path)
             .map_err(|e| StoreError::Meta(format!("{}: {e}", path.display())))?;
-        let index_groups = {
+        let (index_groups, index_statuses) = {
             use redb::TableHandle;
             let tx = db.begin_read().map_err(engine_err)?;
             let names: Vec<String> = tx
@@ -31,13 +31,19 @@ impl RedbBackend {
                 .map_err(engine_err)?
                 .map(|t| t.name().to_owned())
                 .collect();
-            names.iter().any(|n| n == PROFILES.name())
-                && !names.iter().any(|n| n == GROUP_MEMBERS.name())
+            let has = |t: &str| names.iter().any(|n| n == t);
+            (
+                has(PROFILES.name()) && !has(GROUP_MEMBERS.name()),
+                has(PIDENT.name()) && !has(PSTATUS.name()),
+            )
         };
         create_all(&db)?;
         check_format(&db)?;
         if index_groups {
             index_group_members(&db)?;
+        }
+        if index_statuses {
+            index_profile_statuses(&db)?;
         }
         Ok(Self { db })
     }
@@ -61,6 +67,23 @@ fn index_group_members(db: &Database) -> Result<(), StoreError> {
     tx.commit().map_err(engine_err)
 }
 
+/// Fills the status table of a state written before it existed, from the identity
+/// records (once, when the table is first created on a state that has them).
+fn index_profile_statuses(db: &Database) -> Result<(), StoreError> {
+    let tx = db.begin_write().map_err(engine_err)?;
+    {
+        let pident = tx.open_table(PIDENT).map_err(engine_err)?;
+        let mut t = tx.open_table(PSTATUS).map_err(engine_err)?;
+        for row in pident.iter().map_err(engine_err)? {
+            let (k, v) = row.map_err(engine_err)?;
+            let id: ProfileIdentity = from_json(v.value())?;
+            t.insert(k.value(), status_code(id.status))
+                .map_err(engine_err)?;
+        }
+    }
+    tx.commit().map_err(engine_err)
+}
+
 impl RedbBackend {
     /// Rewrites `dir/state.redb` into a fresh file (no stale pages; see
     /// [`crate::rewrite`]). The store must not be open.
@@ -69,6 +92,7 @@ impl RedbBackend {
             use crate::rewrite::copy_table;
             copy_table(r, w, IDENT)?;
             copy_table(r, w, PIDENT)?;
+            copy_table(r, w, PSTATUS)?;
             copy_table(r, w, PROFILES)?;
             copy_table(r, w, GROUPS)?;
             copy_table(r, w, GROUP_MEMBERS)?;
@@ -113,12 +137,20 @@ impl StateBackend for RedbBackend {
                 };
             }
             let mut t = tx.open_table(PIDENT).map_err(engine_err)?;
+            let mut st = tx.open_table(PSTATUS).map_err(engine_err)?;
             for (k, v) in &c.identities {
                 match v {
-                    Some(p) => t.insert(*k, json(&**p)?.as_slice()).map_err(engine_err)?,
-                    None => t.remove(*k).map_err(engine_err)?,
+                    Some(p) => {
+                        t.insert(*k, json(&**p)?.as_slice()).map_err(engine_err)?;
+                        st.insert(*k, status_code(p.status)).map_err(engine_err)?
+                    }
+                    None => {
+                        t.remove(*k).map_err(engine_err)?;
+                        st.remove(*k).map_err(engine_err)?
+                    }
                 };
             }
+            drop(st);
             let mut t = tx.open_table(PROFILES).map_err(engine_err)?;
             let mut buf = Vec::with_capacity(4096);
             for (k, v) in &c.profiles {
@@ -355,6 +387,22 @@ impl StateSnapshot for RedbSnapshot {
         let first = t.first().map_err(engine_err)?.map(|(k, _)| k.value().0);
         let last = t.last().map_err(engine_err)?.map(|(k, _)| k.value().0);
         Ok(first.zip(last))
+    }
+
+    fn profile_statuses(
+        &self,
+        pids: std::ops::Range<u64>,
+        visit: &mut dyn FnMut(u64, ProfileStatus),
+    ) -> Result<(), StoreError> {
+        if pids.is_empty() {
+            return Ok(());
+        }
+        let t = self.tx.open_table(PSTATUS).map_err(engine_err)?;
+        for row in t.range(pids).map_err(engine_err)? {
+            let (k, v) = row.map_err(engine_err)?;
+            visit(k.value(), status_of(v.value()));
+        }
+        Ok(())
     }
 
     fn decisions(&self, pids: &[u64]) -> Result<Vec<Decision>, StoreError> {

@@ -37,6 +37,63 @@ fn an_older_state_gets_its_group_index_on_open() {
     );
 }
 
+/// A state written before the status table existed gets it filled from the identity
+/// records when opened; later commits keep it in step with them.
+#[test]
+fn an_older_state_gets_its_status_table_on_open() {
+    use spoor_core::identity::{ProfileIdentity, ProfileStatus};
+    let d = tempfile::tempdir().unwrap();
+    let with = |status| {
+        Some(Arc::new(ProfileIdentity {
+            status,
+            ..ProfileIdentity::new(1, 1)
+        }))
+    };
+    let into = ProfileStatus::MergedInto(ProfileId::from_raw(3));
+    let statuses = |b: &RedbBackend| {
+        let mut out = Vec::new();
+        let s = b.snapshot().unwrap();
+        s.profile_statuses(0..u64::MAX, &mut |p, st| out.push((p, st)))
+            .unwrap();
+        out
+    };
+    {
+        let b = RedbBackend::open(d.path()).unwrap();
+        let mut c = ChangeSet {
+            identities: vec![
+                (3, with(ProfileStatus::Live)),
+                (4, with(into)),
+                (5, with(ProfileStatus::Dissolved)),
+            ],
+            ..ChangeSet::default()
+        };
+        b.commit(&mut c).unwrap();
+        let tx = b.db.begin_write().unwrap();
+        tx.delete_table(PSTATUS).unwrap();
+        tx.commit().unwrap();
+    }
+    let b = RedbBackend::open(d.path()).unwrap();
+    let all = vec![
+        (3, ProfileStatus::Live),
+        (4, into),
+        (5, ProfileStatus::Dissolved),
+    ];
+    assert_eq!(statuses(&b), all);
+    let mut c = ChangeSet {
+        identities: vec![(5, None), (6, with(ProfileStatus::Live))],
+        ..ChangeSet::default()
+    };
+    b.commit(&mut c).unwrap();
+    assert_eq!(
+        statuses(&b),
+        vec![
+            (3, ProfileStatus::Live),
+            (4, into),
+            (6, ProfileStatus::Live)
+        ]
+    );
+}
+
 fn profile_with_activation() -> Profile {
     let mut p = Profile::new(ProfileId::from_raw(7));
     p.event_count = 3;

@@ -6,12 +6,17 @@
 use super::engine_err;
 use crate::error::StoreError;
 use redb::{Database, TableDefinition};
+use spoor_core::identity::{ProfileId, ProfileStatus};
 use spoor_core::profile::Profile;
 
 /// Identifier key (`ident_key`) → owning profile id (raw u64).
 pub const IDENT: TableDefinition<&str, u64> = TableDefinition::new("ident");
 /// Profile id → `ProfileIdentity` (identifiers, status, merges).
 pub const PIDENT: TableDefinition<u64, &[u8]> = TableDefinition::new("profile_identity");
+/// Profile id → its [`ProfileStatus`] ([`status_code`]), written with each identity record:
+/// the one field of [`PIDENT`] a backfill needs for every profile. 16-byte rows read in a
+/// few MB; the identity records are hundreds of MB of pages scattered through the file.
+pub const PSTATUS: TableDefinition<u64, u64> = TableDefinition::new("profile_status");
 /// Profile id → `Profile` (traits with provenance, stats, activation) as a binary record
 /// ([`write_profile`]; format 1 states hold JSON, still read). Only live profiles.
 pub const PROFILES: TableDefinition<u64, &[u8]> = TableDefinition::new("profiles");
@@ -86,11 +91,31 @@ pub fn split_ident_key(k: &str) -> (&str, &str) {
     k.split_once('\u{1f}').unwrap_or((k, ""))
 }
 
+/// A status as a [`PSTATUS`] value: 0 live, `u64::MAX` dissolved, else the raw id merged
+/// into (ids start at 1).
+pub fn status_code(s: ProfileStatus) -> u64 {
+    match s {
+        ProfileStatus::Live => 0,
+        ProfileStatus::MergedInto(p) => p.raw(),
+        ProfileStatus::Dissolved => u64::MAX,
+    }
+}
+
+/// The inverse of [`status_code`].
+pub fn status_of(code: u64) -> ProfileStatus {
+    match code {
+        0 => ProfileStatus::Live,
+        u64::MAX => ProfileStatus::Dissolved,
+        p => ProfileStatus::MergedInto(ProfileId::from_raw(p)),
+    }
+}
+
 pub fn create_all(db: &Database) -> Result<(), StoreError> {
     let tx = db.begin_write().map_err(engine_err)?;
     {
         tx.open_table(IDENT).map_err(engine_err)?;
         tx.open_table(PIDENT).map_err(engine_err)?;
+        tx.open_table(PSTATUS).map_err(engine_err)?;
         tx.open_table(PROFILES).map_err(engine_err)?;
         tx.open_table(GROUPS).map_err(engine_err)?;
         tx.open_table(GROUP_MEMBERS).map_err(engine_err)?;
