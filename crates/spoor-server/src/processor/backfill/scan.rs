@@ -6,9 +6,9 @@
 //! seq → profile index exists (one would cost a write per event while processing). So the
 //! table is read once, sequentially, split into id ranges over the workers, into a
 //! seq → id-at-processing-time array (8 bytes per event). Ids are resolved to the live
-//! profile (following merges, like a profile's cluster does in the other direction) only
-//! for the events that pass the raw-byte filter, and once per id (a cache the workers share):
-//! for a selective new audience that is a few percent of the people, not every profile.
+//! profile only for the events that pass the raw-byte filter, in memory ([`Liveness`]:
+//! every profile's status, read once, merges followed like a profile's cluster does in the
+//! other direction).
 //!
 //! # Scan
 //! The log is read in rounds of `workers × BATCH` events; in a round worker `k` reads,
@@ -22,22 +22,21 @@
 
 use super::super::activate::Engine;
 use super::plan::Plan;
-use parking_lot::RwLock;
 use spoor_core::audience::{state_mut, Activation, AudienceState, EventFact};
 use spoor_core::computed::ComputedState;
-use spoor_core::identity::ProfileId;
+use spoor_core::identity::ProfileStatus;
 use spoor_core::profile::{parse_event, parse_event_lean};
 use spoor_store::log::LogReader;
-use spoor_store::state::{StateReader, StateStore};
+use spoor_store::state::StateStore;
 use spoor_store::StoreError;
 use std::collections::HashMap;
 use std::ops::RangeInclusive;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::Instant;
 
-/// Most log entries a worker reads, filters and parses per round.
-const BATCH: usize = 20_000;
+/// Most log entries a worker reads, filters and parses per round (with 8 workers, a
+/// round holds about 90 MB of entries of the benchmark's size).
+const BATCH: usize = 10_000;
 
 /// Entries per worker and round: `BATCH`, or less for a small log so that it still takes
 /// a few rounds on every worker (progress moves, and the tests run the same code paths as
@@ -111,46 +110,84 @@ pub fn owners_at_time(
     Ok(owner)
 }
 
-/// Shards of the cache of resolved ids shared by the workers.
-const SHARDS: u64 = 64;
-
-/// One worker's reader (of the last checkpoint), and the workers' shared cache of resolved
-/// ids (id at processing time → live id, 0 when the profile is gone). Shared, because
-/// workers split the log by seq, not by person: with a cache each, every person was
-/// resolved once per worker (an identity record read and decoded each time, most of the
-/// scan's thread time).
-pub struct Resolver {
-    reader: StateReader,
-    live: Arc<[RwLock<HashMap<u64, u64>>]>,
+/// Which live profile each profile id belongs to now, from one sequential read of every
+/// profile's status ([`spoor_store::state::StateReader::committed_profile_statuses`]), held in memory: 8 bytes
+/// per live profile and 16 per merged-away one.
+///
+/// The scan resolves the id every event that passes the raw-byte filter was applied to.
+/// Reading and decoding that profile's identity record instead (once per id, with a
+/// cache) was most of the scan's thread time — 12.3 s of a 10 M-event backfill, random
+/// reads — and listing the live ids from the profiles table read every profile's pages.
+#[derive(Default)]
+pub struct Liveness {
+    /// Live profile ids, ascending.
+    pub live: Vec<u64>,
+    /// Merged-away id → the id it was merged into (which may have been merged away since).
+    merged: HashMap<u64, u64>,
 }
 
-impl Resolver {
-    /// One resolver per worker, sharing their cache.
-    pub fn for_workers(store: &StateStore, workers: usize) -> Result<Vec<Resolver>, StoreError> {
-        let live: Arc<[RwLock<HashMap<u64, u64>>]> =
-            (0..SHARDS).map(|_| RwLock::new(HashMap::new())).collect();
-        (0..workers)
-            .map(|_| {
-                Ok(Resolver {
-                    reader: store.durable_reader()?,
-                    live: live.clone(),
+impl Liveness {
+    /// Reads the statuses of the last checkpoint (the caller checkpointed), in `threads`
+    /// ranges of ids at once: the identity table's pages are scattered through the file,
+    /// so a cold read waits on the disk page by page, and several in flight overlap.
+    pub fn read(store: &StateStore, threads: usize) -> Result<Liveness, StoreError> {
+        // Cut points over the ids with timeline rows (almost every profile); the first
+        // range starts at 0 and the last ends at the top, so every id is covered.
+        let (lo, hi) = store
+            .durable_reader()?
+            .committed_timeline_span()?
+            .unwrap_or((0, 0));
+        let width = (hi - lo) / threads as u64 + 1;
+        let parts = std::thread::scope(|s| {
+            let hs: Vec<_> = (0..threads as u64)
+                .map(|k| {
+                    let from = if k == 0 { 0 } else { lo + k * width };
+                    let to = if k + 1 == threads as u64 {
+                        u64::MAX
+                    } else {
+                        lo + (k + 1) * width
+                    };
+                    s.spawn(move || {
+                        let mut l = Liveness::default();
+                        store.durable_reader()?.committed_profile_statuses(
+                            from..to,
+                            &mut |pid, status| match status {
+                                ProfileStatus::Live => l.live.push(pid),
+                                ProfileStatus::MergedInto(into) => {
+                                    l.merged.insert(pid, into.raw());
+                                }
+                                ProfileStatus::Dissolved => {}
+                            },
+                        )?;
+                        Ok(l)
+                    })
                 })
-            })
-            .collect()
+                .collect();
+            hs.into_iter().map(join).collect::<Result<Vec<_>, _>>()
+        })?;
+        let mut all = Liveness::default();
+        for p in parts {
+            all.live.extend(p.live);
+            all.merged.extend(p.merged);
+        }
+        Ok(all)
     }
 
-    fn live(&mut self, pid: u64) -> Result<u64, StoreError> {
-        let shard = &self.live[(pid % SHARDS) as usize];
-        if let Some(l) = shard.read().get(&pid) {
-            return Ok(*l);
+    /// The live profile `pid` is or was merged into; 0 when there is none (dissolved, or
+    /// no such profile).
+    pub fn live(&self, pid: u64) -> u64 {
+        let mut cur = pid;
+        // Merges form chains, never cycles; the bound only guards against a corrupt store.
+        for _ in 0..4096 {
+            if self.live.binary_search(&cur).is_ok() {
+                return cur;
+            }
+            match self.merged.get(&cur) {
+                Some(next) => cur = *next,
+                None => return 0,
+            }
         }
-        // Two workers may both miss and resolve the same id: the same answer, once more.
-        let l = self
-            .reader
-            .resolve(ProfileId::from_raw(pid))?
-            .map_or(0, |p| p.raw());
-        shard.write().insert(pid, l);
-        Ok(l)
+        0
     }
 }
 
@@ -160,7 +197,7 @@ fn slice(
     reader: &LogReader,
     plan: &Plan,
     owner: &[AtomicU64],
-    resolver: &mut Resolver,
+    liveness: &Liveness,
     people: &RangeInclusive<u64>,
     from: u64,
     to: u64,
@@ -185,7 +222,7 @@ fn slice(
             continue;
         }
         let at = Instant::now();
-        let live = resolver.live(pid)?;
+        let live = liveness.live(pid);
         let parsing = Instant::now();
         t.resolve_ns += (parsing - at).as_nanos() as u64;
         if live == 0 || !people.contains(&live) {
@@ -253,8 +290,7 @@ fn fold_planned(plan: &Plan, part: &mut HashMap<u64, Activation>, pid: u64, ev: 
 }
 
 /// Reads the log up to `last` once and folds what can matter to the people in `people`
-/// (live ids) into `fresh` (one map per worker, and a resolver each: their cache serves
-/// every pass); `progress(done)` after each round.
+/// (live ids) into `fresh` (one map per worker); `progress(done)` after each round.
 #[allow(clippy::too_many_arguments)]
 pub fn scan(
     engine: &Engine,
@@ -263,7 +299,7 @@ pub fn scan(
     owner: &[AtomicU64],
     last: u64,
     people: &RangeInclusive<u64>,
-    resolvers: &mut [Resolver],
+    liveness: &Liveness,
     fresh: &mut [HashMap<u64, Activation>],
     mut progress: impl FnMut(u64),
 ) -> Result<ScanTimes, StoreError> {
@@ -280,11 +316,10 @@ pub fn scan(
             })
             .collect();
         let parts = std::thread::scope(|s| {
-            let hs: Vec<_> = resolvers
-                .iter_mut()
-                .zip(&bounds)
-                .map(|(res, &(from, to))| {
-                    s.spawn(move || slice(reader, plan, owner, res, people, from, to))
+            let hs: Vec<_> = bounds
+                .iter()
+                .map(|&(from, to)| {
+                    s.spawn(move || slice(reader, plan, owner, liveness, people, from, to))
                 })
                 .collect();
             hs.into_iter().map(join).collect::<Result<Vec<_>, _>>()
