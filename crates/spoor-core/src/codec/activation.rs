@@ -123,12 +123,13 @@ pub(super) fn read_activation(r: &mut Reader<'_>) -> Result<Activation, DecodeEr
         if flags == 0 {
             break;
         }
-        let name = r.str()?;
+        // Names borrowed from the record: each map key is allocated once, as its own type.
+        let name = r.str_ref()?;
         if flags & HAS_STATE != 0 {
-            computed.push((Arc::from(name.as_str()), Arc::new(read_computed(r)?)));
+            computed.push((Arc::from(name), Arc::new(read_computed(r)?)));
         }
         if flags & HAS_VALUE != 0 {
-            values.push((name, r.value()?));
+            values.push((name.to_owned(), r.value()?));
         }
     }
     let (mut audiences, mut members, mut next) = (Vec::new(), Vec::new(), Vec::new());
@@ -137,7 +138,7 @@ pub(super) fn read_activation(r: &mut Reader<'_>) -> Result<Activation, DecodeEr
         if flags == 0 {
             break;
         }
-        let name: Arc<str> = Arc::from(r.str()?);
+        let name: Arc<str> = Arc::from(r.str_ref()?);
         if flags & HAS_STATE != 0 {
             let n = r.count()?;
             let mut slots = Vec::with_capacity(n);
