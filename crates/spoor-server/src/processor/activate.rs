@@ -411,6 +411,22 @@ impl Engine {
         out
     }
 
+    /// Evaluates, at `now_ms`, only the audiences `only` selects, leaving the rest of the
+    /// activation and its revision stamp as they are. For a backfill that only added
+    /// audiences reading events alone, which no other audience reads: nothing else the
+    /// person has can change with them, so evaluating every audience and computed trait
+    /// (`on_time`) would only redo the person's last evaluation. A stamp left older than
+    /// the definitions makes their next event or timer evaluate everything, as for every
+    /// person the backfill did not concern.
+    pub fn on_added(&self, p: &mut Profile, now_ms: i64, only: impl Fn(&str) -> bool) -> Outcome {
+        let mut act = p.take_activation();
+        let out = self.reevaluate(p, &mut act, now_ms, &[], false, |i, _, _| {
+            only(&self.slots[i].name)
+        });
+        p.activation = act.into();
+        out
+    }
+
     /// Re-evaluates, at `now_ms`, the audiences with group-trait conditions (and those
     /// nested on one that changed): a group the person belongs to changed its traits
     /// through another member's `group` call.

@@ -595,13 +595,19 @@ async fn changed_definitions_equal_brute_force(seed: u64, tiny: bool) {
         }
         assert_equals_brute_force(&srv, now());
 
-        // One new audience among the others, selecting events by name (two of them with
-        // escapes in the raw JSON): only its events' people are evaluated.
+        // New audiences among the others, selecting events by name (two of them with
+        // escapes in the raw JSON): only their events' people are evaluated, and only for
+        // them. One has a window, so its exits (timers set by that evaluation) are checked
+        // when time moves on below.
         srv.define(|d| {
             d.audiences.extend([
                 audience(
                     "big_buyers",
                     r#"performed "Bought" where price > 40 at least 2 times"#,
+                ),
+                audience(
+                    "recent_big",
+                    r#"performed "Bought" where price > 40 within 8d"#,
                 ),
                 audience(
                     "quoted",
@@ -613,6 +619,7 @@ async fn changed_definitions_equal_brute_force(seed: u64, tiny: bool) {
         let st = last_backfill(&srv).await;
         assert!(!st.full && st.evaluated < live, "{st:?} of {live}");
         assert!(st.parsed < 160, "events skipped unparsed: {st:?}");
+        assert!(st.only_added, "only the new audiences evaluated: {st:?}");
         assert_equals_brute_force(&srv, now());
         assert!(activation(&srv, "user_id", "u1")
             .0
@@ -625,7 +632,8 @@ async fn changed_definitions_equal_brute_force(seed: u64, tiny: bool) {
             )]);
         })
         .await;
-        assert!(!last_backfill(&srv).await.full);
+        let st = last_backfill(&srv).await;
+        assert!(!st.full && !st.only_added, "{st:?}");
         assert_equals_brute_force(&srv, now());
 
         // A changed audience that another one nests (`target` reads `viewers`).

@@ -25,8 +25,10 @@ use std::collections::HashMap;
 /// the next people are evaluated, so only the last part's commit is waited for.
 pub const OVERLAP_ENTRIES: usize = 25_000;
 
-/// People re-evaluated per round.
-pub const EVAL_CHUNK: usize = 2_000;
+/// People re-evaluated per round. A round waits for its slowest worker, so fewer, larger
+/// rounds waste less (the 10 M-event backfill: 2,000 → 4,000 took its evaluation from
+/// 10.8–11.2 s to 9.8–10.9 s).
+pub const EVAL_CHUNK: usize = 4_000;
 
 /// Re-evaluates `people` (ascending ids) at `now` with the fresh states in `fresh` (one
 /// map per worker, person `p` in map `p % workers`), consuming them.
@@ -132,15 +134,21 @@ fn evaluate_part(
             }
             // States of removed definitions are dropped by the evaluation.
         }
-        let mut groups = Vec::new();
-        if engine.reads_groups() {
-            for g in p.groups.keys() {
-                if let Some(g) = r.group(g)? {
-                    groups.push(g.trait_values());
+        let o = if plan.only_added {
+            engine.on_added(&mut p, now, |name| {
+                plan.audiences.iter().any(|(n, _)| &**n == name)
+            })
+        } else {
+            let mut groups = Vec::new();
+            if engine.reads_groups() {
+                for g in p.groups.keys() {
+                    if let Some(g) = r.group(g)? {
+                        groups.push(g.trait_values());
+                    }
                 }
             }
-        }
-        let o = engine.on_time(&mut p, now, &groups);
+            engine.on_time(&mut p, now, &groups)
+        };
         // Nothing changed but the revision stamp: not rewritten (its next event evaluates
         // everything, as for any person not evaluated under the current revision).
         let same = o.entered.is_empty()

@@ -57,6 +57,8 @@ pub struct Stats {
     pub parsed: u64,
     /// Everything was recomputed (no record of the definitions the state reflected).
     pub full: bool,
+    /// Only added audiences that read events alone were evaluated ([`Plan::only_added`]).
+    pub only_added: bool,
     /// People re-evaluated, and of those rewritten (their activation changed).
     pub evaluated: u64,
     pub written: u64,
@@ -227,7 +229,7 @@ pub fn run(
     let all = &liveness.live;
     let list_ms = t.elapsed().as_millis() as u64;
     let ranges = if n > 1 {
-        id_ranges(&all, n)
+        id_ranges(all, n)
     } else {
         vec![0..=u64::MAX]
     };
@@ -235,6 +237,7 @@ pub fn run(
         revision: engine.revision,
         events: last,
         full: plan.full,
+        only_added: plan.only_added,
         workers: workers as u64,
         passes: ranges.len() as u64,
         list_ms,

@@ -54,6 +54,10 @@ pub struct Plan {
     pub members_of: Vec<String>,
     /// Every live person is re-evaluated, not only those the events and memberships name.
     pub everyone: bool,
+    /// Only audiences were added — none changed or removed, no computed trait recomputed —,
+    /// each reading events alone, and no other audience reads them: evaluating those
+    /// alone is exact ([`Engine::on_added`]).
+    pub only_added: bool,
     /// Names every event that can matter has (quoted, as they appear in raw JSON); `None`
     /// when some selector names no event, so every event must be parsed.
     pub needles: Option<Vec<Vec<u8>>>,
@@ -134,6 +138,14 @@ impl Plan {
             }
         }
         p.report = report.into_iter().collect();
+        p.only_added = !p.everyone
+            && !p.audiences.is_empty()
+            && p.computed.is_empty()
+            && p.stale_audiences.is_empty()
+            && p.stale_computed.is_empty()
+            && p.members_of.is_empty()
+            && p.audiences.iter().all(|(_, r)| needs(&r.deps) == 0)
+            && p.report.len() == p.audiences.len();
         p
     }
 
@@ -176,6 +188,7 @@ impl Plan {
             stale_computed: Vec::new(),
             members_of: Vec::new(),
             everyone: false,
+            only_added: false,
             needles: Some(Vec::new()),
             keys: BTreeSet::new(),
             report: Vec::new(),
