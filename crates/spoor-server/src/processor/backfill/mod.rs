@@ -13,7 +13,7 @@
 //! 1. checkpoint, so every event's profile assignment (the timeline) is in the store;
 //! 2. map each event to the profile the processor applied it to, from one sequential read
 //!    of the timeline table ([`scan::owners_at_time`]), and list every profile's status
-//!    (live or merged into which) from one read of the identity table ([`scan::Liveness`]);
+//!    (live or merged into which) from one read of the status table ([`scan::Liveness`]);
 //! 3. read the log once, on every core; an event whose raw bytes cannot hold a name the
 //!    recomputed definitions select is skipped unparsed, the others get their live profile
 //!    (merges followed), are parsed leanly (type, name, the properties read) and folded

@@ -111,8 +111,8 @@ pub fn owners_at_time(
 }
 
 /// Which live profile each profile id belongs to now, from one sequential read of every
-/// profile's status ([`spoor_store::state::StateReader::committed_profile_statuses`]), held in memory: 8 bytes
-/// per live profile and 16 per merged-away one.
+/// profile's status (`StateReader::committed_profile_statuses`), held in memory: 8 bytes
+/// per live profile, a map entry per merged-away one.
 ///
 /// The scan resolves the id every event that passes the raw-byte filter was applied to.
 /// Reading and decoding that profile's identity record instead (once per id, with a
@@ -128,8 +128,8 @@ pub struct Liveness {
 
 impl Liveness {
     /// Reads the statuses of the last checkpoint (the caller checkpointed), in `threads`
-    /// ranges of ids at once: the identity table's pages are scattered through the file,
-    /// so a cold read waits on the disk page by page, and several in flight overlap.
+    /// ranges of ids at once: a cold read of the status table waits on the disk page by
+    /// page, and several in flight overlap.
     pub fn read(store: &StateStore, threads: usize) -> Result<Liveness, StoreError> {
         // Cut points over the ids with timeline rows (almost every profile); the first
         // range starts at 0 and the last ends at the top, so every id is covered.
@@ -347,4 +347,31 @@ pub fn scan(
         progress(end - 1);
     }
     Ok(times)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn liveness_follows_merges_to_the_live_profile() {
+        let l = Liveness {
+            live: vec![2, 5, 8],
+            // 3 → 4 → 5 (merged twice); 6 → 9, which is dissolved or unknown.
+            merged: HashMap::from([(3, 4), (4, 5), (6, 9)]),
+        };
+        assert_eq!(l.live(2), 2);
+        assert_eq!(l.live(8), 8);
+        assert_eq!(l.live(4), 5);
+        assert_eq!(l.live(3), 5, "a chain of merges");
+        assert_eq!(l.live(6), 0, "merged into one that is gone");
+        assert_eq!(l.live(7), 0, "no such profile");
+        assert_eq!(l.live(0), 0);
+        // A corrupt store with a cycle ends, answering none.
+        let cyclic = Liveness {
+            live: vec![],
+            merged: HashMap::from([(1, 2), (2, 1)]),
+        };
+        assert_eq!(cyclic.live(1), 0);
+    }
 }
