@@ -206,16 +206,13 @@ pub fn run(
             .min(evaluate::OVERLAP_ENTRIES),
         ..*limits
     };
-    // Held throughout: the seq → person array, and the live ids (8 bytes each).
-    let owner_bytes = if plan.reads_events() {
-        (last + 1) * 8
-    } else {
-        0
-    } + state.live_profiles() * 8;
+    // Held throughout: the seq → person array and the live ids, 8 bytes each.
+    let live = state.live_profiles();
+    let seq_array = if plan.reads_events() { last + 1 } else { 0 };
     let n = passes(
-        state.live_profiles(),
+        live,
         per_person,
-        owner_bytes,
+        (seq_array + live) * 8,
         limits.memory_bytes,
     );
     // Every live person, by id, from one read of the profiles' statuses (no profile
