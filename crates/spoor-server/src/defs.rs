@@ -8,7 +8,7 @@ use serde::Serialize;
 use spoor_core::audience::{DefinitionError, Definitions};
 use spoor_store::meta::MetaStore;
 use spoor_store::StoreError;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 const KEY: &str = "definitions";
@@ -27,6 +27,9 @@ pub struct Backfill {
     pub total: u64,
     /// The definition revision being backfilled.
     pub revision: u64,
+    /// The processor has begun it. Until then (right after a change, or after a restart
+    /// that interrupted a backfill) the definition waits with nothing read.
+    pub started: bool,
 }
 
 /// Cheap to clone; every clone sees the same definitions.
@@ -35,6 +38,11 @@ pub struct DefsHandle {
     meta: Arc<MetaStore>,
     current: Arc<RwLock<Arc<Definitions>>>,
     backfill: Arc<Mutex<BTreeMap<String, Backfill>>>,
+    /// Names a backfill must still recompute: what changed between the definitions the
+    /// derived state reflects and the current ones (see [`Definitions::changed_since`]).
+    /// Kept here, not only in the processor's progress, so a definition created a moment
+    /// ago or left half backfilled by a crash shows as waiting, never as done.
+    waiting: Arc<Mutex<BTreeSet<String>>>,
 }
 
 /// Why a change was refused.
@@ -52,11 +60,14 @@ impl DefsHandle {
     /// Loads the stored definitions (none on a new data directory).
     pub fn open(meta: Arc<MetaStore>) -> Result<Self, StoreError> {
         let defs: Definitions = meta.get_json(KEY)?.unwrap_or_default();
-        Ok(Self {
+        let h = Self {
             meta,
             current: Arc::new(RwLock::new(Arc::new(defs))),
             backfill: Arc::default(),
-        })
+            waiting: Arc::default(),
+        };
+        h.rewait()?;
+        Ok(h)
     }
 
     /// A handle over fixed definitions that are not persisted (rebuilds, tests).
@@ -65,6 +76,7 @@ impl DefsHandle {
             meta,
             current: Arc::new(RwLock::new(Arc::new(defs))),
             backfill: Arc::default(),
+            waiting: Arc::default(),
         }
     }
 
@@ -87,6 +99,8 @@ impl DefsHandle {
         self.meta.put_json(KEY, &next)?;
         let next = Arc::new(next);
         *cur = next.clone();
+        drop(cur);
+        self.rewait()?;
         Ok(next)
     }
 
@@ -110,7 +124,8 @@ impl DefsHandle {
     /// never recorded.
     pub fn set_applied(&self, defs: &Definitions) -> Result<(), StoreError> {
         self.meta.put_json(APPLIED_DEFS, defs)?;
-        self.meta.put_json(APPLIED, &defs.revision)
+        self.meta.put_json(APPLIED, &defs.revision)?;
+        self.rewait()
     }
 
     /// Forgets which definitions the state reflects (the next backfill recomputes
@@ -118,12 +133,36 @@ impl DefsHandle {
     pub fn forget_applied(&self) -> Result<(), StoreError> {
         self.meta
             .put_json(APPLIED_DEFS, &Option::<Definitions>::None)?;
-        self.meta.put_json(APPLIED, &0u64)
+        self.meta.put_json(APPLIED, &0u64)?;
+        self.rewait()
+    }
+
+    /// Recomputes the names waiting for a backfill from the current definitions and the
+    /// applied ones. Called after every write of either; runs one at a time and reads
+    /// both inside the lock, so the last call sees both writes.
+    fn rewait(&self) -> Result<(), StoreError> {
+        let mut waiting = self.waiting.lock();
+        let current = self.current();
+        *waiting = if self.applied_revision()? == current.revision {
+            BTreeSet::new()
+        } else {
+            current.changed_since(self.applied_definitions()?.as_ref())
+        };
+        Ok(())
     }
 
     /// Backfills in progress, by audience or computed-trait name.
+    /// Those running first; then those waiting for the processor to begin them.
     pub fn backfills(&self) -> BTreeMap<String, Backfill> {
-        self.backfill.lock().clone()
+        let mut out = self.backfill.lock().clone();
+        let revision = self.current().revision;
+        for name in self.waiting.lock().iter() {
+            out.entry(name.clone()).or_insert_with(|| Backfill {
+                revision,
+                ..Backfill::default()
+            });
+        }
+        out
     }
 
     /// Reports progress (the processor calls this); `None` ends it.
@@ -133,5 +172,79 @@ impl DefsHandle {
             Some(b) => m.insert(name.to_owned(), b),
             None => m.remove(name),
         };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use spoor_core::audience::{parse, AudienceDefinition};
+
+    fn add(h: &DefsHandle, name: &str, rule: &str) -> Arc<Definitions> {
+        h.update(|d| {
+            let a = AudienceDefinition {
+                name: name.into(),
+                description: String::new(),
+                rule: parse(rule).map_err(|e| e.to_string())?,
+                created_ms: 0,
+                updated_ms: 0,
+                revision: 1,
+            };
+            d.audiences.insert(name.into(), a);
+            Ok(())
+        })
+        .unwrap()
+    }
+
+    fn waiting(h: &DefsHandle) -> Vec<String> {
+        let b = h.backfills();
+        assert!(b.values().all(|b| !b.started));
+        b.into_keys().collect()
+    }
+
+    /// A definition shows as waiting from its creation until a backfill records it applied,
+    /// also across a restart in between (a crash cutting the backfill short), and never
+    /// as done before.
+    #[test]
+    fn a_changed_definition_waits_for_its_backfill_across_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let meta = Arc::new(MetaStore::open(dir.path()).unwrap());
+        let h = DefsHandle::open(meta.clone()).unwrap();
+        assert!(h.backfills().is_empty());
+        let first = add(&h, "buyers", "performed \"Order\"");
+        assert_eq!(waiting(&h), ["buyers"]);
+        h.set_applied(&first).unwrap();
+        assert!(h.backfills().is_empty());
+
+        add(&h, "fans", "performed \"Like\"");
+        add(&h, "fan_buyers", "in audience fans and in audience buyers");
+        assert_eq!(waiting(&h), ["fan_buyers", "fans"]);
+        drop(h);
+        let h = DefsHandle::open(meta.clone()).unwrap();
+        assert_eq!(waiting(&h), ["fan_buyers", "fans"]);
+
+        // A backfill of an older revision leaves the newer change waiting.
+        let before = h.current();
+        add(&h, "likers", "performed \"Like\" at least 2 times");
+        h.set_applied(&before).unwrap();
+        assert_eq!(waiting(&h), ["likers"]);
+        h.set_applied(&h.current()).unwrap();
+        assert!(h.backfills().is_empty());
+
+        // Running progress wins over waiting; forgetting what is applied waits for all.
+        h.forget_applied().unwrap();
+        h.set_backfill(
+            "fans",
+            Some(Backfill {
+                done: 3,
+                total: 9,
+                revision: 4,
+                started: true,
+            }),
+        );
+        let b = h.backfills();
+        assert_eq!(b.len(), 4);
+        assert!(b["fans"].started && b["fans"].done == 3);
+        assert!(!b["buyers"].started);
     }
 }

@@ -252,6 +252,7 @@ fn short(text: &str, max: usize) -> String {
 
 fn backfill(v: &Value) -> String {
     match (v["done"].as_u64(), v["total"].as_u64()) {
+        _ if v["started"] == false => "waiting".into(),
         (Some(d), Some(t)) if t > 0 => format!("{}% ({d}/{t})", d * 100 / t),
         (Some(_), Some(_)) => "running".into(),
         _ => "-".into(),

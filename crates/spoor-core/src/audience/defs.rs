@@ -7,7 +7,7 @@
 use super::{AudienceSet, AudienceState, Catalog, Rule};
 use crate::computed::{ComputedDef, ComputedSet, ComputedStates};
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 /// One audience as an admin defined it.
@@ -87,6 +87,46 @@ impl Definitions {
         let set = AudienceSet::new(rules).map_err(|e| DefinitionError::Order(e.to_string()))?;
         Ok((set, computed))
     }
+
+    /// The names whose states or memberships a backfill from `old` (the definitions the
+    /// derived state reflects) to these recomputes: new or changed audiences and computed
+    /// traits, and the audiences reading any of them, nested or through a trait. Every
+    /// name when `old` is unknown or does not compile (a full recompute). Removed names
+    /// are not listed: there is nothing left to show them on.
+    pub fn changed_since(&self, old: Option<&Definitions>) -> BTreeSet<String> {
+        let every = || {
+            (self.audiences.keys())
+                .chain(self.computed.keys())
+                .cloned()
+                .collect()
+        };
+        let Some(old) = old.filter(|o| o.compile().is_ok()) else {
+            return every();
+        };
+        let Ok((set, _)) = self.compile() else {
+            return every();
+        };
+        let computed: BTreeSet<&String> = (self.computed.iter())
+            .filter(|(n, c)| old.computed.get(*n).map(|o| &o.def) != Some(&c.def))
+            .map(|(n, _)| n)
+            .collect();
+        let mut out: BTreeSet<String> = (self.audiences.iter())
+            .filter(|(n, a)| old.audiences.get(*n).map(|o| &o.rule) != Some(&a.rule))
+            .map(|(n, _)| n.clone())
+            .collect();
+        // In dependency order, so an audience reading a reader is found too.
+        for name in set.order() {
+            if let Some(rule) = set.get(name) {
+                let reads = rule.deps.audiences.iter().any(|a| out.contains(a))
+                    || rule.deps.computed.iter().any(|c| computed.contains(c));
+                if reads {
+                    out.insert(name.clone());
+                }
+            }
+        }
+        out.extend(computed.into_iter().cloned());
+        out
+    }
 }
 
 /// What the audience engine keeps for one person: incremental states of every computed
@@ -155,5 +195,69 @@ impl Activation {
             && self.next.is_empty()
             && self.computed_next.is_none()
             && self.revision == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with(audiences: &[(&str, &str)], computed: &[(&str, &str)]) -> Definitions {
+        let mut d = Definitions::default();
+        for (name, rule) in audiences {
+            let a = AudienceDefinition {
+                name: (*name).into(),
+                description: String::new(),
+                rule: super::super::parse(rule).unwrap(),
+                created_ms: 0,
+                updated_ms: 0,
+                revision: 1,
+            };
+            d.audiences.insert((*name).into(), a);
+        }
+        for (name, extra) in computed {
+            let json = format!(r#"{{"name": "{name}", "aggregation": "count"{extra}}}"#);
+            let c = ComputedDefinition {
+                def: ComputedDef::from_json(&json).unwrap(),
+                description: String::new(),
+                created_ms: 0,
+                updated_ms: 0,
+                revision: 1,
+            };
+            d.computed.insert((*name).into(), c);
+        }
+        d
+    }
+
+    fn names(s: BTreeSet<String>) -> Vec<String> {
+        s.into_iter().collect()
+    }
+
+    /// What a backfill recomputes: changed definitions and, transitively, their readers;
+    /// unchanged ones and descriptions alone are not; an unknown past is everything.
+    #[test]
+    fn changed_since_lists_changes_and_their_readers() {
+        let a = [
+            ("buyers", "performed \"Order\""),
+            ("big", "computed spend > 100"),
+            ("big_buyers", "in audience big and in audience buyers"),
+            ("fans", "performed \"Like\""),
+        ];
+        let old = with(&a, &[("spend", "")]);
+        assert!(old.changed_since(Some(&old)).is_empty());
+        let mut described = old.clone();
+        described.audiences.get_mut("fans").unwrap().description = "likes".into();
+        assert!(described.changed_since(Some(&old)).is_empty());
+
+        let traits_changed = with(&a, &[("spend", r#", "window": "30d""#)]);
+        assert_eq!(
+            names(traits_changed.changed_since(Some(&old))),
+            ["big", "big_buyers", "spend"]
+        );
+        let mut b = a;
+        b[3].1 = "performed \"Like\" at least 2 times";
+        let fans_changed = with(&b, &[("spend", "")]);
+        assert_eq!(names(fans_changed.changed_since(Some(&old))), ["fans"]);
+        assert_eq!(names(old.changed_since(None)).len(), 5);
     }
 }

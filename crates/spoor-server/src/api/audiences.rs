@@ -134,7 +134,10 @@ pub(crate) fn time_json(ms: i64) -> Value {
 }
 
 pub(crate) fn backfill_json(b: Option<&Backfill>) -> Value {
-    b.map_or(Value::Null, |b| json!({"done": b.done, "total": b.total}))
+    b.map_or(
+        Value::Null,
+        |b| json!({"done": b.done, "total": b.total, "started": b.started}),
+    )
 }
 
 pub(crate) fn now_ms(app: &AppState) -> i64 {

@@ -49,7 +49,10 @@ pub async fn list(State(app): State<AppState>, who: UiUser) -> Result<Response, 
         let spark = history.sparkline(&a.name);
         let bf = backfills
             .get(&a.name)
-            .map(|b| format!("{}/{}", b.done, b.total))
+            .map(|b| match b.started {
+                true => format!("{}/{}", b.done, b.total),
+                false => "waiting".into(),
+            })
             .unwrap_or_else(|| "done".into());
         let _ = write!(
             b,

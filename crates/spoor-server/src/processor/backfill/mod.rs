@@ -107,6 +107,7 @@ fn report(defs: &DefsHandle, names: &[String], revision: u64, done: u64, total: 
                 done,
                 total,
                 revision,
+                started: true,
             }),
         );
     }
@@ -307,6 +308,9 @@ pub fn run(
     state.checkpoint()?;
     state.drop_clean_profiles();
     stats.checkpoint_ms = t.elapsed().as_millis() as u64;
+    // Readers see the result before the definitions show as backfilled: whoever waits
+    // for the backfill to end then reads the new memberships, not the old ones.
+    state.publish();
     engine.defs.set_applied(&engine.definitions)?;
     report(&engine.defs, &plan.report, rev, total, total, true);
     tracing::info!(

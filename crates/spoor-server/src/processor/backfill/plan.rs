@@ -121,23 +121,7 @@ impl Plan {
             || defs.clone().any(|d| !silent_trait(d, now_ms));
         (p.needles, p.keys) = select(rules, defs);
         // Progress: what is refolded, and the audiences reading it.
-        let mut report: BTreeSet<String> = p.audiences.iter().map(|(n, _)| n.to_string()).collect();
-        report.extend(p.computed.iter().map(|(n, _)| n.to_string()));
-        let computed: BTreeSet<&str> = p.computed.iter().map(|(n, _)| &**n).collect();
-        for name in engine.audiences.order() {
-            if let Some(rule) = engine.audiences.get(name) {
-                let reads = rule.deps.audiences.iter().any(|a| report.contains(a))
-                    || rule
-                        .deps
-                        .computed
-                        .iter()
-                        .any(|c| computed.contains(c.as_str()));
-                if reads {
-                    report.insert(name.clone());
-                }
-            }
-        }
-        p.report = report.into_iter().collect();
+        p.report = cur.changed_since(Some(old)).into_iter().collect();
         p.only_added = !p.everyone
             && !p.audiences.is_empty()
             && p.computed.is_empty()
@@ -169,13 +153,7 @@ impl Plan {
         let rules = p.audiences.iter().map(|(_, r)| r);
         let defs = p.computed.iter().map(|(_, d)| d);
         (p.needles, p.keys) = select(rules, defs);
-        p.report = p
-            .audiences
-            .iter()
-            .map(|(n, _)| n)
-            .chain(p.computed.iter().map(|(n, _)| n))
-            .map(|n| n.to_string())
-            .collect();
+        p.report = engine.definitions.changed_since(None).into_iter().collect();
         p
     }
 
