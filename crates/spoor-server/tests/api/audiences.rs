@@ -809,3 +809,49 @@ async fn preview_reads_computed_values_memberships_and_groups() {
         1
     );
 }
+
+/// Whoever waits for a backfill to end reads its result: from the creation of an audience
+/// on, its `backfill` is shown (waiting, then running) until the memberships served are
+/// final, never `null` while the size still reads an older state.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backfill_is_shown_until_its_memberships_are_final() {
+    let srv = TestServer::start().await;
+    let mut events = Vec::new();
+    let mut expected = 0;
+    for person in 0..3_000 {
+        let orders = person % 3;
+        expected += usize::from(orders >= 1);
+        for i in 0..orders {
+            events.push(json!({"type": "track", "userId": format!("u{person}"),
+                "event": "Order Completed", "messageId": format!("o{person}-{i}")}));
+        }
+    }
+    for chunk in events.chunks(1_000) {
+        send(&srv, chunk.to_vec()).await;
+    }
+    for round in 0..3 {
+        let name = format!("buyers{round}");
+        create(
+            &srv,
+            json!({"name": name, "rule": "performed \"Order Completed\" at least 1 time"}),
+        )
+        .await;
+        let mut polls = 0;
+        loop {
+            polls += 1;
+            let (s, a) = admin(&srv, M::GET, &format!("/v1/audiences/{name}"), None).await;
+            assert_eq!(s, 200, "{a}");
+            let (s, size) = admin(&srv, M::GET, &format!("/v1/audiences/{name}/size"), None).await;
+            assert_eq!(s, 200, "{size}");
+            if a["backfill"].is_null() {
+                assert_eq!(
+                    size["size"], expected,
+                    "{name}: shown done after {polls} polls"
+                );
+                break;
+            }
+            assert!(a["backfill"]["started"].is_boolean(), "{a}");
+            assert!(polls < 5_000, "backfill of {name} never ended: {a}");
+        }
+    }
+}
