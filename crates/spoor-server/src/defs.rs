@@ -66,7 +66,7 @@ impl DefsHandle {
             backfill: Arc::default(),
             waiting: Arc::default(),
         };
-        h.rewait()?;
+        h.rewait();
         Ok(h)
     }
 
@@ -100,7 +100,7 @@ impl DefsHandle {
         let next = Arc::new(next);
         *cur = next.clone();
         drop(cur);
-        self.rewait()?;
+        self.rewait();
         Ok(next)
     }
 
@@ -125,7 +125,8 @@ impl DefsHandle {
     pub fn set_applied(&self, defs: &Definitions) -> Result<(), StoreError> {
         self.meta.put_json(APPLIED_DEFS, defs)?;
         self.meta.put_json(APPLIED, &defs.revision)?;
-        self.rewait()
+        self.rewait();
+        Ok(())
     }
 
     /// Forgets which definitions the state reflects (the next backfill recomputes
@@ -134,21 +135,28 @@ impl DefsHandle {
         self.meta
             .put_json(APPLIED_DEFS, &Option::<Definitions>::None)?;
         self.meta.put_json(APPLIED, &0u64)?;
-        self.rewait()
+        self.rewait();
+        Ok(())
     }
 
     /// Recomputes the names waiting for a backfill from the current definitions and the
     /// applied ones. Called after every write of either; runs one at a time and reads
-    /// both inside the lock, so the last call sees both writes.
-    fn rewait(&self) -> Result<(), StoreError> {
+    /// both inside the lock, so the last call sees both writes. A failed read of the
+    /// applied definitions (the write before it succeeded) keeps the names as they were:
+    /// what is shown as waiting is then stale until the next change, nothing else.
+    fn rewait(&self) {
         let mut waiting = self.waiting.lock();
         let current = self.current();
-        *waiting = if self.applied_revision()? == current.revision {
-            BTreeSet::new()
-        } else {
-            current.changed_since(self.applied_definitions()?.as_ref())
+        let applied = match self.applied_revision() {
+            Ok(r) if r == current.revision => Ok(None),
+            Ok(_) => self.applied_definitions().map(Some),
+            Err(e) => Err(e),
         };
-        Ok(())
+        match applied {
+            Ok(None) => waiting.clear(),
+            Ok(Some(defs)) => *waiting = current.changed_since(defs.as_ref()),
+            Err(e) => tracing::warn!(error = %e, "cannot read the applied definitions"),
+        }
     }
 
     /// Backfills in progress, by audience or computed-trait name.
