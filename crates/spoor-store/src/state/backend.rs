@@ -103,9 +103,9 @@ pub trait StateSnapshot: Send + Sync {
     /// The lowest and highest profile ids with timeline rows (to split a scan of them).
     fn timeline_span(&self) -> Result<Option<(u64, u64)>, StoreError>;
     /// The status (live, merged into another, dissolved) of every profile with an
-    /// identity record and an id in `pids`, in id order: one sequential read of the
-    /// identity table, decoding only the status. A backfill tells with it which profile
-    /// each event was applied to belongs to now, without reading a record per profile.
+    /// identity record and an id in `pids`, in id order: one sequential read of a status
+    /// kept beside each identity record, no record decoded. A backfill tells with it which
+    /// profile each event was applied to belongs to now, without reading a record each.
     fn profile_statuses(
         &self,
         pids: std::ops::Range<u64>,
