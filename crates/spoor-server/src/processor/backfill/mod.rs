@@ -207,26 +207,30 @@ pub fn run(
             .min(evaluate::OVERLAP_ENTRIES),
         ..*limits
     };
-    // Held throughout: the seq → person array and the live ids, 8 bytes each.
-    let live = state.live_profiles();
-    let seq_array = if plan.reads_events() { last + 1 } else { 0 };
-    let n = passes(
-        live,
-        per_person,
-        (seq_array + live) * 8,
-        limits.memory_bytes,
-    );
     // Every live person, by id, from one read of the profiles' statuses (no profile
     // decoded): those re-evaluated when the plan concerns everyone, what the id ranges of
-    // several passes are cut from, and what the scan resolves event owners with.
+    // several passes are cut from, and what the scan resolves event owners with. Read
+    // before the passes are counted, as it is held throughout with the rest below.
     let t = Instant::now();
-    let liveness = if plan.everyone || n > 1 || plan.reads_events() {
-        scan::Liveness::read(store, workers)?
+    let read_liveness = || scan::Liveness::read(store, workers);
+    let mut liveness = if plan.everyone || plan.reads_events() {
+        read_liveness()?
     } else {
         scan::Liveness::default()
     };
-    let all = &liveness.live;
+    // Held throughout: the seq → person array and the live ids, 8 bytes each, and the
+    // merged-away ids with what they were merged into.
+    let live = state.live_profiles();
+    let seq_array = if plan.reads_events() { last + 1 } else { 0 };
+    let fixed = |l: &scan::Liveness| (seq_array + live) * 8 + l.merged_bytes();
+    let mut n = passes(live, per_person, fixed(&liveness), limits.memory_bytes);
+    if n > 1 && liveness.live.is_empty() && live > 0 {
+        // Several passes are cut from the live ids: read them now, and count again.
+        liveness = read_liveness()?;
+        n = passes(live, per_person, fixed(&liveness), limits.memory_bytes);
+    }
     let list_ms = t.elapsed().as_millis() as u64;
+    let all = &liveness.live;
     let ranges = if n > 1 {
         id_ranges(all, n)
     } else {

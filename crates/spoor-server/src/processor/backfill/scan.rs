@@ -173,6 +173,12 @@ impl Liveness {
         Ok(all)
     }
 
+    /// Estimated memory of the merged-away ids (bytes): a hash map entry of two ids, with
+    /// the table's spare room and control bytes.
+    pub fn merged_bytes(&self) -> u64 {
+        self.merged.capacity() as u64 * 17
+    }
+
     /// The live profile `pid` is or was merged into; 0 when there is none (dissolved, or
     /// no such profile).
     pub fn live(&self, pid: u64) -> u64 {
@@ -373,5 +379,24 @@ mod tests {
             merged: HashMap::from([(1, 2), (2, 1)]),
         };
         assert_eq!(cyclic.live(1), 0);
+    }
+
+    /// The merged-away ids count in a backfill's memory: at least their two ids each, so
+    /// that many merges make the passes smaller rather than overrun the budget.
+    #[test]
+    fn merged_ids_are_counted_in_memory() {
+        assert_eq!(Liveness::default().merged_bytes(), 0);
+        let l = Liveness {
+            live: vec![],
+            merged: (0..1000).map(|i| (i, i + 1)).collect(),
+        };
+        assert!(l.merged_bytes() >= 16 * 1000, "{}", l.merged_bytes());
+        let people = 1_000_000;
+        let without = super::super::passes(people, 1000, 0, 1 << 30);
+        let with = super::super::passes(people, 1000, 600 << 20, 1 << 30);
+        assert!(
+            with > without,
+            "{with} passes with the merged map, {without} without"
+        );
     }
 }
