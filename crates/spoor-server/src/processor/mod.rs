@@ -627,8 +627,17 @@ fn resume_erasures(
 /// kept until the new one is complete, so an interrupted rebuild loses nothing.
 /// `progress(processed, total)` is called after every checkpoint. The server must not be
 /// running on `data_dir`.
-pub fn rebuild(
+pub fn rebuild(cfg: &crate::config::Config, progress: impl FnMut(u64, u64)) -> Result<u64, String> {
+    rebuild_with(cfg, false, progress)
+}
+
+/// [`rebuild`], publishing the changes to (absent) readers every [`PUBLISH_EVERY`] events
+/// with `as_live`, as the live processor does: what `spoor bench audiences` measures as
+/// processing speed. A rebuild proper does not publish (no one reads the fresh state), which
+/// spares the copy-on-write of every profile it changes.
+pub fn rebuild_with(
     cfg: &crate::config::Config,
+    as_live: bool,
     mut progress: impl FnMut(u64, u64),
 ) -> Result<u64, String> {
     use spoor_store::log::{EventLog, LogOptions};
@@ -675,6 +684,10 @@ pub fn rebuild(
         let mut state = store
             .processor_state(cfg.processor.cache_entries)
             .map_err(|e| e.to_string())?;
+        // Nothing reads the fresh state before it is swapped in.
+        if !as_live {
+            state.without_readers();
+        }
         for r in split_rules {
             spoor_core::identity::IdentityStore::add_split_rule(&mut state, r);
         }

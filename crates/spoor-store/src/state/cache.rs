@@ -46,6 +46,10 @@ pub struct ProcessorState {
     /// Whether changes wait in `staged` for [`Self::publish`]; if not, each is published
     /// as it is made.
     batching: bool,
+    /// Whether anyone may read `shared` while the processor runs; without readers (a
+    /// rebuild's fresh state) changes stay staged until a checkpoint (see
+    /// [`Self::without_readers`]).
+    readers: bool,
     /// The processed seq last published with the changes.
     published_seq: u64,
     /// Timers and what changed in memberships since the last checkpoint.
@@ -168,6 +172,7 @@ impl ProcessorState {
             shared,
             staged: Staged::default(),
             batching: false,
+            readers: true,
             published_seq: processed_seq,
             mem,
             ident_events: Vec::new(),
@@ -217,10 +222,30 @@ impl ProcessorState {
         }
     }
 
+    /// For a state no one reads until it is complete (`spoor rebuild` builds a fresh one
+    /// and swaps it in at the end): changes stay staged, owned by the processor alone,
+    /// until a checkpoint begins. Publishing every chunk shares each changed profile with
+    /// the readers' copies, so the person's next event copies the parts it changes
+    /// (copy-on-write) and the old copy is freed later; with no one to read them that was
+    /// a fifth of a rebuild's time (2026-12-07: 40.4 k → 53.4 k events/s without
+    /// definitions, 17.7 k → 21.7 k with 50 audiences and 20 computed traits).
+    pub fn without_readers(&mut self) {
+        self.readers = false;
+    }
+
+    /// Makes the staged changes and the processed seq visible to readers, together (see
+    /// [`Self::publish_now`]); with [`Self::without_readers`], waits for the next
+    /// checkpoint instead.
+    pub fn publish(&mut self) {
+        if self.readers {
+            self.publish_now();
+        }
+    }
+
     /// Makes the staged changes and the processed seq visible to readers, together: two
     /// short write sections (one per copy of the pending changes, see [`Shared`]) in
     /// which readers do not wait.
-    pub fn publish(&mut self) {
+    pub(super) fn publish_now(&mut self) {
         if self.staged.is_empty() && self.published_seq == self.processed_seq {
             return;
         }
@@ -520,7 +545,7 @@ impl ProcessorState {
         if let Some(e) = self.error.take() {
             return Err(e);
         }
-        self.publish();
+        self.publish_now();
         // Under the write lock only what is O(1) or O(changed audiences): every Profile API
         // read and every processor change waits while it is held. The change set (about a
         // million entries after a busy interval) is built from the frozen layer, which no

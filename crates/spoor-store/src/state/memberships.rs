@@ -299,7 +299,7 @@ impl ProcessorState {
     /// Forgets a deleted audience's members (its history stays).
     pub fn drop_audience(&mut self, audience: &str) {
         // After what is staged, which may change this audience.
-        self.publish();
+        self.publish_now();
         let gone = self
             .shared
             .write(|g, _| g.members.as_mut().and_then(|m| m.remove(audience)))

@@ -120,18 +120,29 @@ proptest! {
 
     /// A store whose processor batches and publishes at random points shows, after each
     /// publish, exactly what a store publishing every change shows — and, after a final
-    /// checkpoint, stores the same.
+    /// checkpoint, stores the same. A store without readers (a rebuild's) publishes only
+    /// when a checkpoint begins, and then shows and stores the same too.
     #[test]
     fn published_batches_read_like_immediate_changes(ops in proptest::collection::vec(op(), 1..120)) {
-        let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-        let (sa, sb) = (StateStore::open(da.path()).unwrap(), StateStore::open(db.path()).unwrap());
+        let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+        let (sa, sb, sc) = (
+            StateStore::open(dirs[0].path()).unwrap(),
+            StateStore::open(dirs[1].path()).unwrap(),
+            StateStore::open(dirs[2].path()).unwrap(),
+        );
         let mut a = sa.processor_state(1024).unwrap();
         let mut b = sb.processor_state(1024).unwrap();
+        let mut c = sc.processor_state(1024).unwrap();
         a.set_batching(true);
-        let (ra, rb) = (sa.reader().unwrap(), sb.reader().unwrap());
+        c.set_batching(true);
+        c.without_readers();
+        let (ra, rb, rc) = (sa.reader().unwrap(), sb.reader().unwrap(), sc.reader().unwrap());
+        let unread = view(&rc);
         let mut seq = 1;
+        let mut checkpointed = false;
         for op in &ops {
             apply(&mut a, op, seq);
+            apply(&mut c, op, seq);
             if !matches!(op, Op::Publish) {
                 apply(&mut b, op, seq);
             }
@@ -141,14 +152,25 @@ proptest! {
             if matches!(op, Op::Publish | Op::BeginCheckpoint) {
                 prop_assert_eq!(view(&ra), view(&rb));
             }
+            checkpointed |= matches!(op, Op::BeginCheckpoint);
+            if matches!(op, Op::BeginCheckpoint) {
+                prop_assert_eq!(view(&rc), view(&rb));
+            } else if !checkpointed {
+                prop_assert_eq!(view(&rc), unread.clone(), "nothing is published before a checkpoint");
+            }
         }
         a.set_batching(false);
+        c.set_batching(false);
         prop_assert_eq!(view(&ra), view(&rb));
         a.checkpoint().unwrap();
         b.checkpoint().unwrap();
+        c.checkpoint().unwrap();
         prop_assert_eq!(view(&ra), view(&rb));
+        prop_assert_eq!(view(&rc), view(&rb));
         let (dump_a, dump_b) = (sa.durable_reader().unwrap().dump().unwrap(), sb.durable_reader().unwrap().dump().unwrap());
-        prop_assert_eq!(dump_a, dump_b);
+        let dump_c = sc.durable_reader().unwrap().dump().unwrap();
+        prop_assert_eq!(&dump_a, &dump_b);
+        prop_assert_eq!(&dump_c, &dump_b);
     }
 }
 
