@@ -4,7 +4,7 @@
 //! Definitions are configuration, not derived data: the API changes them, the processor
 //! compiles them ([`Definitions::compile`]) and backfills whatever changed from the log.
 
-use super::{AudienceSet, AudienceState, Catalog, Rule};
+use super::{AudienceSet, AudienceState, Catalog, NameMap, Rule};
 use crate::computed::{ComputedDef, ComputedSet, ComputedStates};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
@@ -139,13 +139,13 @@ impl Definitions {
 /// processor's copy, and the person's next event copies only what it changes.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Activation {
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(default, skip_serializing_if = "NameMap::is_empty")]
     pub computed: ComputedStates,
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub audiences: BTreeMap<Arc<str>, Arc<AudienceState>>,
+    #[serde(default, skip_serializing_if = "NameMap::is_empty")]
+    pub audiences: NameMap<Arc<AudienceState>>,
     /// Audience name → event time (ms) of the change that made the person a member.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub members: BTreeMap<Arc<str>, i64>,
+    #[serde(default, skip_serializing_if = "NameMap::is_empty")]
+    pub members: NameMap<i64>,
     /// Computed trait values as of the last evaluation (what the Profile API shows).
     #[serde(default, skip_serializing_if = "map_is_empty")]
     pub values: Arc<serde_json::Map<String, serde_json::Value>>,
@@ -154,8 +154,8 @@ pub struct Activation {
     pub next_timer_ms: Option<i64>,
     /// Per audience, when its membership may next change with no new event (audiences not
     /// re-evaluated by an event keep theirs; the timer is the minimum of these).
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub next: BTreeMap<Arc<str>, i64>,
+    #[serde(default, skip_serializing_if = "NameMap::is_empty")]
+    pub next: NameMap<i64>,
     /// The same for the computed traits together.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub computed_next: Option<i64>,
@@ -174,11 +174,11 @@ fn is_zero(v: &u64) -> bool {
 /// definition's shared name (one search; a new entry costs a reference count, not a copy
 /// of the name): every path that folds events into states goes through here.
 pub fn state_mut<'m, V: Clone>(
-    m: &'m mut BTreeMap<Arc<str>, Arc<V>>,
+    m: &'m mut NameMap<Arc<V>>,
     name: &Arc<str>,
     new: impl FnOnce() -> V,
 ) -> &'m mut V {
-    Arc::make_mut(m.entry(name.clone()).or_insert_with(|| Arc::new(new())))
+    Arc::make_mut(m.get_or_insert_with(name, || Arc::new(new())))
 }
 
 fn map_is_empty(v: &Arc<serde_json::Map<String, serde_json::Value>>) -> bool {

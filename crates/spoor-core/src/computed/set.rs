@@ -31,7 +31,7 @@ pub struct ComputedSet {
 /// with the processor's copy, and the next event of the person copies only the states it
 /// changes (copying the whole activation on every event was 14 % of `spoor rebuild`'s
 /// samples with 20 computed traits and 50 audiences defined).
-pub type ComputedStates = BTreeMap<Arc<str>, Arc<ComputedState>>;
+pub type ComputedStates = crate::audience::NameMap<Arc<ComputedState>>;
 
 impl ComputedSet {
     /// Validates every definition; names must be unique.
