@@ -138,14 +138,6 @@ impl<V> FromIterator<(Arc<str>, V)> for NameMap<V> {
     }
 }
 
-impl<V> Extend<(Arc<str>, V)> for NameMap<V> {
-    fn extend<I: IntoIterator<Item = (Arc<str>, V)>>(&mut self, iter: I) {
-        for (k, v) in iter {
-            self.insert(k, v);
-        }
-    }
-}
-
 impl<V> IntoIterator for NameMap<V> {
     type Item = (Arc<str>, V);
     type IntoIter = std::vec::IntoIter<(Arc<str>, V)>;

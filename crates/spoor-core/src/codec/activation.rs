@@ -39,33 +39,6 @@ fn smallest<'a>(keys: impl IntoIterator<Item = Option<&'a str>>) -> Option<&'a s
     keys.into_iter().flatten().min()
 }
 
-/// Whether two shared names are the same: the maps of one activation share their names
-/// (the engine's, or one decoded copy), so the pointers mostly answer without comparing
-/// the text.
-fn same(a: &Arc<str>, b: &Arc<str>) -> bool {
-    Arc::ptr_eq(a, b) || a == b
-}
-
-/// [`smallest`] for shared names.
-fn smallest_shared<'a>(keys: [Option<&'a Arc<str>>; 3]) -> Option<&'a Arc<str>> {
-    let mut best: Option<&'a Arc<str>> = None;
-    for k in keys.into_iter().flatten() {
-        best = match best {
-            Some(b) if same(b, k) || **b <= **k => Some(b),
-            _ => Some(k),
-        };
-    }
-    best
-}
-
-/// [`take`] for shared names.
-fn take_shared<'a, V: 'a, I: Iterator<Item = (&'a Arc<str>, V)>>(
-    it: &mut Peekable<I>,
-    name: &Arc<str>,
-) -> Option<V> {
-    it.next_if(|(k, _)| same(k, name)).map(|(_, v)| v)
-}
-
 const HAS_STATE: u8 = 1;
 const HAS_VALUE: u8 = 2;
 const IS_MEMBER: u8 = 2;
@@ -107,18 +80,18 @@ pub(super) fn write_activation<'b>(w: &mut Writer<'_, 'b>, a: &'b Activation) {
         }
     }
     w.u8(0);
-    let mut st = audiences.iter().peekable();
-    let mut ms = members.iter().peekable();
-    let mut nx = next.iter().peekable();
-    while let Some(name) = smallest_shared([
+    let mut st = audiences.iter().map(|(k, v)| (&**k, &**v)).peekable();
+    let mut ms = members.iter().map(|(k, v)| (&**k, v)).peekable();
+    let mut nx = next.iter().map(|(k, v)| (&**k, v)).peekable();
+    while let Some(name) = smallest([
         st.peek().map(|e| e.0),
         ms.peek().map(|e| e.0),
         nx.peek().map(|e| e.0),
     ]) {
         let (s, m, n) = (
-            take_shared(&mut st, name).map(|s| &**s),
-            take_shared(&mut ms, name),
-            take_shared(&mut nx, name),
+            take(&mut st, name),
+            take(&mut ms, name),
+            take(&mut nx, name),
         );
         w.u8(flag(s.is_some(), HAS_STATE)
             | flag(m.is_some(), IS_MEMBER)

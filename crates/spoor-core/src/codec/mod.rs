@@ -78,21 +78,11 @@ impl<'a, 'b> Writer<'a, 'b> {
     }
 
     pub fn u64(&mut self, mut v: u64) {
-        if v < 0x80 {
-            self.out.push(v as u8);
-            return;
-        }
-        // Built on the stack and appended at once: one capacity check, not one per byte
-        // (timestamps take 6 bytes, and a checkpoint writes millions of them).
-        let mut buf = [0u8; 10];
-        let mut n = 0;
         while v >= 0x80 {
-            buf[n] = (v as u8) | 0x80;
+            self.out.push((v as u8) | 0x80);
             v >>= 7;
-            n += 1;
         }
-        buf[n] = v as u8;
-        self.out.extend_from_slice(&buf[..=n]);
+        self.out.push(v as u8);
     }
 
     pub fn i64(&mut self, v: i64) {

@@ -213,7 +213,8 @@ pub fn run(
     // before the passes are counted, as it is held throughout with the rest below.
     let t = Instant::now();
     let read_liveness = || scan::Liveness::read(store, workers);
-    let mut liveness = if plan.everyone || plan.reads_events() {
+    let needed = plan.everyone || plan.reads_events();
+    let mut liveness = if needed {
         read_liveness()?
     } else {
         scan::Liveness::default()
@@ -224,7 +225,7 @@ pub fn run(
     let seq_array = if plan.reads_events() { last + 1 } else { 0 };
     let fixed = |l: &scan::Liveness| (seq_array + live) * 8 + l.merged_bytes();
     let mut n = passes(live, per_person, fixed(&liveness), limits.memory_bytes);
-    if n > 1 && liveness.live.is_empty() && live > 0 {
+    if n > 1 && !needed {
         // Several passes are cut from the live ids: read them now, and count again.
         liveness = read_liveness()?;
         n = passes(live, per_person, fixed(&liveness), limits.memory_bytes);
