@@ -34,12 +34,23 @@ fn config(dir: &Path) -> anyhow::Result<Config> {
     )?)
 }
 
-/// What the prepared state in `--reuse DIR` was built from; a different request rebuilds it.
+/// What the prepared state in `--reuse DIR` was built from; a different request, or a
+/// binary writing another state format, rebuilds it.
 fn recipe(args: &AudienceBenchArgs) -> String {
     format!(
-        "events={} people={} audiences={} traits={}\n",
-        args.events, args.people, args.audiences, args.traits
+        "events={} people={} audiences={} traits={} state_format={}\n",
+        args.events,
+        args.people,
+        args.audiences,
+        args.traits,
+        spoor_store::state::STATE_FORMAT
     )
+}
+
+/// What the prepared log was written from: when only the rest of the recipe differs, the
+/// log (minutes to write at 10 M events) is kept.
+fn log_recipe(args: &AudienceBenchArgs) -> String {
+    format!("events={} people={}\n", args.events, args.people)
 }
 
 /// The state phase 2 starts from, built once in `reuse/base`, copied to `reuse/run` (log
@@ -49,14 +60,30 @@ pub(super) fn reused_copy(reuse: &Path, args: &AudienceBenchArgs) -> anyhow::Res
     let ready = reuse.join("READY");
     if std::fs::read_to_string(&ready).ok().as_deref() != Some(recipe(args).as_str()) {
         let _ = std::fs::remove_file(&ready);
-        if base.exists() {
-            std::fs::remove_dir_all(&base)?;
+        let log_ready = reuse.join("LOG_READY");
+        let keep_log =
+            std::fs::read_to_string(&log_ready).ok().as_deref() == Some(log_recipe(args).as_str());
+        for part in ["state", "meta", "state.rebuild"] {
+            if base.join(part).exists() {
+                std::fs::remove_dir_all(base.join(part))?;
+            }
+        }
+        if !keep_log {
+            let _ = std::fs::remove_file(&log_ready);
+            if base.exists() {
+                std::fs::remove_dir_all(&base)?;
+            }
         }
         std::fs::create_dir_all(&base)?;
         let cfg = config(&base)?;
-        let t = Instant::now();
-        write_log(&base, args.events, args.people)?;
-        println!("  log written in {:.1} s", t.elapsed().as_secs_f64());
+        if keep_log {
+            println!("  reusing the log written in {}", base.display());
+        } else {
+            let t = Instant::now();
+            write_log(&base, args.events, args.people)?;
+            std::fs::write(&log_ready, log_recipe(args))?;
+            println!("  log written in {:.1} s", t.elapsed().as_secs_f64());
+        }
         let t = Instant::now();
         let rate = rebuild(&cfg)?;
         println!(
@@ -152,8 +179,8 @@ fn line(label: &str, events: usize, took: f64, st: &backfill::Stats) {
         10_000_000.0 / (events as f64 / took)
     );
     println!(
-        "    {} events parsed, {} people evaluated, {} rewritten",
-        st.parsed, st.evaluated, st.written
+        "    {} events parsed, {} people evaluated, {} rewritten ({} by splicing their stored states)",
+        st.parsed, st.evaluated, st.written, st.spliced
     );
     println!(
         "    wall: listing the live people {} ms, map {} ms, log scan {} ms, evaluation {} ms, checkpoint {} ms; {} pass(es) over the log (processor.backfill_memory_mb), {} checkpoint(s) while evaluating (started in {} ms)",

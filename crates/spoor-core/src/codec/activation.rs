@@ -5,6 +5,16 @@
 //! every audience name up to three times. Here each kind of definition is one list in name
 //! order: a flags byte saying which maps hold the name, the name, then those maps' entries.
 //! A zero flags byte ends the list (every entry has at least one bit set).
+//!
+//! # Layouts
+//! - In a `PROFILE_V3` record the activation is the record's tail, written on its own (its
+//!   repeated strings refer only to its own), and framed so that audience entries can be
+//!   replaced without decoding the rest ([`ActivationView`]): the revision and timers, the
+//!   computed traits' list prefixed with its length, then per audience the flags, the
+//!   name, the membership time and next change, and the state prefixed with its length.
+//!   [`encode_activation`] writes this form.
+//! - In a `PROFILE_V2` record (still read) it shares the record's strings, the computed
+//!   list has no length, and an audience entry is flags, name, state, membership, next.
 
 use super::profile::map;
 use super::{DecodeError, Reader, Writer};
@@ -13,18 +23,26 @@ use crate::computed::{ComputedState, Sum};
 use std::iter::Peekable;
 use std::sync::Arc;
 
-/// The activation alone (tests and size figures; profiles embed it).
+/// The activation alone, in the layout of a `PROFILE_V3` record's tail.
 pub fn encode_activation(a: &Activation) -> Vec<u8> {
     let mut out = Vec::new();
     write_activation(&mut Writer::new(&mut out), a);
     out
 }
 
+/// Decodes [`encode_activation`]'s form.
 pub fn decode_activation(b: &[u8]) -> Result<Activation, DecodeError> {
     let mut r = Reader::new(b);
-    let a = read_activation(&mut r)?;
+    let a = read_activation(&mut r, Layout::V3)?;
     r.finish()?;
     Ok(a)
+}
+
+/// Which record format an activation is read from (see the module docs).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum Layout {
+    V2,
+    V3,
 }
 
 /// Takes the next entry of `it` if its key is `name`.
@@ -52,6 +70,50 @@ fn flag(on: bool, bit: u8) -> u8 {
     }
 }
 
+/// An audience state to write: decoded, or the bytes of one already encoded.
+#[derive(Clone, Copy)]
+enum StateOut<'s> {
+    Decoded(&'s AudienceState),
+    Encoded(&'s [u8]),
+}
+
+/// One audience entry in the V3 layout.
+fn write_entry(
+    w: &mut Writer<'_, '_>,
+    name: &str,
+    state: Option<StateOut<'_>>,
+    member: Option<i64>,
+    next: Option<i64>,
+) {
+    w.u8(flag(state.is_some(), HAS_STATE)
+        | flag(member.is_some(), IS_MEMBER)
+        | flag(next.is_some(), HAS_NEXT));
+    w.str(name);
+    if let Some(since) = member {
+        w.i64(since);
+    }
+    if let Some(t) = next {
+        w.i64(t);
+    }
+    match state {
+        Some(StateOut::Decoded(AudienceState { slots })) => {
+            let start = w.out.len();
+            w.usize(slots.len());
+            for slot in slots {
+                write_slot(w, slot);
+            }
+            w.prefix_len(start);
+        }
+        Some(StateOut::Encoded(b)) => {
+            w.usize(b.len());
+            w.out.extend_from_slice(b);
+        }
+        None => {}
+    }
+}
+
+/// Writes the activation in the V3 layout (the writer must be a fresh one: its strings
+/// are the activation's own).
 pub(super) fn write_activation<'b>(w: &mut Writer<'_, 'b>, a: &'b Activation) {
     let Activation {
         computed,
@@ -66,6 +128,7 @@ pub(super) fn write_activation<'b>(w: &mut Writer<'_, 'b>, a: &'b Activation) {
     w.u64(*revision);
     w.opt_i64(*next_timer_ms);
     w.opt_i64(*computed_next);
+    let start = w.out.len();
     let mut cs = computed.iter().map(|(k, v)| (&**k, &**v)).peekable();
     let mut vs = values.iter().map(|(k, v)| (k.as_str(), v)).peekable();
     while let Some(name) = smallest([cs.peek().map(|e| e.0), vs.peek().map(|e| e.0)]) {
@@ -80,43 +143,35 @@ pub(super) fn write_activation<'b>(w: &mut Writer<'_, 'b>, a: &'b Activation) {
         }
     }
     w.u8(0);
+    w.prefix_len(start);
     let mut st = audiences.iter().map(|(k, v)| (&**k, &**v)).peekable();
-    let mut ms = members.iter().map(|(k, v)| (&**k, v)).peekable();
-    let mut nx = next.iter().map(|(k, v)| (&**k, v)).peekable();
+    let mut ms = members.iter().map(|(k, v)| (&**k, *v)).peekable();
+    let mut nx = next.iter().map(|(k, v)| (&**k, *v)).peekable();
     while let Some(name) = smallest([
         st.peek().map(|e| e.0),
         ms.peek().map(|e| e.0),
         nx.peek().map(|e| e.0),
     ]) {
-        let (s, m, n) = (
-            take(&mut st, name),
-            take(&mut ms, name),
-            take(&mut nx, name),
-        );
-        w.u8(flag(s.is_some(), HAS_STATE)
-            | flag(m.is_some(), IS_MEMBER)
-            | flag(n.is_some(), HAS_NEXT));
-        w.str(name);
-        if let Some(AudienceState { slots }) = s {
-            w.usize(slots.len());
-            for slot in slots {
-                write_slot(w, slot);
-            }
-        }
-        if let Some(since) = m {
-            w.i64(*since);
-        }
-        if let Some(t) = n {
-            w.i64(*t);
-        }
+        let s = take(&mut st, name).map(StateOut::Decoded);
+        write_entry(w, name, s, take(&mut ms, name), take(&mut nx, name));
     }
     w.u8(0);
 }
 
-pub(super) fn read_activation(r: &mut Reader<'_>) -> Result<Activation, DecodeError> {
+pub(super) fn read_activation(
+    r: &mut Reader<'_>,
+    layout: Layout,
+) -> Result<Activation, DecodeError> {
     let revision = r.u64()?;
     let next_timer_ms = r.opt_i64()?;
     let computed_next = r.opt_i64()?;
+    let computed_end = match layout {
+        Layout::V3 => {
+            let n = r.count()?;
+            Some(r.pos() + n)
+        }
+        Layout::V2 => None,
+    };
     let (mut computed, mut values) = (Vec::new(), Vec::new());
     loop {
         let flags = r.u8()?;
@@ -132,6 +187,9 @@ pub(super) fn read_activation(r: &mut Reader<'_>) -> Result<Activation, DecodeEr
             values.push((name.to_owned(), r.value()?));
         }
     }
+    if computed_end.is_some_and(|end| end != r.pos()) {
+        return Err(DecodeError::Corrupt("computed traits' length"));
+    }
     let (mut audiences, mut members, mut next) = (Vec::new(), Vec::new(), Vec::new());
     loop {
         let flags = r.u8()?;
@@ -139,19 +197,35 @@ pub(super) fn read_activation(r: &mut Reader<'_>) -> Result<Activation, DecodeEr
             break;
         }
         let name: Arc<str> = Arc::from(r.str_ref()?);
-        if flags & HAS_STATE != 0 {
+        let read_state = |r: &mut Reader<'_>| -> Result<AudienceState, DecodeError> {
+            let end = match layout {
+                Layout::V3 => {
+                    let n = r.count()?;
+                    Some(r.pos() + n)
+                }
+                Layout::V2 => None,
+            };
             let n = r.count()?;
             let mut slots = Vec::with_capacity(n);
             for _ in 0..n {
                 slots.push(read_slot(r)?);
             }
-            audiences.push((name.clone(), Arc::new(AudienceState { slots })));
+            if end.is_some_and(|end| end != r.pos()) {
+                return Err(DecodeError::Corrupt("audience state's length"));
+            }
+            Ok(AudienceState { slots })
+        };
+        if layout == Layout::V2 && flags & HAS_STATE != 0 {
+            audiences.push((name.clone(), Arc::new(read_state(r)?)));
         }
         if flags & IS_MEMBER != 0 {
             members.push((name.clone(), r.i64()?));
         }
         if flags & HAS_NEXT != 0 {
-            next.push((name, r.i64()?));
+            next.push((name.clone(), r.i64()?));
+        }
+        if layout == Layout::V3 && flags & HAS_STATE != 0 {
+            audiences.push((name, Arc::new(read_state(r)?)));
         }
     }
     Ok(Activation {
@@ -164,6 +238,130 @@ pub(super) fn read_activation(r: &mut Reader<'_>) -> Result<Activation, DecodeEr
         computed_next,
         revision,
     })
+}
+
+/// An encoded activation (V3 layout) read as far as replacing audience entries needs:
+/// the timers, and each audience's name, membership, next change and state bytes. No
+/// state is decoded.
+#[derive(Debug)]
+pub struct ActivationView<'a> {
+    pub revision: u64,
+    pub next_timer_ms: Option<i64>,
+    pub computed_next: Option<i64>,
+    /// The computed traits' list with its length prefix, as written.
+    computed: &'a [u8],
+    /// By name, ascending.
+    pub audiences: Vec<AudienceEntry<'a>>,
+}
+
+/// One audience's entry in an [`ActivationView`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AudienceEntry<'a> {
+    pub name: &'a str,
+    pub member: Option<i64>,
+    pub next: Option<i64>,
+    /// The encoded state.
+    pub state: Option<&'a [u8]>,
+}
+
+impl<'a> ActivationView<'a> {
+    /// Reads the framing of [`encode_activation`]'s form (every length is checked against
+    /// the bytes; the states are not decoded).
+    pub fn parse(b: &'a [u8]) -> Result<Self, DecodeError> {
+        let mut r = Reader::new(b);
+        let revision = r.u64()?;
+        let next_timer_ms = r.opt_i64()?;
+        let computed_next = r.opt_i64()?;
+        let from = r.pos();
+        r.prefixed()?;
+        let computed = &b[from..r.pos()];
+        let mut audiences: Vec<AudienceEntry<'a>> = Vec::new();
+        loop {
+            let flags = r.u8()?;
+            if flags == 0 {
+                break;
+            }
+            let name = r.str_ref()?;
+            if audiences.last().is_some_and(|e| e.name >= name) {
+                return Err(DecodeError::Corrupt("audience entries out of order"));
+            }
+            let member = (flags & IS_MEMBER != 0).then(|| r.i64()).transpose()?;
+            let next = (flags & HAS_NEXT != 0).then(|| r.i64()).transpose()?;
+            let state = (flags & HAS_STATE != 0).then(|| r.prefixed()).transpose()?;
+            audiences.push(AudienceEntry {
+                name,
+                member,
+                next,
+                state,
+            });
+        }
+        r.finish()?;
+        Ok(Self {
+            revision,
+            next_timer_ms,
+            computed_next,
+            computed,
+            audiences,
+        })
+    }
+
+    /// The entry of audience `name`.
+    pub fn entry(&self, name: &str) -> Option<&AudienceEntry<'a>> {
+        self.audiences
+            .binary_search_by(|e| e.name.cmp(name))
+            .ok()
+            .map(|i| &self.audiences[i])
+    }
+
+    /// The activation with the entries of the audiences in `names` replaced by what
+    /// `with` holds for them (state, membership, next change; nothing there removes the
+    /// entry), every other byte copied, and the person's timer recomputed as the earliest
+    /// next change of the audiences and the computed traits. Returns the bytes and that
+    /// timer. Equal to encoding the decoded activation changed the same way.
+    pub fn splice(&self, names: &[&str], with: &Activation) -> (Vec<u8>, Option<i64>) {
+        let mut names: Vec<&str> = names.to_vec();
+        names.sort_unstable();
+        names.dedup();
+        let mut timer = self.computed_next;
+        let mut old = self.audiences.iter().peekable();
+        let mut new = names.iter().copied().peekable();
+        // The header's timer is only known at the end: the entries go to a second buffer.
+        let mut entries = Vec::with_capacity(out_capacity(self));
+        let mut e = Writer::new(&mut entries);
+        while let Some(name) = smallest([old.peek().map(|x| x.name), new.peek().copied()]) {
+            let was = old.next_if(|x| x.name == name);
+            if new.next_if(|n| *n == name).is_some() {
+                let state = with.audiences.get(name).map(|s| StateOut::Decoded(s));
+                let member = with.members.get(name).copied();
+                let next = with.next.get(name).copied();
+                if state.is_some() || member.is_some() || next.is_some() {
+                    write_entry(&mut e, name, state, member, next);
+                }
+                timer = timer.into_iter().chain(next).min();
+            } else if let Some(x) = was {
+                let state = x.state.map(StateOut::Encoded);
+                write_entry(&mut e, x.name, state, x.member, x.next);
+                timer = timer.into_iter().chain(x.next).min();
+            }
+        }
+        e.u8(0);
+        let mut out = Vec::with_capacity(self.computed.len() + entries.len() + 24);
+        let mut w = Writer::new(&mut out);
+        w.u64(self.revision);
+        w.opt_i64(timer);
+        w.opt_i64(self.computed_next);
+        out.extend_from_slice(self.computed);
+        out.extend_from_slice(&entries);
+        (out, timer)
+    }
+}
+
+fn out_capacity(v: &ActivationView<'_>) -> usize {
+    v.audiences
+        .iter()
+        .map(|e| e.name.len() + e.state.map_or(0, <[u8]>::len) + 24)
+        .sum::<usize>()
+        + 64
 }
 
 fn write_keys(w: &mut Writer<'_, '_>, keys: &[(i64, u64)]) {

@@ -19,10 +19,11 @@
 //!   name once, with what each map holds for it (see [`activation`]).
 //!
 //! # Versions
-//! A record starts with its format byte: [`PROFILE_V2`] here; a JSON record (format 1, the
-//! older state) starts with `{`. Readers accept both (`spoor_store` decodes either), so a
-//! state written by an older Spoor stays readable and is rewritten in this form as profiles
-//! change; an unknown format byte is an error that names it.
+//! A record starts with its format byte: [`PROFILE_V3`] is written; [`PROFILE_V2`] records
+//! (whose activation shares the record's strings and cannot be spliced) are still read, and
+//! so is a JSON record (format 1, the older state), which starts with `{` (`spoor_store`
+//! decodes each). A state written by an older Spoor stays readable and is rewritten in the
+//! current form as profiles change; an unknown format byte is an error that names it.
 //!
 //! Encoders destructure every struct they write (`let Profile { id, traits, … } = p`), so
 //! adding a field without encoding it does not compile.
@@ -32,13 +33,18 @@ mod profile;
 #[cfg(test)]
 mod proptests;
 
-pub use activation::{decode_activation, encode_activation};
-pub use profile::{decode_profile, encode_profile, write_profile};
+pub use activation::{decode_activation, encode_activation, ActivationView, AudienceEntry};
+pub use profile::{decode_profile, decode_profile_lazy, encode_profile, write_profile};
 
 use serde_json::{Map, Number, Value};
 
-/// The format byte of a binary profile record.
+/// The format byte of a binary profile record whose activation shares its strings (read,
+/// no longer written).
 pub const PROFILE_V2: u8 = 2;
+
+/// The format byte of a binary profile record whose activation is its self-contained,
+/// spliceable tail (see [`activation`]).
+pub const PROFILE_V3: u8 = 3;
 
 /// How many of the latest interned strings [`Writer::istr`] searches.
 const ISTR_WINDOW: usize = 16;
@@ -104,6 +110,14 @@ impl<'a, 'b> Writer<'a, 'b> {
     pub fn str(&mut self, s: &str) {
         self.usize(s.len());
         self.out.extend_from_slice(s.as_bytes());
+    }
+
+    /// Prefixes what was written since `start` (an offset of the buffer) with its length,
+    /// so a reader can skip it: a state spliced into a record, or the part before one.
+    pub(crate) fn prefix_len(&mut self, start: usize) {
+        let mut len = Vec::with_capacity(4);
+        Writer::new(&mut len).usize(self.out.len() - start);
+        self.out.splice(start..start, len);
     }
 
     pub fn opt_str(&mut self, s: Option<&str>) {
@@ -293,6 +307,27 @@ impl<'a> Reader<'a> {
 
     pub fn str(&mut self) -> Result<String, DecodeError> {
         self.str_ref().map(str::to_owned)
+    }
+
+    /// A part written with [`Writer::prefix_len`], as its bytes.
+    pub(crate) fn prefixed(&mut self) -> Result<&'a [u8], DecodeError> {
+        let n = self.count()?;
+        let end = self.pos.checked_add(n).ok_or(DecodeError::Truncated)?;
+        let b = self.buf.get(self.pos..end).ok_or(DecodeError::Truncated)?;
+        self.pos = end;
+        Ok(b)
+    }
+
+    /// The bytes not read yet (consumed).
+    pub(crate) fn rest(&mut self) -> &'a [u8] {
+        let b = &self.buf[self.pos..];
+        self.pos = self.buf.len();
+        b
+    }
+
+    /// Where the reader is in its buffer.
+    pub(crate) fn pos(&self) -> usize {
+        self.pos
     }
 
     pub fn opt_str(&mut self) -> Result<Option<String>, DecodeError> {

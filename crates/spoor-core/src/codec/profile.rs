@@ -2,8 +2,9 @@
 //! order (maps as a count and their entries in key order, so decoding builds each map from
 //! sorted input).
 
-use super::activation::{read_activation, write_activation};
-use super::{DecodeError, Reader, Writer, PROFILE_V2};
+use super::activation::{read_activation, write_activation, ActivationView, Layout};
+use super::{DecodeError, Reader, Writer, PROFILE_V2, PROFILE_V3};
+use crate::audience::LazyActivation;
 use crate::consent::{Consent, ConsentRecord, ConsentValue, ConsentVia};
 use crate::event::Utm;
 use crate::identity::ProfileId;
@@ -35,7 +36,7 @@ pub fn write_profile(out: &mut Vec<u8>, p: &Profile) {
         activation,
     } = p;
     let mut w = Writer::new(out);
-    w.u8(PROFILE_V2);
+    w.u8(PROFILE_V3);
     w.u64(id.raw());
     w.usize(traits.len());
     for (k, t) in traits.iter() {
@@ -138,7 +139,11 @@ pub fn write_profile(out: &mut Vec<u8>, p: &Profile) {
     for r in history {
         write_consent(&mut w, r);
     }
-    write_activation(&mut w, activation);
+    // The tail, on its own (see `activation`): copied when it is still as read.
+    match activation.encoded_bytes() {
+        Some(b) => out.extend_from_slice(b),
+        None => write_activation(&mut Writer::new(out), activation),
+    }
 }
 
 fn write_consent<'b>(w: &mut Writer<'_, 'b>, r: &'b ConsentRecord) {
@@ -167,13 +172,25 @@ fn write_consent<'b>(w: &mut Writer<'_, 'b>, r: &'b ConsentRecord) {
     w.istr(message_id);
 }
 
-/// Decodes a binary profile record (see [`encode_profile`]).
+/// Decodes a binary profile record (see [`encode_profile`]) whole.
 pub fn decode_profile(b: &[u8]) -> Result<Profile, DecodeError> {
+    read_profile(b, false)
+}
+
+/// Decodes a binary profile record, leaving its activation encoded until used
+/// ([`LazyActivation`]; its framing is checked here) when the record's format allows it:
+/// for a rewrite of a few audience entries ([`ActivationView::splice`]).
+pub fn decode_profile_lazy(b: &[u8]) -> Result<Profile, DecodeError> {
+    read_profile(b, true)
+}
+
+fn read_profile(b: &[u8], lazy: bool) -> Result<Profile, DecodeError> {
     let mut r = Reader::new(b);
-    match r.u8()? {
-        PROFILE_V2 => {}
+    let layout = match r.u8()? {
+        PROFILE_V2 => Layout::V2,
+        PROFILE_V3 => Layout::V3,
         f => return Err(DecodeError::Format(f)),
-    }
+    };
     let id = ProfileId::from_raw(r.u64()?);
     let traits = map(&mut r, |r| {
         let k = r.str()?;
@@ -240,8 +257,19 @@ pub fn decode_profile(b: &[u8]) -> Result<Profile, DecodeError> {
     for _ in 0..n {
         history.push(read_consent(&mut r)?);
     }
-    let activation = read_activation(&mut r)?;
-    r.finish()?;
+    let activation = match layout {
+        Layout::V2 => {
+            let a = read_activation(&mut r, Layout::V2)?;
+            r.finish()?;
+            LazyActivation::from(a)
+        }
+        Layout::V3 if lazy => {
+            let rest = r.rest();
+            ActivationView::parse(rest)?;
+            LazyActivation::encoded(Arc::from(rest))
+        }
+        Layout::V3 => LazyActivation::from(super::decode_activation(r.rest())?),
+    };
     Ok(Profile {
         id,
         traits: Arc::new(traits),
@@ -254,7 +282,7 @@ pub fn decode_profile(b: &[u8]) -> Result<Profile, DecodeError> {
         devices: Arc::new(devices),
         groups: Arc::new(groups),
         consent: Arc::new(Consent { current, history }),
-        activation: Arc::new(activation),
+        activation,
     })
 }
 

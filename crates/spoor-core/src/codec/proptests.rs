@@ -5,6 +5,7 @@
 
 use super::*;
 use crate::audience::{Activation, AudienceState, SlotState};
+use crate::codec::activation::ActivationView;
 use crate::computed::{ComputedState, Sum};
 use crate::consent::{Consent, ConsentRecord, ConsentValue, ConsentVia};
 use crate::event::Utm;
@@ -356,12 +357,13 @@ proptest! {
     }
 
     #[test]
-    fn arbitrary_bytes_never_panic(b in vec(any::<u8>(), 0..256)) {
+    fn arbitrary_bytes_never_panic(b in vec(any::<u8>(), 0..256), v3 in any::<bool>()) {
         let mut b = b;
         if let Some(first) = b.first_mut() {
-            *first = PROFILE_V2;
+            *first = if v3 { PROFILE_V3 } else { PROFILE_V2 };
         }
         let _ = decode_profile(&b);
+        let _ = decode_profile_lazy(&b);
     }
 }
 
@@ -382,4 +384,162 @@ fn repeated_names_are_written_once() {
     let b = encode_activation(&a);
     let text = String::from_utf8_lossy(&b);
     assert_eq!(text.matches(name).count(), 1);
+}
+
+/// A profile with a string that its activation repeats from the rest of the record (the
+/// source id, counted by a computed trait), states of both kinds, and timers.
+fn golden_profile() -> Profile {
+    let mut p = Profile::new(ProfileId::from_raw(42));
+    let t = TraitValue {
+        value: Value::from("Ada"),
+        removed: false,
+        set_at_ms: 1_700_000_000_000,
+        seq: 7,
+        source_id: "src_web".into(),
+        message_id: "m-1".into(),
+    };
+    p.traits = Arc::new([("name".to_owned(), t)].into_iter().collect());
+    p.first_seen_ms = 1_700_000_000_000;
+    p.last_seen_ms = 1_700_000_100_000;
+    p.event_count = 3;
+    let mut a = Activation::default();
+    a.computed.insert(
+        "sources".into(),
+        Arc::new(ComputedState::Frequency {
+            counts: [("src_web".to_owned(), 3)].into_iter().collect(),
+        }),
+    );
+    a.computed
+        .insert("n".into(), Arc::new(ComputedState::Count { n: 3 }));
+    Arc::make_mut(&mut a.values).insert("n".into(), Value::from(3));
+    a.audiences.insert(
+        "buyers".into(),
+        Arc::new(AudienceState {
+            slots: vec![
+                SlotState::Count { n: 2 },
+                SlotState::Latest { ts: vec![5, 9] },
+            ],
+        }),
+    );
+    a.members.insert("buyers".into(), 1_700_000_050_000);
+    a.next.insert("buyers".into(), 1_700_600_000_000);
+    a.next.insert("viewers".into(), 1_700_500_000_000);
+    a.next_timer_ms = Some(1_700_500_000_000);
+    a.computed_next = Some(1_700_900_000_000);
+    a.revision = 4;
+    p.activation = a.into();
+    p
+}
+
+/// [`golden_profile`] as Spoor wrote it before `PROFILE_V3` (states of format 2 hold such
+/// records until each profile is rewritten).
+const GOLDEN_V2: &str = "022a01046e616d6506034164610080a0abfef9620700077372635f77656200036d2d3180a0abfef962c0bab7fef9620300000000000000040180b496dbfd620180c4d2d8806303016e000303030107736f75726365730401010300070662757965727302000201020a12a0adb1fef96280b8c5bafe6204077669657765727380b496dbfd6200";
+
+fn unhex(s: &str) -> Vec<u8> {
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+        .collect()
+}
+
+#[test]
+fn format_2_records_are_still_read_and_rewritten_in_format_3() {
+    let v2 = unhex(GOLDEN_V2);
+    let p = golden_profile();
+    for read in [decode_profile, decode_profile_lazy] {
+        let back = read(&v2).expect("a format-2 record decodes");
+        assert!(
+            back.activation.is_decoded(),
+            "format 2 cannot be kept encoded"
+        );
+        assert_eq!(back, p);
+        let v3 = encode_profile(&back);
+        assert_eq!(v3[0], PROFILE_V3);
+        assert_eq!(decode_profile(&v3).unwrap(), p);
+    }
+}
+
+/// What [`ActivationView::splice`] must produce: `a` with the entries of `names` replaced
+/// by `with`'s, and the timer recomputed.
+fn replaced(a: &Activation, names: &[String], with: &Activation) -> Activation {
+    let mut e = a.clone();
+    for n in names {
+        let k: Arc<str> = n.as_str().into();
+        match with.audiences.get(n) {
+            Some(s) => e.audiences.insert(k.clone(), s.clone()),
+            None => e.audiences.remove(n),
+        };
+        match with.members.get(n) {
+            Some(t) => e.members.insert(k.clone(), *t),
+            None => e.members.remove(n),
+        };
+        match with.next.get(n) {
+            Some(t) => e.next.insert(k, *t),
+            None => e.next.remove(n),
+        };
+    }
+    e.next_timer_ms = e.next.values().copied().chain(e.computed_next).min();
+    e
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// A profile read lazily is written back byte for byte without decoding its
+    /// activation, and decodes, when used, to the profile written.
+    #[test]
+    fn lazy_profiles_write_back_unchanged_and_decode_when_used(p in profile()) {
+        let b = encode_profile(&p);
+        let lazy = decode_profile_lazy(&b).expect("decodes");
+        prop_assert!(!lazy.activation.is_decoded());
+        prop_assert_eq!(encode_profile(&lazy), b.clone());
+        prop_assert!(!lazy.activation.is_decoded());
+        prop_assert!(same(&lazy, &p), "{lazy:?}\n!=\n{p:?}");
+        prop_assert!(lazy.activation.is_decoded());
+        // Changed, it is encoded from the decoded form.
+        let mut changed = lazy.clone();
+        changed.activation_mut().revision ^= 1;
+        prop_assert!(changed.activation.encoded_bytes().is_none());
+        let back = decode_profile(&encode_profile(&changed)).expect("decodes");
+        prop_assert_eq!(back.activation.revision, p.activation.revision ^ 1);
+    }
+
+    /// Differential: splicing audience entries into the encoded activation gives the bytes
+    /// of encoding the decoded activation changed the same way.
+    #[test]
+    fn splicing_entries_equals_changing_the_decoded_activation(
+        a in activation(),
+        with in activation(),
+        names in vec(name(), 0..4),
+    ) {
+        let b = encode_activation(&a);
+        let view = ActivationView::parse(&b).expect("parses");
+        prop_assert_eq!(view.next_timer_ms, a.next_timer_ms);
+        for e in &view.audiences {
+            prop_assert_eq!(e.member, a.members.get(e.name).copied());
+            prop_assert_eq!(e.next, a.next.get(e.name).copied());
+        }
+        let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+        let (spliced, timer) = view.splice(&refs, &with);
+        let want = replaced(&a, &names, &with);
+        prop_assert_eq!(timer, want.next_timer_ms);
+        prop_assert_eq!(&spliced, &encode_activation(&want));
+        prop_assert!(same(&decode_activation(&spliced).expect("decodes"), &want));
+    }
+
+    #[test]
+    fn corrupt_activations_fail_to_parse_without_panicking(
+        a in activation(),
+        cut in any::<prop::sample::Index>(),
+        flip in any::<(prop::sample::Index, u8)>(),
+    ) {
+        let b = encode_activation(&a);
+        let at = cut.index(b.len());
+        prop_assert!(ActivationView::parse(&b[..at]).is_err());
+        let mut c = b.clone();
+        let i = flip.0.index(c.len());
+        c[i] ^= flip.1.max(1);
+        let _ = ActivationView::parse(&c);
+        let _ = decode_activation(&c);
+    }
 }

@@ -9,7 +9,7 @@
 use super::stats::{channel_key, device_key, ChannelStat, DeviceStat, SourceStat};
 use super::traits::{apply_traits, merge_traits, trait_values, TraitMap};
 use super::view::EventView;
-use crate::audience::Activation;
+use crate::audience::{Activation, LazyActivation};
 use crate::consent::{Consent, ConsentRules};
 use crate::event::EventType;
 use crate::identity::ProfileId;
@@ -60,15 +60,17 @@ pub struct Profile {
     pub consent: Arc<Consent>,
     /// Computed traits and audiences (kept by the processor's audience engine, which also
     /// merges it; [`Profile::absorb`] leaves it alone).
-    #[serde(default, with = "shared", skip_serializing_if = "is_empty_activation")]
-    pub activation: Arc<Activation>,
+    /// Kept encoded, as read, by a profile read for a rewrite of a few of its states (a
+    /// backfill; see [`LazyActivation`]); decoded when used.
+    #[serde(default, skip_serializing_if = "is_empty_activation")]
+    pub activation: LazyActivation,
 }
 
 fn is_empty_consent(c: &Arc<Consent>) -> bool {
     c.is_empty()
 }
 
-fn is_empty_activation(a: &Arc<Activation>) -> bool {
+fn is_empty_activation(a: &LazyActivation) -> bool {
     a.is_empty()
 }
 
@@ -103,7 +105,7 @@ impl Profile {
             devices: Arc::default(),
             groups: Arc::default(),
             consent: Arc::default(),
-            activation: Arc::default(),
+            activation: LazyActivation::default(),
         }
     }
 
@@ -209,13 +211,13 @@ impl Profile {
 
     /// The activation to change (copied first if shared).
     pub fn activation_mut(&mut self) -> &mut Activation {
-        Arc::make_mut(&mut self.activation)
+        self.activation.make_mut()
     }
 
     /// Takes the activation out (leaving an empty one) to change it and put it back with
     /// `p.activation = act.into()`; moved if this profile was its only holder, else copied.
     pub fn take_activation(&mut self) -> Activation {
-        unshare(std::mem::take(&mut self.activation))
+        unshare(self.activation.take())
     }
 
     /// Traits as plain JSON (tombstones omitted) — what the API shows under `traits`.

@@ -427,6 +427,24 @@ impl Engine {
         out
     }
 
+    /// [`Self::on_added`] on `act`, holding only what the added audiences have (states,
+    /// memberships, next changes), while the rest of the person's activation stays
+    /// encoded: the backfill splices the result into it
+    /// (`spoor_core::codec::ActivationView::splice`), which also recomputes the timer
+    /// (`new_timer` here counts only `act`). Exact for audiences that read events alone
+    /// ([`super::backfill::plan::Plan::only_added`]): no other part of the person is read.
+    pub fn on_added_alone(
+        &self,
+        act: &mut Activation,
+        now_ms: i64,
+        only: impl Fn(&str) -> bool,
+    ) -> Outcome {
+        let nobody = Profile::new(ProfileId::from_raw(0));
+        self.reevaluate(&nobody, act, now_ms, &[], false, |i, _, _| {
+            only(&self.slots[i].name)
+        })
+    }
+
     /// Re-evaluates, at `now_ms`, the audiences with group-trait conditions (and those
     /// nested on one that changed): a group the person belongs to changed its traits
     /// through another member's `group` call.

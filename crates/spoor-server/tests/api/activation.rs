@@ -620,6 +620,10 @@ async fn changed_definitions_equal_brute_force(seed: u64, tiny: bool) {
         assert!(!st.full && st.evaluated < live, "{st:?} of {live}");
         assert!(st.parsed < 160, "events skipped unparsed: {st:?}");
         assert!(st.only_added, "only the new audiences evaluated: {st:?}");
+        assert!(
+            st.written > 0 && st.spliced == st.written,
+            "each rewritten person's stored states spliced, not decoded: {st:?}"
+        );
         assert_equals_brute_force(&srv, now());
         assert!(activation(&srv, "user_id", "u1")
             .0

@@ -80,6 +80,12 @@ pub trait StateSnapshot: Send + Sync {
     fn owners(&self, keys: &[&str]) -> Result<Vec<Option<u64>>, StoreError>;
     fn identities(&self, pids: &[u64]) -> Result<Vec<Option<ProfileIdentity>>, StoreError>;
     fn profiles(&self, pids: &[u64]) -> Result<Vec<Option<Profile>>, StoreError>;
+    /// [`Self::profiles`], each activation left encoded until used where the stored form
+    /// allows (`spoor_core::audience::LazyActivation`): for a rewrite that replaces a few
+    /// audience entries and copies the rest. A backend that cannot returns them decoded.
+    fn profiles_lazy(&self, pids: &[u64]) -> Result<Vec<Option<Profile>>, StoreError> {
+        self.profiles(pids)
+    }
     fn groups(&self, ids: &[&str]) -> Result<Vec<Option<Group>>, StoreError>;
     /// Ids of the profiles that joined a group, ascending: each as it was when it joined,
     /// so some may be merged away or gone (callers resolve them to live profiles).

@@ -27,7 +27,7 @@ pub use cache::ProcessorState;
 pub use memberships::{decode_members, encode_members, ChangeCause, MembershipChange};
 pub use read::{StateReader, TimelineCursor};
 pub use redb_backend::RedbBackend;
-pub use tables::{ident_hash, ident_key};
+pub use tables::{ident_hash, ident_key, STATE_FORMAT};
 
 use crate::error::StoreError;
 use shared::Shared;

@@ -18,11 +18,22 @@ use std::sync::Arc;
 /// Audience and computed-trait states that weigh as much as one plain cache entry.
 pub const STATES_PER_ENTRY: usize = 8;
 
+/// Bytes of an activation kept encoded (`LazyActivation`, a profile rewritten by a
+/// backfill) that weigh as much as one plain cache entry.
+pub const ENCODED_BYTES_PER_ENTRY: usize = 2048;
+
 /// How many entries a cached profile counts for (`None`: a known-absent profile).
+///
+/// An activation kept encoded counts by its bytes, not its states: counting them would
+/// decode it. A reader may decode it later (it then holds both), but the weight stays what
+/// it was, as the running sums that add and subtract it need.
 pub fn weight(p: &Option<Arc<Profile>>) -> usize {
     p.as_ref().map_or(1, |p| {
         let a = &p.activation;
-        1 + (a.audiences.len() + a.computed.len()) / STATES_PER_ENTRY
+        1 + match a.encoded_bytes() {
+            Some(b) => b.len() / ENCODED_BYTES_PER_ENTRY,
+            None => (a.audiences.len() + a.computed.len()) / STATES_PER_ENTRY,
+        }
     })
 }
 
@@ -106,7 +117,7 @@ mod tests {
                 Arc::new(spoor_core::computed::ComputedState::Count { n: 1 }),
             );
         }
-        p.activation = Arc::new(a);
+        p.activation = a.into();
         Some(Arc::new(p))
     }
 

@@ -298,7 +298,10 @@ fn a_change_after_publishing_leaves_what_a_reader_holds() {
         Arc::ptr_eq(&held.groups, &now.groups),
         "groups are still shared"
     );
-    assert!(Arc::ptr_eq(&held.activation, &now.activation));
+    assert!(Arc::ptr_eq(
+        held.activation.shared(),
+        now.activation.shared()
+    ));
 
     st.with_profile(pid, |p| p.activation_mut().members.clear())
         .unwrap();

@@ -265,6 +265,17 @@ impl StateReader {
         Ok(self.profile_arc(pid)?.map(Arc::unwrap_or_clone))
     }
 
+    /// [`Self::profile`], its activation left encoded until used when it is read from the
+    /// store (a pending profile is as it is): for a rewrite of a few audience entries
+    /// (`spoor_core::codec::ActivationView::splice`).
+    pub fn profile_lazy(&self, pid: ProfileId) -> Result<Option<Profile>, StoreError> {
+        self.point(
+            |p| p.profile(pid.raw()),
+            |v| v.map(Arc::unwrap_or_clone),
+            |s| Ok(first(s.profiles_lazy(&[pid.raw()])?)),
+        )
+    }
+
     /// [`Self::profile`] without copying a pending profile.
     pub fn profile_arc(&self, pid: ProfileId) -> Result<Option<Arc<Profile>>, StoreError> {
         self.point(

@@ -272,6 +272,22 @@ impl RedbSnapshot {
                 .unwrap_or(0),
         )
     }
+
+    fn read_profiles(
+        &self,
+        pids: &[u64],
+        read: fn(&[u8]) -> Result<Profile, StoreError>,
+    ) -> Result<Vec<Option<Profile>>, StoreError> {
+        pids.iter()
+            .map(|p| {
+                self.profiles
+                    .get(*p)
+                    .map_err(engine_err)?
+                    .map(|v| read(v.value()))
+                    .transpose()
+            })
+            .collect()
+    }
 }
 
 impl StateSnapshot for RedbSnapshot {
@@ -308,15 +324,11 @@ impl StateSnapshot for RedbSnapshot {
     }
 
     fn profiles(&self, pids: &[u64]) -> Result<Vec<Option<Profile>>, StoreError> {
-        pids.iter()
-            .map(|p| {
-                self.profiles
-                    .get(*p)
-                    .map_err(engine_err)?
-                    .map(|v| read_profile(v.value()))
-                    .transpose()
-            })
-            .collect()
+        self.read_profiles(pids, read_profile)
+    }
+
+    fn profiles_lazy(&self, pids: &[u64]) -> Result<Vec<Option<Profile>>, StoreError> {
+        self.read_profiles(pids, read_profile_lazy)
     }
 
     fn groups(&self, ids: &[&str]) -> Result<Vec<Option<Group>>, StoreError> {

@@ -135,8 +135,13 @@ fn json_profiles_of_format_1_are_read() {
     b.commit(&mut c).unwrap();
     let t = b.db.begin_read().unwrap();
     let raw = t.open_table(PROFILES).unwrap().get(7).unwrap().unwrap();
-    assert_eq!(raw.value()[0], spoor_core::codec::PROFILE_V2);
-    assert_eq!(b.snapshot().unwrap().profiles(&[7]).unwrap(), vec![Some(p)]);
+    assert_eq!(raw.value()[0], spoor_core::codec::PROFILE_V3);
+    let snap = b.snapshot().unwrap();
+    assert_eq!(snap.profiles(&[7]).unwrap(), vec![Some(p.clone())]);
+    // Read for a rewrite: the activation stays encoded until used, and equals it then.
+    let lazy = snap.profiles_lazy(&[7]).unwrap().pop().flatten().unwrap();
+    assert!(!lazy.activation.is_decoded());
+    assert_eq!(lazy, p);
 }
 
 #[test]

@@ -59,11 +59,12 @@ pub const K_NEXT_CHANGE: &str = "next_change_no";
 pub const K_FORMAT: &str = "state_format";
 
 /// The state format this code writes: 1 = every value JSON; 2 = profiles and membership
-/// changes as binary records.
+/// changes as binary records; 3 = profile records whose activation is a self-contained,
+/// spliceable tail (`spoor_core::codec::PROFILE_V3`).
 /// A format-2 reader reads format-1 profiles too (a record says which it is by its first
 /// byte), so an older state is upgraded in place as its profiles are rewritten; a state of
 /// a newer format is refused at open.
-pub const STATE_FORMAT: u64 = 2;
+pub const STATE_FORMAT: u64 = 3;
 
 /// The key of an identifier: its type and value separated by U+001F (never in a type name).
 pub fn ident_key(kind: &str, value: &str) -> String {
@@ -144,6 +145,16 @@ pub fn read_profile(b: &[u8]) -> Result<Profile, StoreError> {
         return from_json(b);
     }
     spoor_core::codec::decode_profile(b)
+        .map_err(|e| StoreError::Meta(format!("unreadable profile record: {e}")))
+}
+
+/// [`read_profile`], leaving the activation of a binary record encoded until used where
+/// its format allows (`spoor_core::codec::decode_profile_lazy`).
+pub fn read_profile_lazy(b: &[u8]) -> Result<Profile, StoreError> {
+    if b.first() == Some(&b'{') {
+        return from_json(b);
+    }
+    spoor_core::codec::decode_profile_lazy(b)
         .map_err(|e| StoreError::Meta(format!("unreadable profile record: {e}")))
 }
 

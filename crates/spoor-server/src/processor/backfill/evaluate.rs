@@ -14,7 +14,8 @@
 
 use super::super::activate::{record, Engine, Outcome};
 use super::{plan::Plan, Limits, Stats};
-use spoor_core::audience::Activation;
+use spoor_core::audience::{Activation, LazyActivation};
+use spoor_core::codec::ActivationView;
 use spoor_core::identity::ProfileId;
 use spoor_core::profile::Profile;
 use spoor_store::state::{ChangeCause, ProcessorState, StateStore};
@@ -46,7 +47,7 @@ pub fn evaluate(
 ) -> Result<(), StoreError> {
     let workers = fresh.len();
     for chunk in people.chunks(EVAL_CHUNK) {
-        let parts: Vec<Result<Vec<(Profile, Outcome)>, StoreError>> = std::thread::scope(|s| {
+        let parts: Vec<Result<Part, StoreError>> = std::thread::scope(|s| {
             let handles: Vec<_> = fresh
                 .iter_mut()
                 .enumerate()
@@ -67,7 +68,9 @@ pub fn evaluate(
         });
         let mut done = Vec::with_capacity(chunk.len());
         for part in parts {
-            done.extend(part?);
+            let part = part?;
+            done.extend(part.changed);
+            stats.spliced += part.spliced;
         }
         stats.evaluated += chunk.len() as u64;
         stats.written += done.len() as u64;
@@ -91,6 +94,14 @@ pub fn evaluate(
     Ok(())
 }
 
+/// What a worker re-evaluated in one round.
+struct Part {
+    /// The people whose activation changed, with what changed.
+    changed: Vec<(Profile, Outcome)>,
+    /// Of those, the ones whose encoded activation was spliced ([`splice_added`]).
+    spliced: u64,
+}
+
 /// Gives worker `k`'s people in `chunk` their fresh states and re-evaluates them at `now`;
 /// returns those whose activation changed.
 #[allow(clippy::too_many_arguments)]
@@ -103,17 +114,30 @@ fn evaluate_part(
     workers: usize,
     part: &mut HashMap<u64, Activation>,
     now: i64,
-) -> Result<Vec<(Profile, Outcome)>, StoreError> {
+) -> Result<Part, StoreError> {
     let r = store.durable_reader()?;
     let mut out = Vec::new();
+    let mut spliced = 0;
     for pid in chunk
         .iter()
         .filter(|p| p.raw() % workers as u64 == k as u64)
     {
-        let Some(mut p) = r.profile(*pid)? else {
+        let read = if plan.only_added {
+            r.profile_lazy(*pid)?
+        } else {
+            r.profile(*pid)?
+        };
+        let Some(mut p) = read else {
             continue;
         };
         let mut fresh = part.remove(&pid.raw()).unwrap_or_default();
+        if plan.only_added && !p.activation.is_decoded() {
+            if let Some(o) = splice_added(engine, plan, &mut p, fresh, now)? {
+                out.push((p, o));
+                spliced += 1;
+            }
+            continue;
+        }
         let before = Activation::clone(&p.activation);
         let act = p.activation_mut();
         if plan.full {
@@ -162,5 +186,55 @@ fn evaluate_part(
             out.push((p, o));
         }
     }
-    Ok(out)
+    Ok(Part {
+        changed: out,
+        spliced,
+    })
+}
+
+/// [`Engine::on_added`] for a person whose activation is still encoded (read with
+/// `profile_lazy`): the added audiences are evaluated on their own, and their entries
+/// spliced into the encoded activation, every other state copied as bytes. Decoding,
+/// re-encoding and freeing the states of every other definition was most of the cost of
+/// this step with many definitions. Returns the outcome when the activation changed.
+fn splice_added(
+    engine: &Engine,
+    plan: &Plan,
+    p: &mut Profile,
+    fresh: Activation,
+    now: i64,
+) -> Result<Option<Outcome>, StoreError> {
+    let Some(bytes) = p.activation.encoded_bytes() else {
+        return Ok(None);
+    };
+    let unreadable = |e| StoreError::Meta(format!("unreadable profile record {}: {e}", p.id));
+    let view = ActivationView::parse(bytes).map_err(unreadable)?;
+    let names: Vec<&str> = plan.audiences.iter().map(|(n, _)| &**n).collect();
+    // What the added audiences have: their fresh states, and what an earlier, interrupted
+    // run of this backfill may have left.
+    let mut act = Activation {
+        audiences: fresh.audiences,
+        revision: view.revision,
+        next_timer_ms: view.next_timer_ms,
+        ..Activation::default()
+    };
+    for (name, _) in &plan.audiences {
+        if let Some(e) = view.entry(name) {
+            if let Some(t) = e.member {
+                act.members.insert(name.clone(), t);
+            }
+            if let Some(t) = e.next {
+                act.next.insert(name.clone(), t);
+            }
+        }
+    }
+    let mut o = engine.on_added_alone(&mut act, now, |name| names.contains(&name));
+    let (spliced, timer) = view.splice(&names, &act);
+    o.old_timer = view.next_timer_ms;
+    o.new_timer = timer;
+    if spliced == bytes {
+        return Ok(None);
+    }
+    p.activation = LazyActivation::encoded(spliced.into());
+    Ok(Some(o))
 }

@@ -62,6 +62,9 @@ pub struct Stats {
     /// People re-evaluated, and of those rewritten (their activation changed).
     pub evaluated: u64,
     pub written: u64,
+    /// Of those rewritten, the ones whose stored activation was spliced, its other states
+    /// copied as bytes, not decoded ([`Plan::only_added`] on records of state format 3).
+    pub spliced: u64,
     /// Wall time spent listing the live people, mapping events to people, reading the
     /// log, re-evaluating, and in the final checkpoint (ms).
     pub list_ms: u64,
@@ -324,6 +327,7 @@ pub fn run(
         full = stats.full,
         evaluated = stats.evaluated,
         written = stats.written,
+        spliced = stats.spliced,
         map_ms = stats.map_ms,
         scan_ms = stats.scan_ms,
         eval_ms = stats.eval_ms,
