@@ -91,6 +91,7 @@
 //! failed group are "not known durable": they may or may not surface after restart, which
 //! is why clients retry with the same dedupe key.
 
+mod advice;
 mod dedupe;
 mod erase;
 mod event_log;

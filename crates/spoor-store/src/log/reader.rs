@@ -10,6 +10,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
+use super::advice;
 use super::frame::{ChunkReader, FRAME_HEADER, SMALL_CHUNK};
 use super::segment::{SegMeta, INDEX_EVERY};
 use super::LogEntry;
@@ -55,6 +56,8 @@ struct Located {
     start_seq: u64,
     seg_last: u64,
     durable_len: u64,
+    /// The newest segment (the one being appended to, which live reads keep hot).
+    is_last: bool,
 }
 
 /// A cheap, cloneable handle for concurrent reads of durable records.
@@ -88,7 +91,19 @@ impl LogReader {
     /// Up to `max` entries with `seq >= from`, ascending.
     pub fn read_from(&self, from: u64, max: usize) -> StoreResult<Vec<LogEntry>> {
         let mut out = Vec::new();
-        self.read_into(from.max(1), max, usize::MAX, None, &mut out)?;
+        self.read_into(from.max(1), max, usize::MAX, None, false, &mut out)?;
+        Ok(out)
+    }
+
+    /// [`Self::read_from`] for a scan of the whole log (a backfill): the pages read are
+    /// dropped from the OS page cache afterwards, except in the newest segment. A scan of
+    /// gigabytes of log would otherwise evict what is read again soon — the state store's
+    /// pages, which the backfill reads next and the processor after it — much as a
+    /// database reads a sequential scan through a small ring of buffers. Linux only (a
+    /// no-op elsewhere).
+    pub fn read_once(&self, from: u64, max: usize) -> StoreResult<Vec<LogEntry>> {
+        let mut out = Vec::new();
+        self.read_into(from.max(1), max, usize::MAX, None, true, &mut out)?;
         Ok(out)
     }
 
@@ -101,7 +116,7 @@ impl LogReader {
         }
         let lo = end.saturating_sub(max as u64).max(1);
         let mut out = Vec::with_capacity((end - lo) as usize);
-        self.read_into(lo, (end - lo) as usize, usize::MAX, None, &mut out)?;
+        self.read_into(lo, (end - lo) as usize, usize::MAX, None, false, &mut out)?;
         out.reverse();
         Ok(out)
     }
@@ -121,13 +136,15 @@ impl LogReader {
     }
 
     /// Appends to `out` up to `max` entries (and about `max_bytes` of payload) with
-    /// `seq >= from`; returns where the next frame starts, for the next call.
+    /// `seq >= from`; returns where the next frame starts, for the next call. `once`: see
+    /// [`Self::read_once`].
     fn read_into(
         &self,
         from: u64,
         max: usize,
         max_bytes: usize,
         mut hint: Option<Pos>,
+        once: bool,
         out: &mut Vec<LogEntry>,
     ) -> StoreResult<Option<Pos>> {
         let (mut next, mut bytes, limit) = (from, 0usize, out.len() + max);
@@ -162,6 +179,9 @@ impl LogReader {
                 off += (FRAME_HEADER + h.len as usize) as u64;
                 seq += 1;
             }
+            if once && !loc.is_last {
+                advice::drop_cached(&file, loc.start_off, off);
+            }
             next = seq;
             hint = Some(Pos {
                 seg_first: loc.first_seq,
@@ -191,6 +211,7 @@ impl LogReader {
             }
         };
         Some(Located {
+            is_last: i == segs.len(),
             path: s.path.clone(),
             first_seq: s.first_seq,
             start_off,
@@ -228,9 +249,14 @@ impl Iterator for LogIter {
             return None;
         }
         let mut out = Vec::new();
-        let res =
-            self.reader
-                .read_into(self.next, ITER_BATCH, ITER_BATCH_BYTES, self.hint, &mut out);
+        let res = self.reader.read_into(
+            self.next,
+            ITER_BATCH,
+            ITER_BATCH_BYTES,
+            self.hint,
+            false,
+            &mut out,
+        );
         match res {
             Ok(hint) => self.hint = hint,
             Err(e) if out.is_empty() => {

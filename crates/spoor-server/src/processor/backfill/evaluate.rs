@@ -4,11 +4,12 @@
 //! decoding and evaluating are parallel; the processor thread puts the changed ones back
 //! and records the changes, in id order.
 //!
-//! Rewritten profiles are pending changes until a checkpoint: one is started whenever
-//! as many are pending as the processor's own bound (`checkpoint_pending`), as hold the
-//! states of half the memory limit, or [`OVERLAP_ENTRIES`], and once written they are not
-//! kept as clean cache, so a backfill that rewrites millions of people holds only a
-//! bounded number of them, and commits while it evaluates.
+//! Rewritten profiles are pending changes until a checkpoint: one is started after a
+//! round whenever none is committing, and (waiting for the one in flight) whenever as many
+//! are pending as the processor's own bound (`checkpoint_pending`), as hold the states of
+//! half the memory limit, or [`OVERLAP_ENTRIES`]; once written they are not kept as clean
+//! cache, so a backfill that rewrites millions of people holds only a bounded number of
+//! them, and commits while it evaluates.
 //! A crash in between loses nothing: the definitions are recorded as applied only at the
 //! end, so the backfill runs again, and people already rewritten are found unchanged.
 
@@ -83,13 +84,25 @@ pub fn evaluate(
         if let Some(e) = state.take_error() {
             return Err(e);
         }
-        if state.pending_entries() >= limits.checkpoint_pending {
-            // Completes the previous checkpoint first, whose profiles would then be kept
-            // as clean cache: they are dropped (each is rewritten once, none read again).
-            state.begin_checkpoint()?;
-            state.drop_clean_profiles();
-            stats.checkpoints += 1;
+        // One checkpoint commits in the background while the next people are evaluated:
+        // a new one starts as soon as the last has committed (or, waiting for it, when the
+        // pending entries reach the bound), so the final one holds only what came since.
+        // Counting entries alone let a rewrite that keeps activations encoded (light in
+        // entries) pile 25,000 people into the final checkpoint, waited for at the end.
+        let due = state.pending_entries() >= limits.checkpoint_pending;
+        if !due {
+            state.finish_checkpoint(false)?;
         }
+        if due || (state.has_pending() && !state.checkpoint_in_flight()) {
+            // Completes the previous checkpoint first (the wait is counted).
+            let t = std::time::Instant::now();
+            state.begin_checkpoint()?;
+            stats.checkpoints += 1;
+            stats.checkpoint_wait_ms += t.elapsed().as_millis() as u64;
+        }
+        // Profiles a completed checkpoint wrote would be kept as clean cache: they are
+        // dropped (each is rewritten once, none read again).
+        state.drop_clean_profiles();
     }
     Ok(())
 }

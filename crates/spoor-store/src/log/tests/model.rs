@@ -33,6 +33,11 @@ fn check(log: &EventLog, model: &[LogEntry], probe: u64) {
         .cloned()
         .collect();
     assert_eq!(r.read_from(from, 5).unwrap(), want);
+    // A scan's read (its pages dropped from the OS cache afterwards) reads the same, and
+    // leaves the log reading the same.
+    assert_eq!(r.read_once(from, 5).unwrap(), want);
+    assert_eq!(r.read_once(1, usize::MAX).unwrap(), model);
+    assert_eq!(r.read_from(from, 5).unwrap(), want);
     let back: Vec<LogEntry> = model[..(from.max(1) as usize - 1).min(model.len())]
         .iter()
         .rev()
