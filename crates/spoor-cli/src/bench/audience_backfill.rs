@@ -179,8 +179,8 @@ fn line(label: &str, events: usize, took: f64, st: &backfill::Stats) {
         10_000_000.0 / (events as f64 / took)
     );
     println!(
-        "    {} events parsed, {} people evaluated, {} rewritten ({} by splicing their stored states)",
-        st.parsed, st.evaluated, st.written, st.spliced
+        "    {} events parsed ({} while mapping events to people), {} people evaluated, {} rewritten ({} by splicing their stored states)",
+        st.parsed, st.held, st.evaluated, st.written, st.spliced
     );
     println!(
         "    wall: listing the live people {} ms, map {} ms, log scan {} ms, evaluation {} ms, checkpoint {} ms; {} pass(es) over the log (processor.backfill_memory_mb), {} checkpoint(s) while evaluating (started in {} ms)",

@@ -12,8 +12,9 @@
 //! It runs on the processor thread (the single writer), between batches:
 //! 1. checkpoint, so every event's profile assignment (the timeline) is in the store;
 //! 2. map each event to the profile the processor applied it to, from one sequential read
-//!    of the timeline table ([`scan::owners_at_time`]), and list every profile's status
-//!    (live or merged into which) from one read of the status table ([`scan::Liveness`]);
+//!    of the timeline table ([`owners::Mapping`], filled while step 3 reads the log), and
+//!    list every profile's status (live or merged into which) from one read of the status
+//!    table ([`owners::Liveness`]);
 //! 3. read the log once, on every core; an event whose raw bytes cannot hold a name the
 //!    recomputed definitions select is skipped unparsed, the others get their live profile
 //!    (merges followed), are parsed leanly (type, name, the properties read) and folded
@@ -30,6 +31,7 @@
 //! Progress is visible through [`DefsHandle::backfills`] (the audiences API shows it).
 
 pub mod evaluate;
+pub mod owners;
 pub mod plan;
 pub mod scan;
 
@@ -55,6 +57,9 @@ pub struct Stats {
     pub events: u64,
     /// Events parsed (the others were skipped on their raw bytes, or not read at all).
     pub parsed: u64,
+    /// Of those, parsed while events were still being mapped to people (held back, then
+    /// resolved and folded).
+    pub held: u64,
     /// Everything was recomputed (no record of the definitions the state reflected).
     pub full: bool,
     /// Only added audiences that read events alone were evaluated ([`Plan::only_added`]).
@@ -68,6 +73,8 @@ pub struct Stats {
     /// Wall time spent listing the live people, mapping events to people, reading the
     /// log, re-evaluating, and in the final checkpoint (ms).
     pub list_ms: u64,
+    /// (The map runs alongside the first pass's scan: the scan's time includes any wait
+    /// for it.)
     pub map_ms: u64,
     pub scan_ms: u64,
     pub eval_ms: u64,
@@ -93,6 +100,7 @@ pub struct Stats {
 impl Stats {
     fn add_scan(&mut self, t: &scan::ScanTimes) {
         self.parsed += t.parsed;
+        self.held += t.held;
         self.read_ms += t.read_ns / 1_000_000;
         self.filter_ms += t.filter_ns / 1_000_000;
         self.resolve_ms += t.resolve_ns / 1_000_000;
@@ -215,18 +223,18 @@ pub fn run(
     // several passes are cut from, and what the scan resolves event owners with. Read
     // before the passes are counted, as it is held throughout with the rest below.
     let t = Instant::now();
-    let read_liveness = || scan::Liveness::read(store, workers);
+    let read_liveness = || owners::Liveness::read(store, workers);
     let needed = plan.everyone || plan.reads_events();
     let mut liveness = if needed {
         read_liveness()?
     } else {
-        scan::Liveness::default()
+        owners::Liveness::default()
     };
     // Held throughout: the seq → person array and the live ids, 8 bytes each, and the
     // merged-away ids with what they were merged into.
     let live = state.live_profiles();
     let seq_array = if plan.reads_events() { last + 1 } else { 0 };
-    let fixed = |l: &scan::Liveness| (seq_array + live) * 8 + l.merged_bytes();
+    let fixed = |l: &owners::Liveness| (seq_array + live) * 8 + l.merged_bytes();
     let mut n = passes(live, per_person, fixed(&liveness), limits.memory_bytes);
     if n > 1 && !needed {
         // Several passes are cut from the live ids: read them now, and count again.
@@ -263,55 +271,58 @@ pub fn run(
         members.sort_unstable();
         members.dedup();
     }
-    // 2. seq → profile at processing time, from the committed timeline.
-    let owner = if plan.reads_events() {
-        let t = Instant::now();
-        let owner = scan::owners_at_time(store, last, workers)?;
-        stats.map_ms = t.elapsed().as_millis() as u64;
-        Some(owner)
-    } else {
-        None
-    };
+    // 2. seq → profile at processing time, from the committed timeline: filled on other
+    //    threads while the first pass reads the log (`owners::Mapping`; the scan holds back
+    //    what it parses until the mapping is complete).
+    let mapping = plan.reads_events().then(|| owners::Mapping::new(last));
     let plan = &plan;
-    for (i, range) in ranges.iter().enumerate() {
-        let mut fresh: Vec<HashMap<u64, Activation>> = vec![HashMap::new(); workers];
-        let base = last * i as u64;
-        // 3. One pass over the log on every core, folding the people in `range` (see `scan`).
-        if let Some(owner) = &owner {
-            let t = Instant::now();
-            let times = scan::scan(
-                engine,
-                plan,
-                reader,
-                owner,
-                last,
-                range,
-                &liveness,
-                &mut fresh,
-                |done| report(&engine.defs, &plan.report, rev, base + done, total, false),
-            )?;
-            stats.scan_ms += t.elapsed().as_millis() as u64;
-            stats.add_scan(&times);
+    std::thread::scope(|s| -> Result<(), StoreError> {
+        if let Some(m) = &mapping {
+            s.spawn(move || m.fill(store, workers));
         }
-        // 4. Re-evaluate: everyone in the range, or only the people an event named and the
-        //    members of changed audiences.
-        let mut who: Vec<u64> = if plan.everyone {
-            within(all, range).to_vec()
-        } else {
-            let mut who: Vec<u64> = fresh.iter().flat_map(|m| m.keys().copied()).collect();
-            who.extend_from_slice(within(&members, range));
-            who.sort_unstable();
-            who
-        };
-        who.dedup();
-        let people: Vec<ProfileId> = who.into_iter().map(ProfileId::from_raw).collect();
-        let t = Instant::now();
-        evaluate::evaluate(
-            state, store, engine, plan, &people, &mut fresh, now, limits, &mut stats,
-        )?;
-        stats.eval_ms += t.elapsed().as_millis() as u64;
-    }
-    drop(owner);
+        for (i, range) in ranges.iter().enumerate() {
+            let mut fresh: Vec<HashMap<u64, Activation>> = vec![HashMap::new(); workers];
+            let base = last * i as u64;
+            // 3. One pass over the log on every core, folding the people in `range` (see
+            //    `scan`).
+            if let Some(m) = &mapping {
+                let t = Instant::now();
+                let times = scan::scan(
+                    engine,
+                    plan,
+                    reader,
+                    m,
+                    last,
+                    range,
+                    &liveness,
+                    &mut fresh,
+                    |done| report(&engine.defs, &plan.report, rev, base + done, total, false),
+                )?;
+                stats.scan_ms += t.elapsed().as_millis() as u64;
+                stats.map_ms = m.took_ms();
+                stats.add_scan(&times);
+            }
+            // 4. Re-evaluate: everyone in the range, or only the people an event named and
+            //    the members of changed audiences.
+            let mut who: Vec<u64> = if plan.everyone {
+                within(all, range).to_vec()
+            } else {
+                let mut who: Vec<u64> = fresh.iter().flat_map(|m| m.keys().copied()).collect();
+                who.extend_from_slice(within(&members, range));
+                who.sort_unstable();
+                who
+            };
+            who.dedup();
+            let people: Vec<ProfileId> = who.into_iter().map(ProfileId::from_raw).collect();
+            let t = Instant::now();
+            evaluate::evaluate(
+                state, store, engine, plan, &people, &mut fresh, now, limits, &mut stats,
+            )?;
+            stats.eval_ms += t.elapsed().as_millis() as u64;
+        }
+        Ok(())
+    })?;
+    drop(mapping);
     let t = Instant::now();
     state.checkpoint()?;
     state.drop_clean_profiles();

@@ -5,7 +5,11 @@
 //! The timeline table is keyed by (profile id at processing time, time, seq), and no
 //! seq → profile index exists (one would cost a write per event while processing). So the
 //! table is read once, sequentially, split into id ranges over the workers, into a
-//! seq → id-at-processing-time array (8 bytes per event). Ids are resolved to the live
+//! seq → id-at-processing-time array (8 bytes per event, [`Mapping`]), on threads of its
+//! own while the first pass reads the log: mapping reads the state (mostly cached, CPU),
+//! the scan reads the log (mostly the disk), and the two overlap. Until the mapping is
+//! complete the scan parses every event that passes the raw-byte filter and holds it back
+//! (at most [`DEFERRED_MAX`]), then resolves and folds those. Ids are resolved to the live
 //! profile only for the events that pass the raw-byte filter, in memory ([`Liveness`]:
 //! every profile's status, read once, merges followed like a profile's cluster does in the
 //! other direction).
@@ -21,13 +25,12 @@
 //! the backfill's memory limit, the log is scanned once per range (`super::passes`).
 
 use super::super::activate::Engine;
+use super::owners::{owner_of, Liveness, Mapping};
 use super::plan::Plan;
 use spoor_core::audience::{state_mut, Activation, AudienceState, EventFact};
 use spoor_core::computed::ComputedState;
-use spoor_core::identity::ProfileStatus;
 use spoor_core::profile::{parse_event, parse_event_lean};
 use spoor_store::log::LogReader;
-use spoor_store::state::StateStore;
 use spoor_store::StoreError;
 use std::collections::HashMap;
 use std::ops::RangeInclusive;
@@ -49,6 +52,8 @@ fn slice_len(last: u64, workers: usize) -> u64 {
 #[derive(Debug, Default, Clone, Copy)]
 pub struct ScanTimes {
     pub parsed: u64,
+    /// Of those, parsed before the mapping was complete (held back, then resolved).
+    pub held: u64,
     pub read_ns: u64,
     pub filter_ns: u64,
     pub resolve_ns: u64,
@@ -59,6 +64,7 @@ pub struct ScanTimes {
 impl ScanTimes {
     fn add(&mut self, t: ScanTimes) {
         self.parsed += t.parsed;
+        self.held += t.held;
         self.read_ns += t.read_ns;
         self.filter_ns += t.filter_ns;
         self.resolve_ns += t.resolve_ns;
@@ -71,138 +77,21 @@ fn ns(since: Instant) -> u64 {
     since.elapsed().as_nanos() as u64
 }
 
-fn join<T>(h: std::thread::ScopedJoinHandle<'_, Result<T, StoreError>>) -> Result<T, StoreError> {
+pub(super) fn join<T>(
+    h: std::thread::ScopedJoinHandle<'_, Result<T, StoreError>>,
+) -> Result<T, StoreError> {
     h.join()
         .unwrap_or_else(|_| Err(StoreError::Meta("a backfill worker panicked".into())))
 }
 
-/// seq → id of the profile the processor applied the event to (0: none — not applied,
-/// or its profile's rows were dropped by a split), for seqs `..= last`, from the committed
-/// timeline (the caller checkpointed).
-pub fn owners_at_time(
-    store: &StateStore,
-    last: u64,
-    workers: usize,
-) -> Result<Vec<AtomicU64>, StoreError> {
-    let owner: Vec<AtomicU64> = (0..=last).map(|_| AtomicU64::new(0)).collect();
-    let Some((lo, hi)) = store.durable_reader()?.committed_timeline_span()? else {
-        return Ok(owner);
-    };
-    let width = (hi - lo) / workers as u64 + 1;
-    let owner_ref = &owner;
-    std::thread::scope(|s| {
-        let hs: Vec<_> = (0..workers as u64)
-            .map(|k| {
-                let from = lo.saturating_add(k * width);
-                let to = from.saturating_add(width).min(hi.saturating_add(1));
-                s.spawn(move || {
-                    let r = store.durable_reader()?;
-                    r.committed_timeline_rows(from..to, &mut |pid, seq| {
-                        if let Some(slot) = owner_ref.get(seq as usize) {
-                            slot.store(pid, Ordering::Relaxed);
-                        }
-                    })
-                })
-            })
-            .collect();
-        hs.into_iter().try_for_each(join)
-    })?;
-    Ok(owner)
-}
-
-/// Which live profile each profile id belongs to now, from one sequential read of every
-/// profile's status (`StateReader::committed_profile_statuses`), held in memory: 8 bytes
-/// per live profile, a map entry per merged-away one.
-///
-/// The scan resolves the id every event that passes the raw-byte filter was applied to.
-/// Reading and decoding that profile's identity record instead (once per id, with a
-/// cache) was most of the scan's thread time — 12.3 s of a 10 M-event backfill, random
-/// reads — and listing the live ids from the profiles table read every profile's pages.
-#[derive(Default)]
-pub struct Liveness {
-    /// Live profile ids, ascending.
-    pub live: Vec<u64>,
-    /// Merged-away id → the id it was merged into (which may have been merged away since).
-    merged: HashMap<u64, u64>,
-}
-
-impl Liveness {
-    /// Reads the statuses of the last checkpoint (the caller checkpointed), in `threads`
-    /// ranges of ids at once: a cold read of the status table waits on the disk page by
-    /// page, and several in flight overlap.
-    pub fn read(store: &StateStore, threads: usize) -> Result<Liveness, StoreError> {
-        // Cut points over the ids with timeline rows (almost every profile); the first
-        // range starts at 0 and the last ends at the top, so every id is covered.
-        let (lo, hi) = store
-            .durable_reader()?
-            .committed_timeline_span()?
-            .unwrap_or((0, 0));
-        let width = (hi - lo) / threads as u64 + 1;
-        let parts = std::thread::scope(|s| {
-            let hs: Vec<_> = (0..threads as u64)
-                .map(|k| {
-                    let from = if k == 0 { 0 } else { lo + k * width };
-                    let to = if k + 1 == threads as u64 {
-                        u64::MAX
-                    } else {
-                        lo + (k + 1) * width
-                    };
-                    s.spawn(move || {
-                        let mut l = Liveness::default();
-                        store.durable_reader()?.committed_profile_statuses(
-                            from..to,
-                            &mut |pid, status| match status {
-                                ProfileStatus::Live => l.live.push(pid),
-                                ProfileStatus::MergedInto(into) => {
-                                    l.merged.insert(pid, into.raw());
-                                }
-                                ProfileStatus::Dissolved => {}
-                            },
-                        )?;
-                        Ok(l)
-                    })
-                })
-                .collect();
-            hs.into_iter().map(join).collect::<Result<Vec<_>, _>>()
-        })?;
-        let mut all = Liveness::default();
-        for p in parts {
-            all.live.extend(p.live);
-            all.merged.extend(p.merged);
-        }
-        Ok(all)
-    }
-
-    /// Estimated memory of the merged-away ids (bytes): per slot the map can hold, its two
-    /// ids and a control byte (17 B), over the table's 7/8 load factor (≈ 20 B).
-    pub fn merged_bytes(&self) -> u64 {
-        self.merged.capacity() as u64 * 20
-    }
-
-    /// The live profile `pid` is or was merged into; 0 when there is none (dissolved, or
-    /// no such profile).
-    pub fn live(&self, pid: u64) -> u64 {
-        let mut cur = pid;
-        // Merges form chains, never cycles; the bound only guards against a corrupt store.
-        for _ in 0..4096 {
-            if self.live.binary_search(&cur).is_ok() {
-                return cur;
-            }
-            match self.merged.get(&cur) {
-                Some(next) => cur = *next,
-                None => return 0,
-            }
-        }
-        0
-    }
-}
-
 /// Reads, filters and parses the entries with seqs in `from..to`: the parsed events that
 /// can matter to the plan, each with its person's live id, for the people in `people`.
+/// Without `owner` (the mapping is not complete yet) every event that passes the filter
+/// is parsed and returned with id 0, to be resolved later ([`owner_of`]).
 fn slice(
     reader: &LogReader,
     plan: &Plan,
-    owner: &[AtomicU64],
+    owner: Option<&[AtomicU64]>,
     liveness: &Liveness,
     people: &RangeInclusive<u64>,
     from: u64,
@@ -223,19 +112,22 @@ fn slice(
         if e.seq >= to {
             break;
         }
-        let pid = owner
-            .get(e.seq as usize)
-            .map_or(0, |o| o.load(Ordering::Relaxed));
-        if pid == 0 || e.is_erased() || !plan.may_matter(&e.payload) {
+        let applied = owner.is_none_or(|o| {
+            o.get(e.seq as usize)
+                .is_some_and(|p| p.load(Ordering::Relaxed) != 0)
+        });
+        if !applied || e.is_erased() || !plan.may_matter(&e.payload) {
             continue;
         }
         let at = Instant::now();
-        let live = liveness.live(pid);
+        let live = owner.map(|o| owner_of(o, liveness, people, e.seq));
         let parsing = Instant::now();
         t.resolve_ns += (parsing - at).as_nanos() as u64;
-        if live == 0 || !people.contains(&live) {
-            continue;
-        }
+        let live = match live {
+            Some(Some(live)) => live,
+            Some(None) => continue,
+            None => 0,
+        };
         // The processor applied this event (it has a timeline row), so the full parse
         // accepted it; the lean one reads a subset of the same fields alike.
         let fact = match parse_event_lean(e.seq, &e.payload) {
@@ -297,14 +189,24 @@ fn fold_planned(plan: &Plan, part: &mut HashMap<u64, Activation>, pid: u64, ev: 
     }
 }
 
+/// Most parsed events held back while the mapping is being filled (≈ 150 MB at a few
+/// hundred bytes each); beyond, the scan waits for it.
+const DEFERRED_MAX: usize = 500_000;
+
 /// Reads the log up to `last` once and folds what can matter to the people in `people`
 /// (live ids) into `fresh` (one map per worker); `progress(done)` after each round.
+///
+/// `mapping` may still be being filled (by [`Mapping::fill`] on other threads: reading
+/// the timeline is CPU work on mostly cached pages, reading the log is disk work, and the
+/// two overlap). Until it is complete, the events that pass the raw-byte filter are parsed
+/// and held back; once it is (or when [`DEFERRED_MAX`] are held), they are resolved to
+/// their people and folded. States do not depend on the order of events.
 #[allow(clippy::too_many_arguments)]
 pub fn scan(
     engine: &Engine,
     plan: &Plan,
     reader: &LogReader,
-    owner: &[AtomicU64],
+    mapping: &Mapping,
     last: u64,
     people: &RangeInclusive<u64>,
     liveness: &Liveness,
@@ -314,8 +216,10 @@ pub fn scan(
     let workers = fresh.len();
     let mut times = ScanTimes::default();
     let len = slice_len(last, workers);
+    let mut held: Vec<EventFact> = Vec::new();
     let mut seq = 1;
     while seq <= last {
+        let owner = mapping.ready()?;
         let end = seq.saturating_add(len * workers as u64).min(last + 1);
         let bounds: Vec<(u64, u64)> = (0..workers as u64)
             .map(|k| {
@@ -337,62 +241,71 @@ pub fn scan(
             times.add(t);
             slices.push(v);
         }
-        let slices = &slices;
-        std::thread::scope(|s| {
-            let hs: Vec<_> = fresh
-                .iter_mut()
-                .enumerate()
-                .map(|(k, part)| {
-                    s.spawn(move || fold_slices(engine, plan, slices, k, workers, part))
-                })
-                .collect();
-            for h in hs {
-                times.fold_ns += join(h)?;
+        match owner {
+            Some(_) => fold_round(engine, plan, &slices, fresh, &mut times)?,
+            None => {
+                let before = held.len();
+                held.extend(slices.into_iter().flatten().map(|(_, f)| f));
+                times.held += (held.len() - before) as u64;
             }
-            Ok::<(), StoreError>(())
-        })?;
+        }
+        if !held.is_empty() && (held.len() >= DEFERRED_MAX || mapping.ready()?.is_some()) {
+            fold_held(
+                engine, plan, mapping, liveness, people, &mut held, fresh, &mut times,
+            )?;
+        }
         seq = end;
         progress(end - 1);
     }
+    fold_held(
+        engine, plan, mapping, liveness, people, &mut held, fresh, &mut times,
+    )?;
     Ok(times)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+/// Folds one round's parsed events (by live id) on the workers, each its own people.
+fn fold_round(
+    engine: &Engine,
+    plan: &Plan,
+    slices: &[Vec<(u64, EventFact)>],
+    fresh: &mut [HashMap<u64, Activation>],
+    times: &mut ScanTimes,
+) -> Result<(), StoreError> {
+    let workers = fresh.len();
+    std::thread::scope(|s| {
+        let hs: Vec<_> = fresh
+            .iter_mut()
+            .enumerate()
+            .map(|(k, part)| s.spawn(move || fold_slices(engine, plan, slices, k, workers, part)))
+            .collect();
+        for h in hs {
+            times.fold_ns += join(h)?;
+        }
+        Ok(())
+    })
+}
 
-    #[test]
-    fn liveness_follows_merges_to_the_live_profile() {
-        let l = Liveness {
-            live: vec![2, 5, 8],
-            // 3 → 4 → 5 (merged twice); 6 → 9, which is dissolved or unknown.
-            merged: HashMap::from([(3, 4), (4, 5), (6, 9)]),
-        };
-        assert_eq!(l.live(2), 2);
-        assert_eq!(l.live(8), 8);
-        assert_eq!(l.live(4), 5);
-        assert_eq!(l.live(3), 5, "a chain of merges");
-        assert_eq!(l.live(6), 0, "merged into one that is gone");
-        assert_eq!(l.live(7), 0, "no such profile");
-        assert_eq!(l.live(0), 0);
-        // A corrupt store with a cycle ends, answering none.
-        let cyclic = Liveness {
-            live: vec![],
-            merged: HashMap::from([(1, 2), (2, 1)]),
-        };
-        assert_eq!(cyclic.live(1), 0);
+/// Resolves the events held back to their people (waiting for the mapping) and folds them.
+#[allow(clippy::too_many_arguments)]
+fn fold_held(
+    engine: &Engine,
+    plan: &Plan,
+    mapping: &Mapping,
+    liveness: &Liveness,
+    people: &RangeInclusive<u64>,
+    held: &mut Vec<EventFact>,
+    fresh: &mut [HashMap<u64, Activation>],
+    times: &mut ScanTimes,
+) -> Result<(), StoreError> {
+    if held.is_empty() {
+        return Ok(());
     }
-
-    /// The merged-away ids count in a backfill's memory: at least their two ids and a
-    /// control byte each, so that many merges make the passes smaller rather than overrun
-    /// the budget.
-    #[test]
-    fn merged_ids_are_counted_in_memory() {
-        assert_eq!(Liveness::default().merged_bytes(), 0);
-        let l = Liveness {
-            live: vec![],
-            merged: (0..1000).map(|i| (i, i + 1)).collect(),
-        };
-        assert!(l.merged_bytes() >= 17 * 1000, "{}", l.merged_bytes());
-    }
+    let owner = mapping.wait()?;
+    let at = Instant::now();
+    let resolved: Vec<(u64, EventFact)> = held
+        .drain(..)
+        .filter_map(|f| owner_of(owner, liveness, people, f.seq).map(|live| (live, f)))
+        .collect();
+    times.resolve_ns += ns(at);
+    fold_round(engine, plan, &[resolved], fresh, times)
 }
