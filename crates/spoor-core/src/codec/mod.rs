@@ -32,9 +32,11 @@ mod activation;
 mod profile;
 #[cfg(test)]
 mod proptests;
+mod splice;
 
-pub use activation::{decode_activation, encode_activation, ActivationView, AudienceEntry};
+pub use activation::{decode_activation, encode_activation};
 pub use profile::{decode_profile, decode_profile_lazy, encode_profile, write_profile};
+pub use splice::{ActivationView, AudienceEntry};
 
 use serde_json::{Map, Number, Value};
 

@@ -2,7 +2,8 @@
 //! order (maps as a count and their entries in key order, so decoding builds each map from
 //! sorted input).
 
-use super::activation::{read_activation, write_activation, ActivationView, Layout};
+use super::activation::{read_activation, write_activation, Layout};
+use super::splice::ActivationView;
 use super::{DecodeError, Reader, Writer, PROFILE_V2, PROFILE_V3};
 use crate::audience::LazyActivation;
 use crate::consent::{Consent, ConsentRecord, ConsentValue, ConsentVia};

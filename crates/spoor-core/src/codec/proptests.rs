@@ -5,7 +5,6 @@
 
 use super::*;
 use crate::audience::{Activation, AudienceState, SlotState};
-use crate::codec::activation::ActivationView;
 use crate::computed::{ComputedState, Sum};
 use crate::consent::{Consent, ConsentRecord, ConsentValue, ConsentVia};
 use crate::event::Utm;
