@@ -183,7 +183,7 @@ fn line(label: &str, events: usize, took: f64, st: &backfill::Stats) {
         st.parsed, st.held, st.evaluated, st.written, st.spliced
     );
     println!(
-        "    wall: listing the live people {} ms, map {} ms, log scan {} ms, evaluation {} ms, checkpoint {} ms; {} pass(es) over the log (processor.backfill_memory_mb), {} checkpoint(s) while evaluating (started in {} ms)",
+        "    wall: listing the live people {} ms, map {} ms (alongside the scan), log scan {} ms, evaluation {} ms, checkpoint {} ms; {} pass(es) over the log (processor.backfill_memory_mb), {} checkpoint(s) while evaluating (started in {} ms)",
         st.list_ms,
         st.map_ms,
         st.scan_ms,

@@ -144,8 +144,10 @@ fn evaluate_part(
             continue;
         };
         let mut fresh = part.remove(&pid.raw()).unwrap_or_default();
-        if plan.only_added && !p.activation.is_decoded() {
-            if let Some(o) = splice_added(engine, plan, &mut p, fresh, now)? {
+        // Kept encoded as read (a record of state format 3): spliced.
+        if let Some(bytes) = p.activation.encoded_bytes().filter(|_| plan.only_added) {
+            if let Some((b, o)) = splice_added(engine, plan, p.id, bytes, fresh, now)? {
+                p.activation = LazyActivation::encoded(b.into());
                 out.push((p, o));
                 spliced += 1;
             }
@@ -205,23 +207,22 @@ fn evaluate_part(
     })
 }
 
-/// [`Engine::on_added`] for a person whose activation is still encoded (read with
-/// `profile_lazy`): the added audiences are evaluated on their own, and their entries
+/// [`Engine::on_added`] for a person whose activation is still encoded (`bytes`, read
+/// with `profile_lazy`): the added audiences are evaluated on their own, and their entries
 /// spliced into the encoded activation, every other state copied as bytes. Decoding,
 /// re-encoding and freeing the states of every other definition was most of the cost of
-/// this step with many definitions. Returns the outcome when the activation changed.
+/// this step with many definitions. Returns the new bytes and the outcome when the
+/// activation changed.
 fn splice_added(
     engine: &Engine,
     plan: &Plan,
-    p: &mut Profile,
+    pid: ProfileId,
+    bytes: &[u8],
     fresh: Activation,
     now: i64,
-) -> Result<Option<Outcome>, StoreError> {
-    let Some(bytes) = p.activation.encoded_bytes() else {
-        return Ok(None);
-    };
-    let unreadable = |e| StoreError::Meta(format!("unreadable profile record {}: {e}", p.id));
-    let view = ActivationView::parse(bytes).map_err(unreadable)?;
+) -> Result<Option<(Vec<u8>, Outcome)>, StoreError> {
+    let view = ActivationView::parse(bytes)
+        .map_err(|e| StoreError::Meta(format!("unreadable profile record {pid}: {e}")))?;
     let names: Vec<&str> = plan.audiences.iter().map(|(n, _)| &**n).collect();
     // What the added audiences have: their fresh states, and what an earlier, interrupted
     // run of this backfill may have left.
@@ -245,9 +246,5 @@ fn splice_added(
     let (spliced, timer) = view.splice(&names, &act);
     o.old_timer = view.next_timer_ms;
     o.new_timer = timer;
-    if spliced == bytes {
-        return Ok(None);
-    }
-    p.activation = LazyActivation::encoded(spliced.into());
-    Ok(Some(o))
+    Ok((spliced != bytes).then_some((spliced, o)))
 }
