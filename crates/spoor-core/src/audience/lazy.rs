@@ -11,8 +11,9 @@
 //! the person's next event, the Profile API) decodes it once, on first use.
 //!
 //! Every other profile is decoded whole when read, as before: a corrupt record is an error
-//! there. The encoded form is only kept by reads whose callers parsed its framing
-//! (`ActivationView::parse`), so what is left to find on first use is a corrupt state.
+//! there. The only reader that keeps the encoded form (a backfill adding audiences) parses
+//! its framing before splicing (`ActivationView::parse`, an error if it is corrupt), and
+//! only spliced bytes are kept, so what is left to find on first use is a corrupt state.
 
 use super::Activation;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};

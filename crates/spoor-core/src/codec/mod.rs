@@ -66,6 +66,18 @@ pub enum DecodeError {
     Corrupt(&'static str),
 }
 
+/// `v` as a LEB128 varint: its bytes, and how many of them there are.
+fn varint(mut v: u64) -> ([u8; 10], usize) {
+    let (mut buf, mut n) = ([0u8; 10], 0);
+    while v >= 0x80 {
+        buf[n] = (v as u8) | 0x80;
+        v >>= 7;
+        n += 1;
+    }
+    buf[n] = v as u8;
+    (buf, n + 1)
+}
+
 /// Appends encoded values to a buffer.
 pub struct Writer<'a, 'b> {
     pub(crate) out: &'a mut Vec<u8>,
@@ -85,12 +97,9 @@ impl<'a, 'b> Writer<'a, 'b> {
         self.out.push(b);
     }
 
-    pub fn u64(&mut self, mut v: u64) {
-        while v >= 0x80 {
-            self.out.push((v as u8) | 0x80);
-            v >>= 7;
-        }
-        self.out.push(v as u8);
+    pub fn u64(&mut self, v: u64) {
+        let (buf, n) = varint(v);
+        self.out.extend_from_slice(&buf[..n]);
     }
 
     pub fn i64(&mut self, v: i64) {
@@ -116,10 +125,10 @@ impl<'a, 'b> Writer<'a, 'b> {
 
     /// Prefixes what was written since `start` (an offset of the buffer) with its length,
     /// so a reader can skip it: a state spliced into a record, or the part before one.
+    /// (Written at every checkpoint for every state: the varint is built on the stack.)
     pub(crate) fn prefix_len(&mut self, start: usize) {
-        let mut len = Vec::with_capacity(4);
-        Writer::new(&mut len).usize(self.out.len() - start);
-        self.out.splice(start..start, len);
+        let (buf, n) = varint((self.out.len() - start) as u64);
+        self.out.splice(start..start, buf[..n].iter().copied());
     }
 
     pub fn opt_str(&mut self, s: Option<&str>) {

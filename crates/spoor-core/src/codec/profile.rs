@@ -3,7 +3,6 @@
 //! sorted input).
 
 use super::activation::{read_activation, write_activation, Layout};
-use super::splice::ActivationView;
 use super::{DecodeError, Reader, Writer, PROFILE_V2, PROFILE_V3};
 use crate::audience::LazyActivation;
 use crate::consent::{Consent, ConsentRecord, ConsentValue, ConsentVia};
@@ -179,8 +178,8 @@ pub fn decode_profile(b: &[u8]) -> Result<Profile, DecodeError> {
 }
 
 /// Decodes a binary profile record, leaving its activation encoded until used
-/// ([`LazyActivation`]; its framing is checked here) when the record's format allows it:
-/// for a rewrite of a few audience entries ([`ActivationView::splice`]).
+/// ([`LazyActivation`]) when the record's format allows it: for a rewrite of a few audience
+/// entries ([`super::ActivationView::splice`], whose parse checks the framing).
 pub fn decode_profile_lazy(b: &[u8]) -> Result<Profile, DecodeError> {
     read_profile(b, true)
 }
@@ -264,11 +263,9 @@ fn read_profile(b: &[u8], lazy: bool) -> Result<Profile, DecodeError> {
             r.finish()?;
             LazyActivation::from(a)
         }
-        Layout::V3 if lazy => {
-            let rest = r.rest();
-            ActivationView::parse(rest)?;
-            LazyActivation::encoded(Arc::from(rest))
-        }
+        // Its framing is parsed by the one who uses the bytes (`ActivationView::parse`,
+        // before a splice), not twice.
+        Layout::V3 if lazy => LazyActivation::encoded(Arc::from(r.rest())),
         Layout::V3 => LazyActivation::from(super::decode_activation(r.rest())?),
     };
     Ok(Profile {

@@ -364,6 +364,64 @@ proptest! {
         let _ = decode_profile(&b);
         let _ = decode_profile_lazy(&b);
     }
+
+    /// A profile read lazily is written back byte for byte without decoding its
+    /// activation, and decodes, when used, to the profile written.
+    #[test]
+    fn lazy_profiles_write_back_unchanged_and_decode_when_used(p in profile()) {
+        let b = encode_profile(&p);
+        let lazy = decode_profile_lazy(&b).expect("decodes");
+        prop_assert!(!lazy.activation.is_decoded());
+        prop_assert_eq!(encode_profile(&lazy), b.clone());
+        prop_assert!(!lazy.activation.is_decoded());
+        prop_assert!(same(&lazy, &p), "{lazy:?}\n!=\n{p:?}");
+        prop_assert!(lazy.activation.is_decoded());
+        // Changed, it is encoded from the decoded form.
+        let mut changed = lazy.clone();
+        changed.activation_mut().revision ^= 1;
+        prop_assert!(changed.activation.encoded_bytes().is_none());
+        let back = decode_profile(&encode_profile(&changed)).expect("decodes");
+        prop_assert_eq!(back.activation.revision, p.activation.revision ^ 1);
+    }
+
+    /// Differential: splicing audience entries into the encoded activation gives the bytes
+    /// of encoding the decoded activation changed the same way.
+    #[test]
+    fn splicing_entries_equals_changing_the_decoded_activation(
+        a in activation(),
+        with in activation(),
+        names in vec(name(), 0..4),
+    ) {
+        let b = encode_activation(&a);
+        let view = ActivationView::parse(&b).expect("parses");
+        prop_assert_eq!(view.next_timer_ms, a.next_timer_ms);
+        for e in &view.audiences {
+            prop_assert_eq!(e.member, a.members.get(e.name).copied());
+            prop_assert_eq!(e.next, a.next.get(e.name).copied());
+        }
+        let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+        let (spliced, timer) = view.splice(&refs, &with);
+        let want = replaced(&a, &names, &with);
+        prop_assert_eq!(timer, want.next_timer_ms);
+        prop_assert_eq!(&spliced, &encode_activation(&want));
+        prop_assert!(same(&decode_activation(&spliced).expect("decodes"), &want));
+    }
+
+    #[test]
+    fn corrupt_activations_fail_to_parse_without_panicking(
+        a in activation(),
+        cut in any::<prop::sample::Index>(),
+        flip in any::<(prop::sample::Index, u8)>(),
+    ) {
+        let b = encode_activation(&a);
+        let at = cut.index(b.len());
+        prop_assert!(ActivationView::parse(&b[..at]).is_err());
+        let mut c = b.clone();
+        let i = flip.0.index(c.len());
+        c[i] ^= flip.1.max(1);
+        let _ = ActivationView::parse(&c);
+        let _ = decode_activation(&c);
+    }
 }
 
 #[test]
@@ -479,66 +537,4 @@ fn replaced(a: &Activation, names: &[String], with: &Activation) -> Activation {
     }
     e.next_timer_ms = e.next.values().copied().chain(e.computed_next).min();
     e
-}
-
-proptest! {
-    #![proptest_config(ProptestConfig::with_cases(256))]
-
-    /// A profile read lazily is written back byte for byte without decoding its
-    /// activation, and decodes, when used, to the profile written.
-    #[test]
-    fn lazy_profiles_write_back_unchanged_and_decode_when_used(p in profile()) {
-        let b = encode_profile(&p);
-        let lazy = decode_profile_lazy(&b).expect("decodes");
-        prop_assert!(!lazy.activation.is_decoded());
-        prop_assert_eq!(encode_profile(&lazy), b.clone());
-        prop_assert!(!lazy.activation.is_decoded());
-        prop_assert!(same(&lazy, &p), "{lazy:?}\n!=\n{p:?}");
-        prop_assert!(lazy.activation.is_decoded());
-        // Changed, it is encoded from the decoded form.
-        let mut changed = lazy.clone();
-        changed.activation_mut().revision ^= 1;
-        prop_assert!(changed.activation.encoded_bytes().is_none());
-        let back = decode_profile(&encode_profile(&changed)).expect("decodes");
-        prop_assert_eq!(back.activation.revision, p.activation.revision ^ 1);
-    }
-
-    /// Differential: splicing audience entries into the encoded activation gives the bytes
-    /// of encoding the decoded activation changed the same way.
-    #[test]
-    fn splicing_entries_equals_changing_the_decoded_activation(
-        a in activation(),
-        with in activation(),
-        names in vec(name(), 0..4),
-    ) {
-        let b = encode_activation(&a);
-        let view = ActivationView::parse(&b).expect("parses");
-        prop_assert_eq!(view.next_timer_ms, a.next_timer_ms);
-        for e in &view.audiences {
-            prop_assert_eq!(e.member, a.members.get(e.name).copied());
-            prop_assert_eq!(e.next, a.next.get(e.name).copied());
-        }
-        let refs: Vec<&str> = names.iter().map(String::as_str).collect();
-        let (spliced, timer) = view.splice(&refs, &with);
-        let want = replaced(&a, &names, &with);
-        prop_assert_eq!(timer, want.next_timer_ms);
-        prop_assert_eq!(&spliced, &encode_activation(&want));
-        prop_assert!(same(&decode_activation(&spliced).expect("decodes"), &want));
-    }
-
-    #[test]
-    fn corrupt_activations_fail_to_parse_without_panicking(
-        a in activation(),
-        cut in any::<prop::sample::Index>(),
-        flip in any::<(prop::sample::Index, u8)>(),
-    ) {
-        let b = encode_activation(&a);
-        let at = cut.index(b.len());
-        prop_assert!(ActivationView::parse(&b[..at]).is_err());
-        let mut c = b.clone();
-        let i = flip.0.index(c.len());
-        c[i] ^= flip.1.max(1);
-        let _ = ActivationView::parse(&c);
-        let _ = decode_activation(&c);
-    }
 }

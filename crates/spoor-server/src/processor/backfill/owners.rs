@@ -201,9 +201,18 @@ pub(super) fn owner_of(
     people: &RangeInclusive<u64>,
     seq: u64,
 ) -> Option<u64> {
-    let pid = owner
+    live_in(liveness, people, applied_to(owner, seq))
+}
+
+/// The id event `seq` was applied to (0: none).
+pub(super) fn applied_to(owner: &[AtomicU64], seq: u64) -> u64 {
+    owner
         .get(seq as usize)
-        .map_or(0, |o| o.load(Ordering::Relaxed));
+        .map_or(0, |o| o.load(Ordering::Relaxed))
+}
+
+/// The live id profile `pid` (0: none) is now, if it is in `people`.
+pub(super) fn live_in(liveness: &Liveness, people: &RangeInclusive<u64>, pid: u64) -> Option<u64> {
     if pid == 0 {
         return None;
     }

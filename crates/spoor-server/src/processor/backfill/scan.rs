@@ -25,7 +25,7 @@
 //! the backfill's memory limit, the log is scanned once per range (`super::passes`).
 
 use super::super::activate::Engine;
-use super::owners::{owner_of, Liveness, Mapping};
+use super::owners::{applied_to, live_in, owner_of, Liveness, Mapping};
 use super::plan::Plan;
 use spoor_core::audience::{state_mut, Activation, AudienceState, EventFact};
 use spoor_core::computed::ComputedState;
@@ -34,7 +34,7 @@ use spoor_store::log::LogReader;
 use spoor_store::StoreError;
 use std::collections::HashMap;
 use std::ops::RangeInclusive;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::time::Instant;
 
 /// Most log entries a worker reads, filters and parses per round (with 8 workers, a
@@ -112,15 +112,13 @@ fn slice(
         if e.seq >= to {
             break;
         }
-        let applied = owner.is_none_or(|o| {
-            o.get(e.seq as usize)
-                .is_some_and(|p| p.load(Ordering::Relaxed) != 0)
-        });
-        if !applied || e.is_erased() || !plan.may_matter(&e.payload) {
+        // The profile it was applied to, when the mapping is complete.
+        let pid = owner.map(|o| applied_to(o, e.seq));
+        if pid == Some(0) || e.is_erased() || !plan.may_matter(&e.payload) {
             continue;
         }
         let at = Instant::now();
-        let live = owner.map(|o| owner_of(o, liveness, people, e.seq));
+        let live = pid.map(|pid| live_in(liveness, people, pid));
         let parsing = Instant::now();
         t.resolve_ns += (parsing - at).as_nanos() as u64;
         let live = match live {
