@@ -54,6 +54,12 @@ pub struct ProcessorConfig {
     /// Extra identifier types taken from paths of the message.
     #[serde(default)]
     pub identifiers: Vec<IdentifierSource>,
+    /// Tests only (not configurable): a backfill maps events to people only once its scan
+    /// has read the whole log, so that every event it parses takes the held-back path
+    /// (`backfill::owners::Mapping::gated`), which otherwise depends on timing.
+    #[serde(skip)]
+    #[doc(hidden)]
+    pub backfill_map_after_scan: bool,
 }
 
 fn default_nice() -> i32 {

@@ -522,7 +522,7 @@ async fn last_backfill(srv: &TestServer) -> spoor_server::processor::backfill::S
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn backfilling_only_changed_definitions_equals_brute_force() {
     for seed in [5u64, 17] {
-        changed_definitions_equal_brute_force(seed, false).await;
+        changed_definitions_equal_brute_force(seed, Variant::Plain).await;
     }
 }
 
@@ -530,17 +530,35 @@ async fn backfilling_only_changed_definitions_equals_brute_force() {
 /// the log, and starts checkpoints while re-evaluating.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn backfilling_in_passes_within_a_memory_limit_equals_brute_force() {
-    changed_definitions_equal_brute_force(5, true).await;
+    changed_definitions_equal_brute_force(5, Variant::Tiny).await;
 }
 
-/// `tiny`: a memory limit of 0 (below what the configuration accepts; the tests set it
-/// after validation) and a checkpoint every 4 pending entries.
-async fn changed_definitions_equal_brute_force(seed: u64, tiny: bool) {
+/// The same with events mapped to people only after the scan: every event a backfill
+/// parses is held back, then resolved and folded (elsewhere that path runs only as far as
+/// the timing of the mapping threads makes it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backfilling_with_every_event_held_back_equals_brute_force() {
+    changed_definitions_equal_brute_force(17, Variant::HeldBack).await;
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Variant {
+    Plain,
+    /// A memory limit of 0 (below what the configuration accepts; the tests set it after
+    /// validation) and a checkpoint every 4 pending entries.
+    Tiny,
+    /// The mapping filled only once the scan has read the whole log.
+    HeldBack,
+}
+
+async fn changed_definitions_equal_brute_force(seed: u64, variant: Variant) {
+    let tiny = variant == Variant::Tiny;
     let tweak = move |cfg: &mut spoor_server::config::Config| {
         if tiny {
             cfg.processor.backfill_memory_mb = 0;
             cfg.processor.checkpoint_pending = 4;
         }
+        cfg.processor.backfill_map_after_scan = variant == Variant::HeldBack;
     };
     {
         let clock = Arc::new(FixedClock::new("2026-01-25T00:00:00Z".parse().unwrap()));
@@ -584,6 +602,9 @@ async fn changed_definitions_equal_brute_force(seed: u64, tiny: bool) {
         .await;
         let st = last_backfill(&srv).await;
         assert!(st.full, "first backfill of a state: everything");
+        if variant == Variant::HeldBack {
+            assert!(st.parsed > 0 && st.held == st.parsed, "{st:?}");
+        }
         let live = srv.app.state.reader().unwrap().live_profiles().unwrap();
         if tiny {
             assert_eq!(st.passes, live, "one pass per person: {st:?}");
@@ -620,6 +641,9 @@ async fn changed_definitions_equal_brute_force(seed: u64, tiny: bool) {
         assert!(!st.full && st.evaluated < live, "{st:?} of {live}");
         assert!(st.parsed < 160, "events skipped unparsed: {st:?}");
         assert!(st.only_added, "only the new audiences evaluated: {st:?}");
+        if variant == Variant::HeldBack {
+            assert!(st.parsed > 0 && st.held == st.parsed, "{st:?}");
+        }
         assert!(
             st.written > 0 && st.spliced == st.written,
             "each rewritten person's stored states spliced, not decoded: {st:?}"

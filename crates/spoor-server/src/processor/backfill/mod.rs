@@ -144,6 +144,8 @@ pub struct Limits {
     pub memory_bytes: u64,
     /// Rewritten profiles pending before a checkpoint is started (the processor's bound).
     pub checkpoint_pending: usize,
+    /// Tests only: see `ProcessorConfig::backfill_map_after_scan`.
+    pub map_after_scan: bool,
 }
 
 impl Limits {
@@ -151,6 +153,7 @@ impl Limits {
         Limits {
             memory_bytes: cfg.backfill_memory_mb.saturating_mul(1 << 20),
             checkpoint_pending: cfg.checkpoint_pending,
+            map_after_scan: cfg.backfill_map_after_scan,
         }
     }
 }
@@ -274,7 +277,13 @@ pub fn run(
     // 2. seq → profile at processing time, from the committed timeline: filled on other
     //    threads while the first pass reads the log (`owners::Mapping`; the scan holds back
     //    what it parses until the mapping is complete).
-    let mapping = plan.reads_events().then(|| owners::Mapping::new(last));
+    let mapping = plan.reads_events().then(|| {
+        if limits.map_after_scan {
+            owners::Mapping::gated(last)
+        } else {
+            owners::Mapping::new(last)
+        }
+    });
     let plan = &plan;
     std::thread::scope(|s| -> Result<(), StoreError> {
         if let Some(m) = &mapping {
@@ -297,7 +306,10 @@ pub fn run(
                     &liveness,
                     &mut fresh,
                     |done| report(&engine.defs, &plan.report, rev, base + done, total, false),
-                )?;
+                );
+                // A gated mapping (tests) must not wait for a scan that failed.
+                m.open();
+                let times = times?;
                 stats.scan_ms += t.elapsed().as_millis() as u64;
                 stats.map_ms = m.took_ms();
                 stats.add_scan(&times);

@@ -23,6 +23,9 @@ pub struct Mapping {
     filled: Condvar,
     created: Instant,
     took_ms: AtomicU64,
+    /// While set, [`Self::fill`] waits before reading ([`Self::gated`]).
+    gate: Mutex<bool>,
+    opened: Condvar,
 }
 
 impl Mapping {
@@ -34,12 +37,35 @@ impl Mapping {
             filled: Condvar::new(),
             created: Instant::now(),
             took_ms: AtomicU64::new(0),
+            gate: Mutex::new(false),
+            opened: Condvar::new(),
         }
+    }
+
+    /// A mapping that [`Self::fill`] fills only once [`Self::open`] is called: the scan
+    /// calls it when it has read the whole log (or has to wait for the mapping), so every
+    /// event it parses is held back first. For tests of that path, which otherwise runs
+    /// only as far as timing makes it.
+    pub fn gated(last: u64) -> Mapping {
+        let m = Mapping::new(last);
+        *m.gate.lock().unwrap_or_else(|e| e.into_inner()) = true;
+        m
+    }
+
+    /// Lets [`Self::fill`] go on (a no-op unless [`Self::gated`]).
+    pub(super) fn open(&self) {
+        *self.gate.lock().unwrap_or_else(|e| e.into_inner()) = false;
+        self.opened.notify_all();
     }
 
     /// Reads the committed timeline into the mapping, split by id range over `workers`
     /// threads, and marks it complete (or failed).
     pub fn fill(&self, store: &StateStore, workers: usize) {
+        let mut gate = self.gate.lock().unwrap_or_else(|e| e.into_inner());
+        while *gate {
+            gate = self.opened.wait(gate).unwrap_or_else(|e| e.into_inner());
+        }
+        drop(gate);
         // A panic must still complete the mapping, or the scan would wait for it forever.
         let r =
             std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.read(store, workers)))

@@ -255,6 +255,7 @@ pub fn scan(
         seq = end;
         progress(end - 1);
     }
+    mapping.open();
     fold_held(
         engine, plan, mapping, liveness, people, &mut held, fresh, &mut times,
     )?;
@@ -298,6 +299,8 @@ fn fold_held(
     if held.is_empty() {
         return Ok(());
     }
+    // A gated mapping (tests) is filled from here on.
+    mapping.open();
     let owner = mapping.wait()?;
     let at = Instant::now();
     let resolved: Vec<(u64, EventFact)> = held
