@@ -107,6 +107,16 @@ impl ComputedSet {
             .collect()
     }
 
+    /// Whether some definition may select `ev` (one naming its name, or one naming none):
+    /// when not, [`Self::apply_at`] changes nothing.
+    pub fn may_select(&self, ev: &EventFact) -> bool {
+        !self.any_name.is_empty()
+            || ev
+                .name
+                .as_deref()
+                .is_some_and(|n| self.by_event.contains_key(n))
+    }
+
     /// [`ComputedSet::apply`] returning the positions of the traits touched, ascending.
     /// Only the definitions naming the event (or none) are looked at: a selector with a
     /// name matches only events of that name (`selector_matches`).
