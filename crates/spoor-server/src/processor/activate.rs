@@ -409,9 +409,10 @@ impl Engine {
     /// evaluated under these definitions (their timer is the earliest next change, as
     /// every evaluation leaves it). [`Self::on_event`] would fold nothing, re-evaluate
     /// nothing and find the timer unchanged, after copying the activation (shared with
-    /// readers since the person's last change, so most of the time): for the page views
-    /// and repeated `identify` calls that make up half of typical traffic, that copy, and
-    /// freeing it later, was all it did.
+    /// readers since the person's last change, so most of the time): for page views
+    /// through a channel and device the person already has, and `identify` calls
+    /// repeating known traits (much of a site's traffic), that copy, and freeing it
+    /// later, was all it did.
     fn inert(&self, act: &Activation, ev: &EventFact, touched: &Touched) -> bool {
         let selected = !self.any_name.is_empty()
             || ev
