@@ -67,17 +67,6 @@ pub struct Engine {
     /// Every audience's name: a hash lookup per membership on every evaluation (looking
     /// for memberships of deleted audiences) instead of a B-tree search among the rules.
     known: HashSet<String>,
-    /// Which parts of [`Touched`] some audience reads (see [`Engine::inert`]).
-    reads: Reads,
-}
-
-/// Whether any audience reads the person's channels, devices, group traits, consent.
-#[derive(Default)]
-struct Reads {
-    channels: bool,
-    devices: bool,
-    groups: bool,
-    consent: bool,
 }
 
 /// The traits of the person's groups, as plain values (what `group trait` conditions read;
@@ -101,6 +90,18 @@ struct Slot {
     /// condition is constant (a count of 0, no first/last time, no funnel step — none
     /// depends on `now`, and none has a next change), so the evaluation is skipped.
     empty: Option<bool>,
+}
+
+impl Slot {
+    /// Whether the rule reads a fact the event changed besides its event conditions.
+    fn reads_touched(&self, touched: &Touched) -> bool {
+        let deps = &self.rule.deps;
+        self.traits.iter().any(|t| touched.traits.contains(t))
+            || touched.channels && deps.channels
+            || touched.devices && deps.devices
+            || touched.groups && !deps.group_traits.is_empty()
+            || touched.consent && deps.consent
+    }
 }
 
 /// Membership changes of one evaluation, and the person's timer before and after.
@@ -135,7 +136,6 @@ impl Engine {
             trait_keys: Vec::new(),
             nested: BTreeSet::new(),
             known: HashSet::new(),
-            reads: Reads::default(),
         };
         e.reload();
         e
@@ -179,13 +179,6 @@ impl Engine {
             })
             .collect();
         self.known = self.slots.iter().map(|s| s.name.to_string()).collect();
-        let any = |f: fn(&Dependencies) -> bool| self.slots.iter().any(|s| f(&s.rule.deps));
-        self.reads = Reads {
-            channels: any(|d| d.channels),
-            devices: any(|d| d.devices),
-            groups: any(|d| !d.group_traits.is_empty()),
-            consent: any(|d| d.consent),
-        };
         self.keys.clear();
         self.group_keys.clear();
         self.trait_keys.clear();
@@ -386,14 +379,10 @@ impl Engine {
         if !computed.is_empty() {
             act.computed_next = self.computed.next_change(&act.computed, now_ms);
         }
-        let out = self.reevaluate(p, &mut act, now_ms, groups, full, |i, deps, changed| {
+        let out = self.reevaluate(p, &mut act, now_ms, groups, full, |i, _, changed| {
             let slot = &self.slots[i];
             full || matched[i]
-                || slot.traits.iter().any(|t| touched.traits.contains(t))
-                || touched.channels && deps.channels
-                || touched.devices && deps.devices
-                || touched.groups && !deps.group_traits.is_empty()
-                || touched.consent && deps.consent
+                || slot.reads_touched(&touched)
                 || slot
                     .computed
                     .iter()
@@ -420,11 +409,9 @@ impl Engine {
                 .as_deref()
                 .is_some_and(|n| self.by_event.contains_key(n))
             || self.computed.may_select(ev);
-        let read = !touched.traits.is_empty()
-            || touched.channels && self.reads.channels
-            || touched.devices && self.reads.devices
-            || touched.groups && self.reads.groups
-            || touched.consent && self.reads.consent;
+        let quiet = touched.traits.is_empty()
+            && !(touched.channels || touched.devices || touched.groups || touched.consent);
+        let read = !quiet && self.slots.iter().any(|s| s.reads_touched(touched));
         !selected
             && !read
             && act.revision == self.revision
