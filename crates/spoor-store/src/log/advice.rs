@@ -7,19 +7,15 @@ use std::fs::File;
 /// Drops the pages of `from..to` of a segment from the OS page cache.
 #[cfg(target_os = "linux")]
 pub(super) fn drop_cached(file: &File, from: u64, to: u64) {
-    if to > from {
-        advise(file, from, to - from, libc::POSIX_FADV_DONTNEED);
-    }
-}
-
-#[cfg(target_os = "linux")]
-fn advise(file: &File, off: u64, len: u64, advice: libc::c_int) -> bool {
     use std::os::fd::AsRawFd;
-    let (Ok(off), Ok(len)) = (libc::off_t::try_from(off), libc::off_t::try_from(len)) else {
-        return false;
+    let (Ok(off), Ok(end)) = (libc::off_t::try_from(from), libc::off_t::try_from(to)) else {
+        return;
     };
-    // SAFETY: the descriptor is open for the call; the advice reads no memory of ours.
-    unsafe { libc::posix_fadvise(file.as_raw_fd(), off, len, advice) == 0 }
+    if end > off {
+        // SAFETY: the descriptor is open for the call; the advice reads no memory of ours.
+        // Its result is ignored: advice only (see the module docs).
+        unsafe { libc::posix_fadvise(file.as_raw_fd(), off, end - off, libc::POSIX_FADV_DONTNEED) };
+    }
 }
 
 #[cfg(not(target_os = "linux"))]
