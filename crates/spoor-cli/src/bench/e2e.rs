@@ -176,6 +176,80 @@ struct LookupStats {
     not_found: u64,
     errors: u64,
     elapsed: Duration,
+    /// The server's own timing of the same lookups (`/metrics`), when it could be read.
+    server: Option<ServerTimes>,
+}
+
+/// The route every lookup of this bench takes, as `/metrics` labels it.
+const LOOKUP_ROUTE: &str = "/v1/profiles/{pref}";
+
+/// The server's histogram of lookup durations (`spoor_http_request_duration_seconds` for
+/// [`LOOKUP_ROUTE`]): cumulative counts per bucket upper bound in seconds, `+Inf` last.
+#[derive(Debug, Clone, Default)]
+struct ServerTimes {
+    buckets: Vec<(f64, u64)>,
+}
+
+impl ServerTimes {
+    /// Reads the histogram from the server's `/metrics`.
+    async fn read(client: &reqwest::Client, url: &str) -> anyhow::Result<Self> {
+        let text = client
+            .get(format!("{url}/metrics"))
+            .send()
+            .await?
+            .error_for_status()?
+            .text()
+            .await?;
+        Ok(Self::parse(&text))
+    }
+
+    fn parse(text: &str) -> Self {
+        let route = format!("route=\"{LOOKUP_ROUTE}\"");
+        let buckets = text
+            .lines()
+            .filter(|l| {
+                l.starts_with("spoor_http_request_duration_seconds_bucket{") && l.contains(&route)
+            })
+            .filter_map(|l| {
+                let le = l.split("le=\"").nth(1)?.split('"').next()?;
+                let le = if le == "+Inf" {
+                    f64::INFINITY
+                } else {
+                    le.parse().ok()?
+                };
+                let n = l.rsplit(' ').next()?.parse().ok()?;
+                Some((le, n))
+            })
+            .collect();
+        Self { buckets }
+    }
+
+    /// The counts observed between `before` and `self`.
+    fn since(&self, before: &ServerTimes) -> ServerTimes {
+        let buckets = self
+            .buckets
+            .iter()
+            .map(|&(le, n)| {
+                let was = before.buckets.iter().find(|b| b.0 == le).map_or(0, |b| b.1);
+                (le, n.saturating_sub(was))
+            })
+            .collect();
+        ServerTimes { buckets }
+    }
+
+    /// The upper bound (s) of the bucket holding the `p` quantile.
+    fn quantile(&self, p: f64) -> Option<f64> {
+        let total = self.buckets.last()?.1;
+        if total == 0 {
+            return None;
+        }
+        let want = (p * total as f64).ceil() as u64;
+        self.buckets.iter().find(|b| b.1 >= want).map(|b| b.0)
+    }
+
+    fn count(&self) -> u64 {
+        self.buckets.last().map_or(0, |b| b.1)
+    }
 }
 
 impl LookupStats {
@@ -205,6 +279,20 @@ impl LookupStats {
             ms(percentile(&self.lateness, 0.99)),
             ms(self.lateness.last().copied().unwrap_or_default()),
         );
+        if let Some(srv) = &self.server {
+            let q = |p: f64| match srv.quantile(p) {
+                Some(s) if s.is_finite() => format!("<= {:.3} ms", s * 1e3),
+                Some(_) => "above the largest bucket".to_owned(),
+                None => "-".to_owned(),
+            };
+            println!(
+                "  server side   p50 {}  p99 {}  p99.9 {} ({} lookups; from /metrics: routing to response head, audit record included — the rest of the latency is queueing for a thread, the network and the client)",
+                q(0.50),
+                q(0.99),
+                q(0.999),
+                srv.count()
+            );
+        }
     }
 }
 
@@ -227,6 +315,7 @@ async fn lookups(
         .pool_max_idle_per_host(256)
         .build()?;
     let stats = Arc::new(Mutex::new(LookupStats::default()));
+    let server_before = ServerTimes::read(&client, &url).await.ok();
     let start = tokio::time::Instant::now();
     let rate = rate.max(1);
     let pacers = pacers.max(1);
@@ -295,6 +384,9 @@ async fn lookups(
     }
     let mut out = std::mem::take(&mut *stats.lock().map_err(|_| anyhow::anyhow!("poisoned"))?);
     out.elapsed = start.elapsed();
+    if let (Some(before), Ok(after)) = (server_before, ServerTimes::read(&client, &url).await) {
+        out.server = Some(after.since(&before));
+    }
     Ok(out)
 }
 
@@ -589,4 +681,33 @@ pub fn run(args: E2eArgs) -> anyhow::Result<()> {
     }
     drop(tmp);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Reads the lookup route's buckets from the exposition text, ignores other routes and
+    /// metrics, and takes quantiles of the difference between two readings.
+    #[test]
+    fn server_times_from_metrics_text() {
+        let text = |a: u64, b: u64, inf: u64| {
+            format!(
+                "# TYPE spoor_http_request_duration_seconds histogram\n\
+                 spoor_http_request_duration_seconds_bucket{{le=\"0.0001\",route=\"/v1/batch\"}} 99\n\
+                 spoor_http_request_duration_seconds_bucket{{le=\"0.0001\",route=\"{LOOKUP_ROUTE}\"}} {a}\n\
+                 spoor_http_request_duration_seconds_bucket{{le=\"0.0002\",route=\"{LOOKUP_ROUTE}\"}} {b}\n\
+                 spoor_http_request_duration_seconds_bucket{{le=\"+Inf\",route=\"{LOOKUP_ROUTE}\"}} {inf}\n\
+                 spoor_http_request_duration_seconds_count{{route=\"{LOOKUP_ROUTE}\"}} {inf}\n"
+            )
+        };
+        let before = ServerTimes::parse(&text(10, 10, 10));
+        let after = ServerTimes::parse(&text(10 + 90, 10 + 99, 10 + 100));
+        let d = after.since(&before);
+        assert_eq!(d.count(), 100);
+        assert_eq!(d.quantile(0.5), Some(0.0001));
+        assert_eq!(d.quantile(0.99), Some(0.0002));
+        assert_eq!(d.quantile(0.999), Some(f64::INFINITY));
+        assert_eq!(ServerTimes::default().quantile(0.5), None);
+    }
 }

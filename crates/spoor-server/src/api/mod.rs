@@ -47,8 +47,9 @@ pub fn router(app: AppState) -> Router {
         .merge(users::routes())
         .merge(crate::ui::routes())
         .merge(erasure::routes())
-        .layer(middleware::from_fn_with_state(app.clone(), count_requests))
+        // Outermost last: the count and the duration include the audit record.
         .layer(middleware::from_fn_with_state(app.clone(), audit))
+        .layer(middleware::from_fn_with_state(app.clone(), count_requests))
         .with_state(app)
 }
 
@@ -66,13 +67,21 @@ fn cors_layer(origins: &[String]) -> CorsLayer {
     }
 }
 
+/// Counts every request by route and status, and times it by route.
 async fn count_requests(State(app): State<AppState>, req: Request, next: Next) -> Response {
+    let started = std::time::Instant::now();
     let route = req
         .extensions()
         .get::<MatchedPath>()
         .map(|p| p.as_str().to_owned())
         .unwrap_or_else(|| "unmatched".into());
     let resp = next.run(req).await;
+    app.metrics
+        .request_duration
+        .get_or_create(&crate::metrics::RouteOnly {
+            route: route.clone(),
+        })
+        .observe(started.elapsed().as_secs_f64());
     app.metrics
         .requests
         .get_or_create(&crate::metrics::RouteLabels {

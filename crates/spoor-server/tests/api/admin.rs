@@ -303,6 +303,8 @@ async fn health_readiness_and_metrics() {
         "spoor_log_last_seq 1",
         "spoor_log_fsync_duration_seconds_count",
         "spoor_http_requests_total{route=\"/v1/batch\",status=\"200\"} 1",
+        // Both batch requests were timed, the one refused included.
+        "spoor_http_request_duration_seconds_count{route=\"/v1/batch\"} 2",
     ] {
         assert!(m.contains(needle), "missing {needle} in\n{m}");
     }
