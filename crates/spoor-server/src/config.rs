@@ -54,6 +54,14 @@ pub struct ServerConfig {
     pub listen: String,
     pub trusted_proxies: Vec<ipnet::IpNet>,
     pub cors_origins: Vec<String>,
+    /// Scheduler slice the request-serving threads ask for, in µs (0: the kernel's
+    /// default); see [`crate::sched`].
+    #[serde(default = "default_thread_slice_us")]
+    pub thread_slice_us: u64,
+}
+
+fn default_thread_slice_us() -> u64 {
+    100
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -14,6 +14,7 @@ pub mod metrics;
 pub mod parse_pool;
 pub mod privacy;
 pub mod processor;
+pub mod sched;
 pub mod scheduled_exports;
 pub mod tls;
 pub mod ui;

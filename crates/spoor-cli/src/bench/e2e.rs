@@ -480,8 +480,13 @@ pub fn run(args: E2eArgs) -> anyhow::Result<()> {
     let preload = Arc::new(preload);
     let shop_bodies = Arc::new(shop_bodies);
 
+    // The server's threads ask for the slice `spoor serve` gives them; so does the lookup
+    // client, which stands for a client on another machine (its wake-ups are part of the
+    // latency it measures).
+    let slice = cfg.server.thread_slice_us;
     let server_rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        .on_thread_start(move || spoor_server::sched::request_slice(slice))
         .thread_name("bench-server")
         .build()?;
     let client_rt = tokio::runtime::Builder::new_multi_thread()
@@ -492,6 +497,7 @@ pub fn run(args: E2eArgs) -> anyhow::Result<()> {
     let lookup_rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
+        .on_thread_start(move || spoor_server::sched::request_slice(slice))
         .thread_name("bench-lookup")
         .build()?;
     let init = InitSecrets {

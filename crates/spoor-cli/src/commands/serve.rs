@@ -53,8 +53,10 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             .ok()
             .filter(|s| !s.is_empty()),
     };
+    let slice = cfg.server.thread_slice_us;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        .on_thread_start(move || spoor_server::sched::request_slice(slice))
         .build()?;
     rt.block_on(async move {
         let listen = cfg.server.listen.clone();
