@@ -11,8 +11,9 @@
 
 /// Asks the kernel for a time slice of `us` microseconds for the calling thread (kept
 /// within the kernel's bounds, 100 µs to 100 ms); 0 leaves the default. Its policy and
-/// niceness stay as they are. A refusal is logged once per thread and otherwise ignored:
-/// it only costs latency.
+/// niceness stay as they are. A refusal is logged (debug) and otherwise ignored: it only
+/// costs latency. Threads the calling thread starts inherit the slice: a tokio runtime
+/// asks for it in `on_thread_start`, which covers its workers and its blocking pool.
 pub fn request_slice(us: u64) {
     if us == 0 {
         return;
@@ -20,6 +21,16 @@ pub fn request_slice(us: u64) {
     #[cfg(target_os = "linux")]
     if let Err(e) = linux::set_slice_ns(us.saturating_mul(1_000)) {
         tracing::debug!(error = %e, "could not ask for a shorter scheduler slice");
+    }
+}
+
+/// Gives the calling thread the kernel's default slice back. Background threads (the
+/// processor, parsing) call it with their lower priority: one started from a request
+/// thread would otherwise inherit its short slice and preempt like one.
+pub fn default_slice() {
+    #[cfg(target_os = "linux")]
+    if let Err(e) = linux::set_slice_ns(0) {
+        tracing::debug!(error = %e, "could not reset the scheduler slice");
     }
 }
 
@@ -73,6 +84,7 @@ mod linux {
         Ok(a)
     }
 
+    /// `ns == 0` asks for the default slice.
     pub(super) fn set_slice_ns(ns: u64) -> std::io::Result<()> {
         let mut a = get()?;
         a.size = VER0;
@@ -117,6 +129,16 @@ mod tests {
                 } else {
                     assert_eq!(a, b, "an older kernel keeps its slice");
                 }
+                // A thread it starts inherits the slice until it asks for the default.
+                let (inherited, reset) = std::thread::spawn(|| {
+                    let inherited = current_slice_ns();
+                    default_slice();
+                    (inherited, current_slice_ns())
+                })
+                .join()
+                .unwrap();
+                assert_eq!(inherited, Some(a));
+                assert_eq!(reset, Some(b), "the default slice back");
             }
         })
         .join()

@@ -74,8 +74,10 @@ fn default_checkpoint_pending() -> usize {
     1_000_000
 }
 
-/// Lowers the calling thread's priority (on Linux, niceness is per thread).
+/// Lowers the calling thread's priority (on Linux, niceness is per thread), with the
+/// kernel's default scheduler slice (see [`crate::sched`]).
 pub(crate) fn lower_priority(nice: i32) {
+    crate::sched::default_slice();
     #[cfg(target_os = "linux")]
     if nice > 0 {
         // SAFETY: setpriority only reads its arguments; who = 0 is the calling thread.
