@@ -9,8 +9,14 @@
 //!
 //! The hand-over is bounded: if freeing falls behind by [`QUEUE`] batches, the processor
 //! waits for it (memory held by garbage stays bounded).
+//!
+//! The thread starts with the first hand-over, not when the state is opened: a new thread
+//! takes its creator's niceness and scheduler slice, and the state is opened on whichever
+//! thread starts the server, while garbage comes from the processor thread, which runs
+//! niced. Started from there, freeing gives way to lookups as the processor does.
 
 use std::sync::mpsc::{sync_channel, SyncSender};
+use std::sync::OnceLock;
 use std::thread::JoinHandle;
 
 /// Batches of garbage that may wait to be freed.
@@ -20,42 +26,48 @@ type Garbage = Box<dyn Send>;
 
 /// A long-lived thread that drops what it is sent, in order.
 pub(super) struct Dropper {
-    tx: Option<SyncSender<Garbage>>,
-    handle: Option<JoinHandle<()>>,
+    /// `None` inside: the thread could not be started, garbage is dropped where it is
+    /// handed over (correct, only slower).
+    thread: OnceLock<Option<Running>>,
+}
+
+struct Running {
+    tx: SyncSender<Garbage>,
+    handle: JoinHandle<()>,
+}
+
+fn start() -> Option<Running> {
+    let (tx, rx) = sync_channel::<Garbage>(QUEUE);
+    match std::thread::Builder::new()
+        .name("spoor-free".into())
+        .spawn(move || {
+            for garbage in rx {
+                drop(garbage);
+            }
+        }) {
+        Ok(handle) => Some(Running { tx, handle }),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot start the freeing thread; freeing inline");
+            None
+        }
+    }
 }
 
 impl Dropper {
-    /// Starts the thread. If it cannot be started, garbage is dropped where it is handed
-    /// over (correct, only slower).
+    /// A dropper whose thread starts with the first [`Self::drop_later`].
     pub fn new() -> Self {
-        let (tx, rx) = sync_channel::<Garbage>(QUEUE);
-        match std::thread::Builder::new()
-            .name("spoor-free".into())
-            .spawn(move || {
-                for garbage in rx {
-                    drop(garbage);
-                }
-            }) {
-            Ok(handle) => Self {
-                tx: Some(tx),
-                handle: Some(handle),
-            },
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot start the freeing thread; freeing inline");
-                Self {
-                    tx: None,
-                    handle: None,
-                }
-            }
+        Self {
+            thread: OnceLock::new(),
         }
     }
 
-    /// Drops `v` on the freeing thread.
+    /// Drops `v` on the freeing thread (started by the first call, on the caller's
+    /// priority).
     pub fn drop_later<T: Send + 'static>(&self, v: T) {
-        match &self.tx {
-            Some(tx) => {
+        match self.thread.get_or_init(start) {
+            Some(r) => {
                 // A send fails only if the thread is gone (it panicked): drop here.
-                let _ = tx.send(Box::new(v));
+                let _ = r.tx.send(Box::new(v));
             }
             None => drop(v),
         }
@@ -65,9 +77,9 @@ impl Dropper {
 impl Drop for Dropper {
     /// Everything handed over is freed before the owner goes.
     fn drop(&mut self) {
-        self.tx.take();
-        if let Some(h) = self.handle.take() {
-            let _ = h.join();
+        if let Some(Some(r)) = self.thread.take() {
+            drop(r.tx);
+            let _ = r.handle.join();
         }
     }
 }
@@ -102,5 +114,39 @@ mod tests {
         }
         drop(d);
         assert_eq!(n.load(Ordering::SeqCst), QUEUE * 6);
+    }
+
+    /// The freeing thread is started by the first hand-over, so it runs at the priority of
+    /// the thread handing over (niceness is per thread on Linux and inherited), not of the
+    /// thread that created the dropper.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn the_freeing_thread_takes_the_priority_of_the_first_hand_over() {
+        let d = Dropper::new();
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                // SAFETY: setpriority only reads its arguments; who = 0 is this thread.
+                assert_eq!(unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, 7) }, 0);
+                let seen = Arc::new(AtomicUsize::new(usize::MAX));
+                let s2 = seen.clone();
+                struct Nice(Arc<AtomicUsize>);
+                impl Drop for Nice {
+                    fn drop(&mut self) {
+                        // SAFETY: getpriority only reads its arguments.
+                        let n = unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) };
+                        self.0.store(n as usize, Ordering::SeqCst);
+                    }
+                }
+                d.drop_later(Nice(s2));
+                while seen.load(Ordering::SeqCst) == usize::MAX {
+                    std::thread::yield_now();
+                }
+                assert_eq!(
+                    seen.load(Ordering::SeqCst),
+                    7,
+                    "the freeing thread's niceness"
+                );
+            });
+        });
     }
 }
