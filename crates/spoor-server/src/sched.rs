@@ -38,7 +38,8 @@ pub fn default_slice() {
 }
 
 /// The calling thread's slice in nanoseconds (`None` where it cannot be read).
-pub fn current_slice_ns() -> Option<u64> {
+#[cfg(test)]
+fn current_slice_ns() -> Option<u64> {
     #[cfg(target_os = "linux")]
     {
         linux::get().ok().map(|a| a.runtime)

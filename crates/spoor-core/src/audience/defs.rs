@@ -165,6 +165,14 @@ pub struct Activation {
     pub revision: u64,
 }
 
+impl Activation {
+    /// The earliest next change of any audience or of the computed traits: what
+    /// `next_timer_ms` holds after every evaluation.
+    pub fn earliest_next(&self) -> Option<i64> {
+        self.next.values().copied().chain(self.computed_next).min()
+    }
+}
+
 fn is_zero(v: &u64) -> bool {
     *v == 0
 }

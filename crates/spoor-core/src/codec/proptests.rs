@@ -304,8 +304,6 @@ fn profile() -> impl Strategy<Value = Profile> {
         )
 }
 
-/// Equality that treats NaN as equal to itself (states may hold one; `PartialEq` says
-/// NaN != NaN): compares the debug forms, which print every field.
 /// `b` cut short at `cut` (never whole), and `b` with the byte at `flip.0` changed.
 fn damaged(
     b: &[u8],
@@ -318,6 +316,8 @@ fn damaged(
     (&b[..cut.index(b.len())], c)
 }
 
+/// Equality that treats NaN as equal to itself (states may hold one; `PartialEq` says
+/// NaN != NaN): compares the debug forms, which print every field.
 fn same<T: std::fmt::Debug>(a: &T, b: &T) -> bool {
     format!("{a:?}") == format!("{b:?}")
 }

@@ -76,16 +76,15 @@ async fn count_requests(State(app): State<AppState>, req: Request, next: Next) -
         .map(|p| p.as_str().to_owned())
         .unwrap_or_else(|| "unmatched".into());
     let resp = next.run(req).await;
+    let only = crate::metrics::RouteOnly { route };
     app.metrics
         .request_duration
-        .get_or_create(&crate::metrics::RouteOnly {
-            route: route.clone(),
-        })
+        .get_or_create(&only)
         .observe(started.elapsed().as_secs_f64());
     app.metrics
         .requests
         .get_or_create(&crate::metrics::RouteLabels {
-            route,
+            route: only.route,
             status: resp.status().as_u16(),
         })
         .inc();

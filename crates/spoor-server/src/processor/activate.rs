@@ -409,13 +409,11 @@ impl Engine {
                 .as_deref()
                 .is_some_and(|n| self.by_event.contains_key(n))
             || self.computed.may_select(ev);
-        let quiet = touched.traits.is_empty()
-            && !(touched.channels || touched.devices || touched.groups || touched.consent);
-        let read = !quiet && self.slots.iter().any(|s| s.reads_touched(touched));
+        let read = !touched.is_quiet() && self.slots.iter().any(|s| s.reads_touched(touched));
         !selected
             && !read
             && act.revision == self.revision
-            && act.next.values().copied().chain(act.computed_next).min() == act.next_timer_ms
+            && act.earliest_next() == act.next_timer_ms
     }
 
     /// Applies one event to the person's computed-trait and audience states, without
@@ -622,7 +620,7 @@ impl Engine {
             // `fill` lent the values to the facts (nothing above changes them).
             act.values = Arc::new(std::mem::take(&mut f.computed));
         }
-        let next = act.next.values().copied().chain(act.computed_next).min();
+        let next = act.earliest_next();
         act.next_timer_ms = next;
         out.new_timer = next;
         out

@@ -19,6 +19,13 @@ pub struct Touched {
     pub consent: bool,
 }
 
+impl Touched {
+    /// The event changed none of these facts.
+    pub fn is_quiet(&self) -> bool {
+        self.traits.is_empty() && !(self.channels || self.devices || self.groups || self.consent)
+    }
+}
+
 /// The values of the traits audiences read before an event is applied (empty for an event
 /// that states no traits, the only ones that can change them): see [`Engine::touched`].
 pub struct TraitsBefore(Vec<Option<serde_json::Value>>);
