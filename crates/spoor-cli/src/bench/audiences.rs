@@ -125,18 +125,26 @@ fn traits(n: usize) -> Vec<ComputedDef> {
 
 /// `n` audience rules a shop would define: interest by category, recency, frequency,
 /// abandoned carts, funnels, computed-trait thresholds, exclusions, nesting.
+///
+/// The eight kinds take turns (`i % 8`), and each kind's parameters vary with `i / 8`, the
+/// rule's round through them: with `i % 8` alone, every rule of a kind got the same
+/// category, source or trait (a category picked by `i % 8` is fixed once the kind is), so
+/// 50 rules were 13 distinct ones.
 fn rules(n: usize, traits: usize) -> Vec<String> {
+    const SOURCES: &[&str] = &["google", "newsletter", "facebook", "instagram", "bing"];
     (0..n)
         .map(|i| {
-            let cat = CATS[i % CATS.len()];
-            let t = if traits > 0 { format!("t{}", (i * 5) % traits) } else { String::new() };
+            let round = i / 8;
+            let cat = CATS[round % CATS.len()];
+            let src = SOURCES[round % SOURCES.len()];
+            let t = if traits > 0 { format!("t{}", i % traits) } else { String::new() };
             match i % 8 {
                 0 => format!(r#"performed "Product Viewed" where category = "{cat}" at least 3 times within 30d"#),
                 1 => format!(r#"performed "Order Completed" within {}d"#, 1 + i % 14),
-                2 => r#"performed "Product Added" and not followed by "Order Completed" within 2h"#.into(),
+                2 => format!(r#"performed "Product Added" and not followed by "Order Completed" within {}h"#, 1 + round),
                 3 => format!(r#"performed "Product Viewed" where category = "{cat}" then "Product Added" within 1d"#),
                 4 if traits > 0 => format!("computed {t} exists and trait plan = \"member\""),
-                5 => r#"utm source = "google" and not performed "Order Completed" within 30d"#.into(),
+                5 => format!(r#"utm source = "{src}" and not performed "Order Completed" within 30d"#),
                 6 if i > 1 => format!("in audience a{} and not in audience a{}", i - 6, i - 5),
                 _ => format!(r#"device type = "mobile" and performed "Product Viewed" at least {} times within 7d"#, 1 + i % 5),
             }
