@@ -13,16 +13,10 @@ use std::sync::Arc;
 
 const KEY: &str = "definitions";
 /// The definitions revision the derived state (activation) was last backfilled for.
-///
-/// Both keys name the layout of the audience states they vouch for: `.signals` since the
-/// states are kept per shared condition (`spoor_core::audience::Signal`), not per
-/// audience. A data directory written before has neither key, so its first start
-/// recomputes every definition from the log (its states are under audience names, which
-/// no signal reads). A change of `Signal::VERSION` needs new keys here too.
-const APPLIED: &str = "definitions_applied_revision.signals";
+const APPLIED: &str = "definitions_applied_revision";
 /// The definitions themselves at that revision: the next backfill compares against them
 /// to recompute only what changed. Absent (older data directories): a full recompute.
-const APPLIED_DEFS: &str = "definitions_applied.signals";
+const APPLIED_DEFS: &str = "definitions_applied";
 
 /// How far the backfill of one audience or computed trait has come.
 #[derive(Debug, Clone, Default, Serialize, PartialEq)]

@@ -105,7 +105,6 @@ mod name_map;
 mod parse;
 mod print;
 mod set;
-mod signal;
 mod state;
 
 #[cfg(test)]
@@ -131,8 +130,7 @@ pub use lazy::LazyActivation;
 pub use name_map::NameMap;
 pub use parse::{parse_with_refs, RefKind, Reference, MAX_DEPTH};
 pub use set::AudienceSet;
-pub use signal::Signal;
-pub use state::{evaluate_slots, next_change_slots, AudienceState, SlotState};
+pub use state::{AudienceState, SlotState};
 
 /// Parses the text form.
 pub fn parse(src: &str) -> Result<Rule, ParseError> {
@@ -177,8 +175,6 @@ pub struct CompiledRule {
     pub rule: Rule,
     /// The event conditions, in [`Rule::walk`] order: slot `i` of an [`AudienceState`].
     pub leaves: Vec<Rule>,
-    /// The signal of each leaf (same order): where the processor keeps its state.
-    pub signals: Vec<Signal>,
     pub deps: Dependencies,
     /// Some non-event condition compares with a time relative to now (`trait signup <
     /// now - 30d`): only then can the facts alone flip by time, and
@@ -206,7 +202,6 @@ pub fn compile(rule: Rule) -> CompiledRule {
     let deps = Dependencies::of(&rule);
     CompiledRule {
         rule,
-        signals: leaves.iter().map(Signal::of).collect(),
         leaves,
         deps,
         facts_by_time,

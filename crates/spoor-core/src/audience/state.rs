@@ -49,7 +49,7 @@ pub enum SlotState {
 }
 
 impl SlotState {
-    pub(crate) fn new(leaf: &Rule) -> SlotState {
+    fn new(leaf: &Rule) -> SlotState {
         match leaf {
             Rule::Performed { within: None, .. } => SlotState::Count { n: 0 },
             Rule::Performed { .. } => SlotState::Latest { ts: Vec::new() },
@@ -66,7 +66,7 @@ impl SlotState {
         }
     }
 
-    pub(crate) fn apply(&mut self, leaf: &Rule, ev: &EventFact) {
+    fn apply(&mut self, leaf: &Rule, ev: &EventFact) {
         match (self, leaf) {
             (SlotState::Count { n }, Rule::Performed { event, .. })
                 if selector_matches(event, ev) =>
@@ -114,7 +114,7 @@ impl SlotState {
         }
     }
 
-    pub(crate) fn merge(&mut self, leaf: &Rule, other: SlotState) {
+    fn merge(&mut self, leaf: &Rule, other: SlotState) {
         match (self, other, leaf) {
             (SlotState::Count { n }, SlotState::Count { n: m }, _) => *n += m,
             (
@@ -233,7 +233,7 @@ impl SlotState {
 }
 
 /// How many latest timestamps a windowed count must keep to decide its comparison.
-pub(super) fn keep(count: CountOp) -> usize {
+fn keep(count: CountOp) -> usize {
     match count {
         CountOp::AtLeast(n) => n as usize,
         CountOp::AtMost(n) | CountOp::Exactly(n) => n as usize + 1,
@@ -365,7 +365,9 @@ impl AudienceState {
 
     /// Membership at `now_ms`, given the person's other facts.
     pub fn evaluate(&self, rule: &CompiledRule, facts: &ProfileFacts, now_ms: i64) -> bool {
-        evaluate_slots(rule, facts, now_ms, |i| self.slots.get(i))
+        walk_eval(&rule.rule, facts, now_ms, &mut 0, &mut |leaf, i| {
+            self.slots.get(i).is_some_and(|s| s.holds(leaf, now_ms))
+        })
     }
 
     /// The earliest time after `now_ms` at which membership may change with no new event and
@@ -379,40 +381,20 @@ impl AudienceState {
         facts: &ProfileFacts,
         now_ms: i64,
     ) -> Option<i64> {
-        next_change_slots(rule, facts, now_ms, |i| self.slots.get(i))
-    }
-}
-
-/// [`AudienceState::evaluate`] with the state of leaf `i` found by `slot` (the processor
-/// keeps one state per [`super::Signal`], shared between audiences; `None` reads as false).
-pub fn evaluate_slots<'s>(
-    rule: &CompiledRule,
-    facts: &ProfileFacts,
-    now_ms: i64,
-    slot: impl Fn(usize) -> Option<&'s SlotState>,
-) -> bool {
-    walk_eval(&rule.rule, facts, now_ms, &mut 0, &mut |leaf, i| {
-        slot(i).is_some_and(|s| s.holds(leaf, now_ms))
-    })
-}
-
-/// [`AudienceState::next_change`] with the states found by `slot`, as in [`evaluate_slots`].
-pub fn next_change_slots<'s>(
-    rule: &CompiledRule,
-    facts: &ProfileFacts,
-    now_ms: i64,
-    slot: impl Fn(usize) -> Option<&'s SlotState>,
-) -> Option<i64> {
-    let events = (rule.leaves.iter().enumerate())
-        .filter_map(|(i, leaf)| slot(i)?.next_change(leaf, now_ms))
-        .min();
-    let facts = if rule.facts_by_time {
-        facts_next_flip(&rule.rule, facts, now_ms)
-    } else {
-        None
-    };
-    match (events, facts) {
-        (Some(a), Some(b)) => Some(a.min(b)),
-        (a, b) => a.or(b),
+        let events = self
+            .slots
+            .iter()
+            .zip(&rule.leaves)
+            .filter_map(|(s, leaf)| s.next_change(leaf, now_ms))
+            .min();
+        let facts = if rule.facts_by_time {
+            facts_next_flip(&rule.rule, facts, now_ms)
+        } else {
+            None
+        };
+        match (events, facts) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 }

@@ -14,8 +14,8 @@
 use super::touched::Touched;
 use crate::defs::DefsHandle;
 use spoor_core::audience::{
-    evaluate_slots, next_change_slots, property_keys, state_mut, top_key, Activation, AudienceSet,
-    AudienceState, CompiledRule, Definitions, Dependencies, EventFact, ProfileFacts, Signal,
+    property_keys, state_mut, top_key, Activation, AudienceSet, AudienceState, CompiledRule,
+    Definitions, Dependencies, EventFact, ProfileFacts,
 };
 use spoor_core::computed::{ComputedSet, ComputedState};
 use spoor_core::identity::ProfileId;
@@ -44,13 +44,7 @@ pub struct Engine {
     /// The audiences in nesting order, with what each depends on as indexes into this
     /// list (evaluation walks it without name lookups).
     slots: Vec<Slot>,
-    /// The distinct signals of every audience's event conditions (`spoor_core::audience::
-    /// Signal`): each is folded once per event and stored once per person, whichever
-    /// audiences share it.
-    signals: Vec<SignalUse>,
-    /// Signal key → position in `signals` (a person's stored states are kept by key).
-    signal_at: HashMap<Arc<str>, usize>,
-    /// Event name → signals whose selectors name it; `any_name`: signals with a selector
+    /// Event name → slots whose event selectors name it; `any_name`: slots with a selector
     /// that names no event (type-only or any event). Only these can match an event.
     by_event: HashMap<String, Vec<usize>>,
     any_name: Vec<usize>,
@@ -79,19 +73,10 @@ pub struct Engine {
 /// empty unless [`Engine::reads_groups`]).
 pub type GroupFacts = [serde_json::Map<String, serde_json::Value>];
 
-/// One distinct signal and the audiences reading it.
-struct SignalUse {
-    signal: Signal,
-    /// Positions in [`Engine::slots`].
-    audiences: Vec<usize>,
-}
-
 struct Slot {
     /// Shared with every person's maps keyed by it (a new key is an `Arc` increment).
     name: Arc<str>,
     rule: CompiledRule,
-    /// Per leaf of the rule, its signal's position in [`Engine::signals`].
-    signals: Vec<usize>,
     /// Indexes of the audiences this one reads (all earlier in the order).
     reads: Vec<usize>,
     /// The parts of the person's facts the rule reads (`TRAITS`, `COMPUTED`…).
@@ -142,8 +127,6 @@ impl Engine {
             now,
             consent: Arc::default(),
             slots: Vec::new(),
-            signals: Vec::new(),
-            signal_at: HashMap::new(),
             by_event: HashMap::new(),
             any_name: Vec::new(),
             keys: BTreeSet::new(),
@@ -190,7 +173,6 @@ impl Engine {
                         .filter_map(|c| self.computed.index_of(c))
                         .collect(),
                     traits: Vec::new(),
-                    signals: Vec::new(),
                     rule,
                     reads,
                 })
@@ -241,33 +223,12 @@ impl Engine {
                 }
             }
         }
-        self.signals.clear();
-        self.signal_at.clear();
-        for (i, slot) in self.slots.iter_mut().enumerate() {
-            slot.signals = (slot.rule.signals.iter())
-                .map(|sig| {
-                    let at = *self.signal_at.entry(sig.key.clone()).or_insert_with(|| {
-                        self.signals.push(SignalUse {
-                            signal: sig.clone(),
-                            audiences: Vec::new(),
-                        });
-                        self.signals.len() - 1
-                    });
-                    let users = &mut self.signals[at].audiences;
-                    if users.last() != Some(&i) {
-                        users.push(i);
-                    }
-                    at
-                })
-                .collect();
-        }
         self.by_event.clear();
         self.any_name.clear();
-        for (i, s) in self.signals.iter().enumerate() {
-            let deps = Dependencies::of(&s.signal.leaf);
+        for (i, slot) in self.slots.iter().enumerate() {
             let mut any = false;
             let mut names = BTreeSet::new();
-            for sel in &deps.events {
+            for sel in &slot.rule.deps.events {
                 match &sel.name {
                     Some(n) => {
                         names.insert(n.clone());
@@ -462,19 +423,17 @@ impl Engine {
     /// touched.
     pub fn fold(&self, act: &mut Activation, ev: &EventFact, matched: &mut [bool]) -> Vec<usize> {
         let computed = self.computed.apply_at(&mut act.computed, ev);
-        // Only signals whose selectors name this event (or no event) can match it.
+        // Only slots whose selectors name this event (or no event) can match it.
         let named = ev.name.as_deref().and_then(|n| self.by_event.get(n));
         for &i in named.into_iter().flatten().chain(&self.any_name) {
-            let SignalUse { signal, audiences } = &self.signals[i];
-            if signal.selects(ev) {
-                signal.apply(
-                    state_mut(&mut act.audiences, &signal.key, || signal.new_state()),
-                    ev,
-                );
-                for &a in audiences {
-                    if let Some(m) = matched.get_mut(a) {
-                        *m = true;
-                    }
+            let slot = &self.slots[i];
+            if slot.rule.deps.event_matters(ev) {
+                state_mut(&mut act.audiences, &slot.name, || {
+                    AudienceState::new(&slot.rule)
+                })
+                .apply(&slot.rule, ev);
+                if let Some(m) = matched.get_mut(i) {
+                    *m = true;
                 }
             }
         }
@@ -546,7 +505,7 @@ impl Engine {
     fn refresh_computed(&self, act: &mut Activation, now_ms: i64) {
         act.revision = self.revision;
         // States of definitions that no longer exist are dropped here, lazily.
-        act.audiences.retain(|k, _| self.signal_at.contains_key(k));
+        act.audiences.retain(|n, _| self.audiences.get(n).is_some());
         act.next.retain(|n, _| self.audiences.get(n).is_some());
         act.computed.retain(|n, _| self.computed.get(n).is_some());
         self.computed.prune(&mut act.computed, now_ms);
@@ -561,15 +520,14 @@ impl Engine {
     /// survivor is re-evaluated by the event that caused the merge.
     pub fn merge(&self, into: &mut Activation, other: Activation) {
         self.computed.merge(&mut into.computed, other.computed);
-        for (key, s) in other.audiences {
-            let Some(&at) = self.signal_at.get(&key) else {
+        for (name, s) in other.audiences {
+            let Some(rule) = self.audiences.get(&name) else {
                 continue;
             };
-            let signal = &self.signals[at].signal;
-            match into.audiences.get_mut(&key) {
-                Some(mine) => signal.merge(Arc::make_mut(mine), Arc::unwrap_or_clone(s)),
+            match into.audiences.get_mut(&name) {
+                Some(mine) => Arc::make_mut(mine).merge(rule, Arc::unwrap_or_clone(s)),
                 None => {
-                    into.audiences.insert(key, s);
+                    into.audiences.insert(name, s);
                 }
             }
         }
@@ -624,33 +582,15 @@ impl Engine {
                 built |= slot.needs;
             }
             let f = &mut f;
-            // The states of the rule's signals, looked up once (a rule has a few leaves).
-            let key = |g: usize| &self.signals[g].signal.key;
-            let mut few: [Option<&AudienceState>; FEW] = [None; FEW];
-            let direct = slot.signals.len() <= FEW;
-            if direct {
-                for (j, &g) in slot.signals.iter().enumerate() {
-                    few[j] = act.audiences.get(key(g)).map(|s| &**s);
-                }
-            }
-            let state = |j: usize| match direct {
-                true => few.get(j).copied().flatten(),
-                false => {
-                    (slot.signals.get(j)).and_then(|&g| act.audiences.get(key(g)).map(|s| &**s))
-                }
-            };
-            let (member, next) = match slot.empty {
+            let (member, next) = match (act.audiences.get(name).map(|s| &**s), slot.empty) {
+                (Some(s), _) => (s.evaluate(rule, f, now_ms), s.next_change(rule, f, now_ms)),
                 // No event of the person ever applied to a rule that reads events only:
                 // the answer is the empty state's, known since compile time (most
                 // audiences for a new person's first, full, evaluation).
-                Some(holds) if (0..slot.signals.len()).all(|j| state(j).is_none()) => (holds, None),
-                _ => {
-                    let at = |j: usize| {
-                        let g = *slot.signals.get(j)?;
-                        Some(self.signals[g].signal.slot(state(j)))
-                    };
-                    let member = evaluate_slots(rule, f, now_ms, at);
-                    (member, next_change_slots(rule, f, now_ms, at))
+                (None, Some(holds)) => (holds, None),
+                (None, None) => {
+                    let s = AudienceState::new(rule);
+                    (s.evaluate(rule, f, now_ms), s.next_change(rule, f, now_ms))
                 }
             };
             match (next, act.next.get_mut(name)) {
@@ -686,10 +626,6 @@ impl Engine {
         out
     }
 }
-
-/// Rules with up to this many event conditions have their signals' states looked up once
-/// per evaluation, on the stack.
-const FEW: usize = 4;
 
 /// Parts of [`ProfileFacts`] a rule reads (bits of `Slot::needs`).
 const TRAITS: u8 = 1;

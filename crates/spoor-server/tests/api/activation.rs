@@ -471,12 +471,6 @@ async fn incremental_memberships_equal_brute_force_over_the_log_as_time_passes()
                 audience("first_old", r#"first performed "Viewed" before date "2026-01-15""#),
                 audience("gold", r#"group trait tier = "gold""#),
                 audience("big_viewers", "group trait seats >= 25 and in audience viewers"),
-                // Conditions whose state others share (one signal each, see
-                // `spoor_core::audience::Signal`): `buyers`' and `quiet`'s latest
-                // "Bought", `abandoned`'s, `first_old`'s first "Viewed".
-                audience("buyers_9d", r#"performed "Bought" within 9d"#),
-                audience("cart_3d", r#"performed "Viewed" where price > 50 and not followed by "Bought" within 3d"#),
-                audience("first_recent", r#"first performed "Viewed" after now - 10d"#),
             ]);
         })
         .await;
@@ -640,9 +634,6 @@ async fn changed_definitions_equal_brute_force(seed: u64, variant: Variant) {
                     "quoted",
                     r#"performed "Say \"hi\"" or performed "back\\slash""#,
                 ),
-                // Shares its signal with `buyers` (the latest "Bought"): refolded to the
-                // same state, spliced over it.
-                audience("buyers_12d", r#"performed "Bought" within 12d"#),
             ]);
         })
         .await;
@@ -687,8 +678,6 @@ async fn changed_definitions_equal_brute_force(seed: u64, variant: Variant) {
         // Removals: an audience, and a trait with a value for everyone (`[]`).
         srv.define(|d| {
             d.audiences.remove("big_buyers");
-            // Its signal stays: `buyers` reads it.
-            d.audiences.remove("buyers_12d");
             d.computed.remove("cats");
         })
         .await;

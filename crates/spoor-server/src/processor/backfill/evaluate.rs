@@ -165,10 +165,10 @@ fn evaluate_part(
                     None => act.computed.remove(&**name),
                 };
             }
-            for signal in &plan.signals {
-                match fresh.audiences.remove_entry(&*signal.key) {
+            for (name, _) in &plan.audiences {
+                match fresh.audiences.remove_entry(&**name) {
                     Some((k, s)) => act.audiences.insert(k, s),
-                    None => act.audiences.remove(&*signal.key),
+                    None => act.audiences.remove(&**name),
                 };
             }
             // States of removed definitions are dropped by the evaluation.
@@ -224,11 +224,6 @@ fn splice_added(
     let view = ActivationView::parse(bytes)
         .map_err(|e| StoreError::Meta(format!("unreadable profile record {pid}: {e}")))?;
     let names: Vec<&str> = plan.audiences.iter().map(|(n, _)| &**n).collect();
-    // The entries spliced: the audiences' (membership, next change) and their signals'
-    // (state).
-    let entries: Vec<&str> = (names.iter().copied())
-        .chain(plan.signals.iter().map(|s| &*s.key))
-        .collect();
     // What the added audiences have: their fresh states, and what an earlier, interrupted
     // run of this backfill may have left.
     let mut act = Activation {
@@ -248,7 +243,7 @@ fn splice_added(
         }
     }
     let mut o = engine.on_added_alone(&mut act, now, |name| names.contains(&name));
-    let (spliced, timer) = view.splice(&entries, &act);
+    let (spliced, timer) = view.splice(&names, &act);
     o.old_timer = view.next_timer_ms;
     o.new_timer = timer;
     Ok((spliced != bytes).then_some((spliced, o)))

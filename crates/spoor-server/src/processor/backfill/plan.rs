@@ -21,7 +21,7 @@
 use super::super::activate::{needs, Engine};
 use spoor_core::audience::{
     property_keys, top_key, AudienceState, CompiledRule, Definitions, EventFact, EventSelector,
-    ProfileFacts, Signal,
+    ProfileFacts,
 };
 use spoor_core::computed::{ComputedDef, ComputedState};
 use std::collections::BTreeSet;
@@ -45,10 +45,6 @@ pub struct Plan {
     /// New or changed audiences and computed traits, folded from the log (all when `full`).
     /// Each with its name shared, as the states' keys are (`state_mut`).
     pub audiences: Vec<(Arc<str>, CompiledRule)>,
-    /// The distinct signals of those audiences' event conditions: what is folded, and
-    /// the states replaced (a signal another audience shares is refolded to the same
-    /// state: it is a function of the signal and the person's events alone).
-    pub signals: Vec<Signal>,
     pub computed: Vec<(Arc<str>, ComputedDef)>,
     /// Old versions of changed or removed definitions: an event that matters to one marks
     /// a person holding a state or value to drop.
@@ -119,7 +115,6 @@ impl Plan {
                 }
             }
         }
-        p.signals = signals_of(&p.audiences);
         let rules = p.audiences.iter().map(|(_, r)| r).chain(&p.stale_audiences);
         let defs = p.computed.iter().map(|(_, d)| d).chain(&p.stale_computed);
         p.everyone = rules.clone().any(|r| !silent_rule(r, now_ms))
@@ -155,7 +150,6 @@ impl Plan {
             })
             .collect();
         p.members_of = p.audiences.iter().map(|(n, _)| n.to_string()).collect();
-        p.signals = signals_of(&p.audiences);
         let rules = p.audiences.iter().map(|(_, r)| r);
         let defs = p.computed.iter().map(|(_, d)| d);
         (p.needles, p.keys) = select(rules, defs);
@@ -167,7 +161,6 @@ impl Plan {
         Plan {
             full: false,
             audiences: Vec::new(),
-            signals: Vec::new(),
             computed: Vec::new(),
             stale_audiences: Vec::new(),
             stale_computed: Vec::new(),
@@ -231,16 +224,6 @@ impl Plan {
             .any(|r| r.deps.event_matters(ev))
             || self.stale_computed.iter().any(|d| d.matters(ev))
     }
-}
-
-/// The distinct signals of the rules' event conditions, in first-seen order.
-fn signals_of(audiences: &[(Arc<str>, CompiledRule)]) -> Vec<Signal> {
-    let mut seen = std::collections::HashSet::new();
-    (audiences.iter())
-        .flat_map(|(_, r)| &r.signals)
-        .filter(|s| seen.insert(s.key.clone()))
-        .cloned()
-        .collect()
 }
 
 /// The event names (`None`: some selector names no event) and properties the given

@@ -27,7 +27,7 @@
 use super::super::activate::Engine;
 use super::owners::{applied_to, live_in, owner_of, Liveness, Mapping};
 use super::plan::Plan;
-use spoor_core::audience::{state_mut, Activation, EventFact};
+use spoor_core::audience::{state_mut, Activation, AudienceState, EventFact};
 use spoor_core::computed::ComputedState;
 use spoor_core::profile::{parse_event, parse_event_lean};
 use spoor_store::log::LogReader;
@@ -176,10 +176,10 @@ fn fold_planned(plan: &Plan, part: &mut HashMap<u64, Activation>, pid: u64, ev: 
             state_mut(states, name, || ComputedState::new(d)).apply(d, ev);
         }
     }
-    for signal in &plan.signals {
-        if signal.selects(ev) {
+    for (name, rule) in &plan.audiences {
+        if rule.deps.event_matters(ev) {
             let states = &mut part.entry(pid).or_default().audiences;
-            signal.apply(state_mut(states, &signal.key, || signal.new_state()), ev);
+            state_mut(states, name, || AudienceState::new(rule)).apply(rule, ev);
         }
     }
     if plan.stale_match(ev) {
