@@ -137,16 +137,16 @@ fn rules(n: usize, traits: usize) -> Vec<String> {
             let round = i / 8;
             let cat = CATS[round % CATS.len()];
             let src = SOURCES[round % SOURCES.len()];
-            let t = if traits > 0 { format!("t{}", i % traits) } else { String::new() };
+            let t = if traits > 0 { format!("t{}", round % traits) } else { String::new() };
             match i % 8 {
                 0 => format!(r#"performed "Product Viewed" where category = "{cat}" at least 3 times within 30d"#),
                 1 => format!(r#"performed "Order Completed" within {}d"#, 1 + i % 14),
                 2 => format!(r#"performed "Product Added" and not followed by "Order Completed" within {}h"#, 1 + round),
                 3 => format!(r#"performed "Product Viewed" where category = "{cat}" then "Product Added" within 1d"#),
                 4 if traits > 0 => format!("computed {t} exists and trait plan = \"member\""),
-                5 => format!(r#"utm source = "{src}" and not performed "Order Completed" within 30d"#),
+                5 => format!(r#"utm source = "{src}" and not performed "Order Completed" within {}d"#, 30 + round),
                 6 if i > 1 => format!("in audience a{} and not in audience a{}", i - 6, i - 5),
-                _ => format!(r#"device type = "mobile" and performed "Product Viewed" at least {} times within 7d"#, 1 + i % 5),
+                _ => format!(r#"device type = "mobile" and performed "Product Viewed" at least {} times within 7d"#, 1 + round),
             }
         })
         .collect()
@@ -485,5 +485,27 @@ pub(super) fn definition(name: String, rule: spoor_core::audience::Rule) -> Audi
         created_ms: 0,
         updated_ms: 0,
         revision: 1,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The bench defines what it says: 50 valid rules, no two alike (each kind's category,
+    /// source, window or trait varies with its round), reading traits that exist.
+    #[test]
+    fn the_benchs_rules_parse_and_differ() {
+        let rs = rules(50, 20);
+        let distinct: std::collections::BTreeSet<&String> = rs.iter().collect();
+        assert_eq!(distinct.len(), 50, "{rs:#?}");
+        for r in &rs {
+            parse(r).unwrap_or_else(|e| panic!("{r}: {e}"));
+        }
+        let names: Vec<String> = traits(20).into_iter().map(|t| t.name).collect();
+        for r in rs.iter().filter(|r| r.starts_with("computed")) {
+            let t = r.split_whitespace().nth(1).unwrap_or_default();
+            assert!(names.iter().any(|n| n == t), "{r}");
+        }
     }
 }
