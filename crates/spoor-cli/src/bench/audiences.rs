@@ -48,6 +48,11 @@ pub struct AudienceBenchArgs {
     /// People entering the short-window audience in the expiry phase.
     #[arg(long, default_value_t = 20_000)]
     pub expiring: u64,
+    /// Phase 1 measures processing without and with the definitions this many times,
+    /// alternating, and reports the median share: on a shared 2-core machine one run's
+    /// speed varies by ±15 %, more than most changes move it.
+    #[arg(long, default_value_t = 1)]
+    pub rounds: usize,
     /// Skip phases by number (e.g. `--skip 3`).
     #[arg(long)]
     pub skip: Vec<u8>,
@@ -264,6 +269,16 @@ fn pct(sorted: &[f64], p: f64) -> f64 {
     sorted[(((sorted.len() - 1) as f64) * p).round() as usize]
 }
 
+/// The median (the mean of the middle two for an even count).
+fn median(xs: &mut [f64]) -> f64 {
+    xs.sort_by(f64::total_cmp);
+    match xs.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => xs[n / 2],
+        n => (xs[n / 2 - 1] + xs[n / 2]) / 2.0,
+    }
+}
+
 pub fn run(args: AudienceBenchArgs) -> anyhow::Result<()> {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new("warn"))
@@ -291,20 +306,40 @@ pub fn run(args: AudienceBenchArgs) -> anyhow::Result<()> {
     if !args.skip.contains(&1) {
         println!();
         println!("1. Processing (the processor alone over the log, as it runs live: identity + profiles [+ audiences], changes published to readers, checkpoints included)");
-        let base = rebuild_speed(&cfg, true)?;
-        let (size, _) = profile_sizes(&cfg)?;
-        println!("  without definitions     {base:.0} events/s (profiles {size} B stored)");
+        let (mut bases, mut withs, mut shares) = (Vec::new(), Vec::new(), Vec::new());
+        for round in 1..=args.rounds.max(1) {
+            define(&cfg, 0, 0)?;
+            let base = rebuild_speed(&cfg, true)?;
+            let (size, _) = profile_sizes(&cfg)?;
+            define(&cfg, args.audiences, args.traits)?;
+            let with = rebuild_speed(&cfg, true)?;
+            let (with_size, act) = profile_sizes(&cfg)?;
+            let share = 100.0 * with / base;
+            if args.rounds > 1 {
+                println!("  round {round}:");
+            }
+            println!("  without definitions     {base:.0} events/s (profiles {size} B stored)");
+            println!(
+                "  with {} audiences + {} traits   {with:.0} events/s = {share:.0}% of the speed without (target >= 75%); profiles {with_size} B stored, {act} B of it audience/trait state",
+                args.audiences, args.traits,
+            );
+            bases.push(base);
+            withs.push(with);
+            shares.push(share);
+        }
+        if args.rounds > 1 {
+            println!(
+                "  median of {} rounds: {:.0} events/s without, {:.0} with, share {:.0}% (target >= 75%)",
+                shares.len(),
+                median(&mut bases),
+                median(&mut withs),
+                median(&mut shares)
+            );
+        }
+        let rebuild_with = rebuild_speed(&cfg, false)?;
+        define(&cfg, 0, 0)?;
         let rebuild_base = rebuild_speed(&cfg, false)?;
         define(&cfg, args.audiences, args.traits)?;
-        let with = rebuild_speed(&cfg, true)?;
-        let (size, act) = profile_sizes(&cfg)?;
-        println!(
-            "  with {} audiences + {} traits   {with:.0} events/s = {:.0}% of the speed without (target >= 75%); profiles {size} B stored, {act} B of it audience/trait state",
-            args.audiences,
-            args.traits,
-            100.0 * with / base
-        );
-        let rebuild_with = rebuild_speed(&cfg, false)?;
         println!(
             "  `spoor rebuild` (nothing reads the fresh state, nothing published): {rebuild_base:.0} events/s without definitions, {rebuild_with:.0} with ({:.0}%)",
             100.0 * rebuild_with / rebuild_base
@@ -496,6 +531,8 @@ mod tests {
     /// source, window or trait varies with its round), reading traits that exist.
     #[test]
     fn the_benchs_rules_parse_and_differ() {
+        assert_eq!(median(&mut [3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(&mut [4.0, 1.0, 3.0, 2.0]), 2.5);
         let rs = rules(50, 20);
         let distinct: std::collections::BTreeSet<&String> = rs.iter().collect();
         assert_eq!(distinct.len(), 50, "{rs:#?}");
