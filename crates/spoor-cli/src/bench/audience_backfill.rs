@@ -38,11 +38,12 @@ fn config(dir: &Path) -> anyhow::Result<Config> {
 /// binary writing another state format, rebuilds it.
 fn recipe(args: &AudienceBenchArgs) -> String {
     format!(
-        "events={} people={} audiences={} traits={} state_format={}\n",
+        "events={} people={} audiences={} traits={} rules={} state_format={}\n",
         args.events,
         args.people,
         args.audiences,
         args.traits,
+        super::audiences::RULES_VERSION,
         spoor_store::state::STATE_FORMAT
     )
 }

@@ -128,6 +128,10 @@ fn traits(n: usize) -> Vec<ComputedDef> {
         .collect()
 }
 
+/// Which definitions [`rules`] and [`traits`] generate: part of what a prepared `--reuse`
+/// state was built from, so bump it when they change (2: each kind's parameters vary).
+pub(super) const RULES_VERSION: u32 = 2;
+
 /// `n` audience rules a shop would define: interest by category, recency, frequency,
 /// abandoned carts, funnels, computed-trait thresholds, exclusions, nesting.
 ///
@@ -531,8 +535,6 @@ mod tests {
     /// source, window or trait varies with its round), reading traits that exist.
     #[test]
     fn the_benchs_rules_parse_and_differ() {
-        assert_eq!(median(&mut [3.0, 1.0, 2.0]), 2.0);
-        assert_eq!(median(&mut [4.0, 1.0, 3.0, 2.0]), 2.5);
         let rs = rules(50, 20);
         let distinct: std::collections::BTreeSet<&String> = rs.iter().collect();
         assert_eq!(distinct.len(), 50, "{rs:#?}");
@@ -544,5 +546,13 @@ mod tests {
             let t = r.split_whitespace().nth(1).unwrap_or_default();
             assert!(names.iter().any(|n| n == t), "{r}");
         }
+    }
+
+    /// `--rounds` reports the middle run (the mean of the middle two for an even count).
+    #[test]
+    fn median_of_odd_and_even_counts() {
+        assert_eq!(median(&mut [3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(&mut [4.0, 1.0, 3.0, 2.0]), 2.5);
+        assert_eq!(median(&mut []), 0.0);
     }
 }
