@@ -616,7 +616,7 @@ pub fn run(args: E2eArgs) -> anyhow::Result<()> {
         None,
     ));
     let started = Instant::now();
-    let ingest_task = client_rt.spawn(post_all(
+    let mut ingest_task = client_rt.spawn(post_all(
         client.clone(),
         url.clone(),
         shop_bodies.clone(),
@@ -629,7 +629,6 @@ pub fn run(args: E2eArgs) -> anyhow::Result<()> {
     let mut next_line = started + Duration::from_secs(1);
     // Waits on the task itself rather than polling: this thread shares the 2 cores with
     // the server, and a wake-up every few ms was one more thread for lookups to wait behind.
-    let mut ingest_task = ingest_task;
     let busy = loop {
         let wait = next_line.saturating_duration_since(Instant::now());
         let done =

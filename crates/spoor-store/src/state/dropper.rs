@@ -138,7 +138,12 @@ mod tests {
                     }
                 }
                 d.drop_later(Nice(s2));
+                let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
                 while seen.load(Ordering::SeqCst) == usize::MAX {
+                    assert!(
+                        std::time::Instant::now() < deadline,
+                        "nothing freed within 10 s"
+                    );
                     std::thread::yield_now();
                 }
                 assert_eq!(
