@@ -316,8 +316,6 @@ fn postgres_and_nats_destinations_from_the_cli() {
             .await
             .unwrap();
         tokio::spawn(conn);
-        c.batch_execute(&format!("DROP SCHEMA \"{schema}\" CASCADE"))
-            .await
-            .unwrap();
+        common::drop_schema(&c, &schema).await;
     });
 }

@@ -192,9 +192,7 @@ fn postgres_and_nats_survive_kill9() {
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        c.batch_execute(&format!("DROP SCHEMA \"{schema}\" CASCADE"))
-            .await
-            .unwrap();
+        common::drop_schema(&c, &schema).await;
 
         // Every event and entry once, in order per person.
         let expected = sent + buyers.len();

@@ -55,6 +55,23 @@ async fn define(srv: &TestServer, name: &str, rule: &str) {
     .await;
 }
 
+/// Drops a test's schema. The server's sync may still be writing into it: PostgreSQL then
+/// reports a deadlock between the drop's table locks and the sync's insert (it aborts one of
+/// the two), so the drop is retried rather than failing the test over its own clean-up.
+pub(crate) async fn drop_schema(c: &tokio_postgres::Client, schema: &str) {
+    let sql = format!("DROP SCHEMA \"{schema}\" CASCADE");
+    for _ in 0..50 {
+        match c.batch_execute(&sql).await {
+            Ok(()) => return,
+            Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::T_R_DEADLOCK_DETECTED) => {
+                tokio::time::sleep(Duration::from_millis(100)).await
+            }
+            Err(e) => panic!("{sql}: {e}"),
+        }
+    }
+    panic!("{sql}: still deadlocked after 50 tries");
+}
+
 pub(crate) async fn pg(url: &str) -> tokio_postgres::Client {
     let (c, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
         .await
@@ -241,9 +258,7 @@ async fn postgres_sync_upserts_profiles_and_memberships_and_reflects_exits() {
         wait_tables(&c, &schema, "u2 erased", |(p, _)| !p.contains_key(&p2)).await;
     assert_eq!(profiles.len(), 2, "{profiles:?}");
     assert_eq!(members, vec![("pros".into(), p3.clone())]);
-    c.batch_execute(&format!("DROP SCHEMA \"{schema}\" CASCADE"))
-        .await
-        .unwrap();
+    drop_schema(&c, &schema).await;
 }
 
 #[tokio::test]
@@ -314,9 +329,7 @@ async fn postgres_sync_folds_a_merge_and_keeps_its_position_across_a_restart() {
     // 4 events and 2 entries, each once.
     assert_eq!(v["stats"]["delivered"], 6, "{v}");
     assert_eq!(v["stats"]["dead_letters"], 0, "{v}");
-    c.batch_execute(&format!("DROP SCHEMA \"{schema}\" CASCADE"))
-        .await
-        .unwrap();
+    drop_schema(&c, &schema).await;
 }
 
 #[tokio::test]
