@@ -130,7 +130,7 @@ pub use lazy::LazyActivation;
 pub use name_map::NameMap;
 pub use parse::{parse_with_refs, RefKind, Reference, MAX_DEPTH};
 pub use set::AudienceSet;
-pub use state::{AudienceState, SlotState};
+pub use state::{AudienceState, Keys, SlotState, Slots, Stamps};
 
 /// Parses the text form.
 pub fn parse(src: &str) -> Result<Rule, ParseError> {

@@ -18,7 +18,7 @@
 
 use super::profile::map;
 use super::{DecodeError, Reader, Writer};
-use crate::audience::{Activation, AudienceState, SlotState};
+use crate::audience::{Activation, AudienceState, Keys, SlotState, Slots, Stamps};
 use crate::computed::{ComputedState, Sum};
 use std::iter::Peekable;
 use std::sync::Arc;
@@ -206,7 +206,7 @@ pub(super) fn read_activation(
                 Layout::V2 => None,
             };
             let n = r.count()?;
-            let mut slots = Vec::with_capacity(n);
+            let mut slots = Slots::with_capacity(n);
             for _ in 0..n {
                 slots.push(read_slot(r)?);
             }
@@ -247,9 +247,9 @@ fn write_keys(w: &mut Writer<'_, '_>, keys: &[(i64, u64)]) {
     }
 }
 
-fn read_keys(r: &mut Reader<'_>) -> Result<Vec<(i64, u64)>, DecodeError> {
+fn read_keys(r: &mut Reader<'_>) -> Result<Keys, DecodeError> {
     let n = r.count()?;
-    let mut v = Vec::with_capacity(n);
+    let mut v = Keys::with_capacity(n);
     for _ in 0..n {
         v.push(r.key()?);
     }
@@ -314,7 +314,7 @@ fn read_slot(r: &mut Reader<'_>) -> Result<SlotState, DecodeError> {
         0 => SlotState::Count { n: r.u64()? },
         1 => {
             let n = r.count()?;
-            let mut ts = Vec::with_capacity(n);
+            let mut ts = Stamps::with_capacity(n);
             for _ in 0..n {
                 ts.push(r.i64()?);
             }

@@ -164,17 +164,19 @@ fn key() -> impl Strategy<Value = (i64, u64)> {
 fn slot() -> impl Strategy<Value = SlotState> {
     prop_oneof![
         any::<u64>().prop_map(|n| SlotState::Count { n }),
-        vec(any::<i64>(), 0..5).prop_map(|ts| SlotState::Latest { ts }),
+        vec(any::<i64>(), 0..5).prop_map(|ts| SlotState::Latest { ts: ts.into() }),
         of(any::<i64>()).prop_map(|ts| SlotState::Extreme { ts }),
         (any::<bool>(), vec(key(), 0..4), vec(key(), 0..4)).prop_map(|(done, firsts, thens)| {
             SlotState::Then {
                 done,
-                firsts,
-                thens,
+                firsts: firsts.into(),
+                thens: thens.into(),
             }
         }),
-        (of(key()), vec(key(), 0..4))
-            .prop_map(|(latest, thens)| SlotState::NotFollowed { latest, thens }),
+        (of(key()), vec(key(), 0..4)).prop_map(|(latest, thens)| SlotState::NotFollowed {
+            latest,
+            thens: thens.into(),
+        }),
     ]
 }
 
@@ -214,7 +216,9 @@ fn activation() -> impl Strategy<Value = Activation> {
         btree_map(name(), computed(), 0..4),
         btree_map(
             name(),
-            vec(slot(), 0..3).prop_map(|slots| AudienceState { slots }),
+            vec(slot(), 0..3).prop_map(|slots| AudienceState {
+                slots: slots.into(),
+            }),
             0..4,
         ),
         btree_map(name(), any::<i64>(), 0..4),
@@ -441,7 +445,7 @@ fn repeated_names_are_written_once() {
     let mut a = Activation::default();
     let name = "a_rather_long_audience_name_for_a_marketing_team";
     a.audiences
-        .insert(name.into(), Arc::new(AudienceState { slots: Vec::new() }));
+        .insert(name.into(), Arc::new(AudienceState::default()));
     a.members.insert(name.into(), 1);
     a.next.insert(name.into(), 2);
     let b = encode_activation(&a);
@@ -478,9 +482,11 @@ fn golden_profile() -> Profile {
     a.audiences.insert(
         "buyers".into(),
         Arc::new(AudienceState {
-            slots: vec![
+            slots: smallvec::smallvec![
                 SlotState::Count { n: 2 },
-                SlotState::Latest { ts: vec![5, 9] },
+                SlotState::Latest {
+                    ts: smallvec::smallvec![5, 9],
+                },
             ],
         }),
     );

@@ -291,8 +291,11 @@ pub(crate) fn top_values(counts: &BTreeMap<String, u64>, top: usize) -> Value {
 }
 
 /// The `limit` most recently seen, most recent first.
-pub(crate) fn recent_values(latest: &BTreeMap<String, (i64, u64)>, limit: usize) -> Value {
-    let mut v: Vec<(&String, &(i64, u64))> = latest.iter().collect();
+pub(crate) fn recent_values<'a>(
+    latest: impl IntoIterator<Item = (&'a String, &'a (i64, u64))>,
+    limit: usize,
+) -> Value {
+    let mut v: Vec<(&String, &(i64, u64))> = latest.into_iter().collect();
     v.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
     Value::Array(
         v.into_iter()

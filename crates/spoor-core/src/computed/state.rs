@@ -219,13 +219,15 @@ impl ComputedState {
                 _ => Some(Value::from(counts.len())),
             },
             ComputedState::Recent { latest } => {
-                let mut live_only = latest.clone();
-                live_only.retain(|_, k| live(k.0));
                 let limit = match def.aggregation {
                     Aggregation::DistinctList { limit } => limit,
                     _ => usize::MAX,
                 };
-                Some(recent_values(&live_only, limit))
+                // Filtered as read: a copy of the map per value was a copy per event.
+                Some(recent_values(
+                    latest.iter().filter(|(_, k)| live(k.0)),
+                    limit,
+                ))
             }
             ComputedState::Staircase { points } => {
                 let vals = points.iter().filter(|(t, _)| live(*t)).map(|(_, x)| *x);
