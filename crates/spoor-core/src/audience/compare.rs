@@ -37,6 +37,13 @@ pub fn holds_any<'a>(
     }
 }
 
+thread_local! {
+    /// [`holds_any_str`]'s buffer, kept per thread: one per call was an allocation per UTM
+    /// or device condition evaluated, the largest single source of them in
+    /// `spoor bench audiences` once the states were inline.
+    static STR_BUF: std::cell::RefCell<Value> = const { std::cell::RefCell::new(Value::String(String::new())) };
+}
+
 /// [`holds_any`] over strings (one UTM or device field per channel / device): each is
 /// compared as a JSON string through one reused buffer, not a `Value` allocated per
 /// string per evaluation (device and UTM audiences are evaluated on most events).
@@ -45,17 +52,29 @@ pub fn holds_any_str<'a>(
     cmp: &Comparison,
     now_ms: i64,
 ) -> bool {
-    let mut buf = Value::String(String::new());
+    STR_BUF.with(|buf| match buf.try_borrow_mut() {
+        Ok(mut buf) => holds_any_str_in(&mut buf, values, cmp, now_ms),
+        // Not reentrant today; should it become so, a fresh buffer is still correct.
+        Err(_) => holds_any_str_in(&mut Value::String(String::new()), values, cmp, now_ms),
+    })
+}
+
+fn holds_any_str_in<'a>(
+    buf: &mut Value,
+    values: impl IntoIterator<Item = Option<&'a str>>,
+    cmp: &Comparison,
+    now_ms: i64,
+) -> bool {
     let mut seen = false;
     for s in values {
         seen = true;
         let v = match s {
             Some(s) => {
-                if let Value::String(b) = &mut buf {
+                if let Value::String(b) = &mut *buf {
                     b.clear();
                     b.push_str(s);
                 }
-                Some(&buf)
+                Some(&*buf)
             }
             None => None,
         };

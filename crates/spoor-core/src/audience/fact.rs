@@ -5,7 +5,7 @@
 //! and re-evaluated without access to the log or the store: the processor builds them once per
 //! event / per evaluation and hands them in.
 
-use super::ast::{EventSelector, PropCond};
+use super::ast::{DeviceField, EventSelector, PropCond, Rule, UtmField};
 use crate::event::EventType;
 use crate::profile::{EventView, LeanView, Profile};
 use serde::de::{IgnoredAny, MapAccess, Visitor};
@@ -176,6 +176,39 @@ pub struct DeviceFact {
     pub browser: Option<String>,
 }
 
+/// Which UTM and device fields some rules read (a bit per field), so that facts are built
+/// with those alone.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FactFields {
+    utm: u8,
+    device: u8,
+}
+
+impl FactFields {
+    /// Every field (what a caller that does not know the rules needs).
+    pub const ALL: FactFields = FactFields {
+        utm: 0b1_1111,
+        device: 0b111,
+    };
+
+    /// The fields `rule`'s UTM and device conditions read, added to these.
+    pub fn add(&mut self, rule: &Rule) {
+        rule.walk(&mut |r| match r {
+            Rule::Utm { field, .. } => self.utm |= 1 << *field as u8,
+            Rule::Device { field, .. } => self.device |= 1 << *field as u8,
+            _ => {}
+        });
+    }
+
+    pub fn has_utm(self, f: UtmField) -> bool {
+        self.utm & (1 << f as u8) != 0
+    }
+
+    pub fn has_device(self, f: DeviceField) -> bool {
+        self.device & (1 << f as u8) != 0
+    }
+}
+
 /// Everything about a person that is *not* an event condition, as of one evaluation.
 ///
 /// Channel and device conditions hold when *any* of the person's channels / devices matches
@@ -221,17 +254,33 @@ impl ProfileFacts {
         channels: bool,
         devices: bool,
     ) -> ProfileFacts {
+        ProfileFacts::from_profile_fields(p, traits, channels, devices, FactFields::ALL)
+    }
+
+    /// [`ProfileFacts::from_profile_parts`] copying only the UTM and device fields in
+    /// `fields` (the others are left empty): the real-time path copies what its rules read,
+    /// a string per channel instead of five.
+    pub fn from_profile_fields(
+        p: &Profile,
+        traits: bool,
+        channels: bool,
+        devices: bool,
+        fields: FactFields,
+    ) -> ProfileFacts {
+        let pick = |on: bool, v: &Option<String>| if on { v.clone() } else { None };
+        let u = |f: UtmField| fields.has_utm(f);
+        let d = |f: DeviceField| fields.has_device(f);
         ProfileFacts {
             traits: if traits { p.trait_values() } else { Map::new() },
             channels: if channels {
                 p.channels
                     .values()
                     .map(|c| ChannelFact {
-                        source: c.utm.source.clone(),
-                        medium: c.utm.medium.clone(),
-                        campaign: c.utm.campaign.clone(),
-                        content: c.utm.content.clone(),
-                        term: c.utm.term.clone(),
+                        source: pick(u(UtmField::Source), &c.utm.source),
+                        medium: pick(u(UtmField::Medium), &c.utm.medium),
+                        campaign: pick(u(UtmField::Campaign), &c.utm.campaign),
+                        content: pick(u(UtmField::Content), &c.utm.content),
+                        term: pick(u(UtmField::Term), &c.utm.term),
                     })
                     .collect()
             } else {
@@ -240,10 +289,14 @@ impl ProfileFacts {
             devices: if devices {
                 p.devices
                     .values()
-                    .map(|d| DeviceFact {
-                        device_type: d.device_type.clone(),
-                        os: d.os.clone(),
-                        browser: d.browser.clone(),
+                    .map(|dev| DeviceFact {
+                        device_type: if d(DeviceField::Type) {
+                            dev.device_type.clone()
+                        } else {
+                            String::new()
+                        },
+                        os: pick(d(DeviceField::Os), &dev.os),
+                        browser: pick(d(DeviceField::Browser), &dev.browser),
                     })
                     .collect()
             } else {

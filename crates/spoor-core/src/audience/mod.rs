@@ -125,7 +125,9 @@ pub use defs::{
 pub use deps::{audience_order, check_refs, Catalog, Dependencies};
 pub use error::{OrderError, ParseError, RuleError};
 pub use eval::{evaluate, selector_matches};
-pub use fact::{lookup, property_keys, top_key, ChannelFact, DeviceFact, EventFact, ProfileFacts};
+pub use fact::{
+    lookup, property_keys, top_key, ChannelFact, DeviceFact, EventFact, FactFields, ProfileFacts,
+};
 pub use lazy::LazyActivation;
 pub use name_map::NameMap;
 pub use parse::{parse_with_refs, RefKind, Reference, MAX_DEPTH};

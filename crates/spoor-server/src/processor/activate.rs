@@ -13,9 +13,10 @@
 
 use super::touched::Touched;
 use crate::defs::DefsHandle;
+use smallvec::{smallvec, SmallVec};
 use spoor_core::audience::{
     property_keys, state_mut, top_key, Activation, AudienceSet, AudienceState, CompiledRule,
-    Definitions, Dependencies, EventFact, ProfileFacts,
+    Definitions, Dependencies, EventFact, FactFields, ProfileFacts,
 };
 use spoor_core::computed::{ComputedSet, ComputedState};
 use spoor_core::identity::ProfileId;
@@ -62,6 +63,8 @@ pub struct Engine {
     /// (a rule looks a trait path up by its top-level key first, so it sees the same
     /// values); positions in this list are what [`super::touched::Touched::traits`] names.
     pub(super) trait_keys: Vec<String>,
+    /// The UTM and device fields some rule reads: the only ones copied into the facts.
+    fields: FactFields,
     /// The audiences some audience nests on: the only memberships `fill` copies.
     nested: BTreeSet<String>,
     /// Every audience's name: a hash lookup per membership on every evaluation (looking
@@ -71,6 +74,10 @@ pub struct Engine {
 
 /// The traits of the person's groups, as plain values (what `group trait` conditions read;
 /// empty unless [`Engine::reads_groups`]).
+/// One flag per audience or computed trait for one event: on the stack up to 64 (one
+/// allocation per flag vector per event otherwise).
+type Flags = SmallVec<[bool; 64]>;
+
 pub type GroupFacts = [serde_json::Map<String, serde_json::Value>];
 
 struct Slot {
@@ -134,6 +141,7 @@ impl Engine {
             any_name_selector: false,
             group_keys: BTreeSet::new(),
             trait_keys: Vec::new(),
+            fields: FactFields::default(),
             nested: BTreeSet::new(),
             known: HashSet::new(),
         };
@@ -184,7 +192,9 @@ impl Engine {
         self.trait_keys.clear();
         self.nested.clear();
         let mut trait_keys = BTreeSet::new();
+        self.fields = FactFields::default();
         for slot in &self.slots {
+            self.fields.add(&slot.rule.rule);
             self.group_keys
                 .extend(slot.rule.deps.group_traits.iter().cloned());
             trait_keys.extend(slot.rule.deps.traits.iter().cloned());
@@ -337,7 +347,7 @@ impl Engine {
         }
         let mut act = p.take_activation();
         let full = full || act.revision != self.revision;
-        let mut matched = vec![false; self.slots.len()];
+        let mut matched: Flags = smallvec![false; self.slots.len()];
         let computed = self.fold(&mut act, ev, &mut matched);
         if full {
             self.refresh_computed(&mut act, now_ms);
@@ -345,7 +355,7 @@ impl Engine {
         // The computed traits whose value changed: only audiences reading one of those can
         // have changed through them (a `count` changes on every event it selects, but a
         // `max`, a `most_frequent` or a distinct list mostly do not).
-        let mut values_changed = vec![
+        let mut values_changed: Flags = smallvec![
             false;
             if computed.is_empty() {
                 0
@@ -565,7 +575,7 @@ impl Engine {
                 out.exited.push(n.to_string());
             }
         }
-        let mut changed = vec![false; self.slots.len()];
+        let mut changed: Flags = smallvec![false; self.slots.len()];
         // The facts are built part by part, as the audiences evaluated need them: most
         // events re-evaluate a few audiences that read events only, and copying the
         // person's traits, channels, devices and values for them was a large part of the
@@ -676,11 +686,12 @@ impl Engine {
                 .collect();
         }
         if parts & (CHANNELS | DEVICES) != 0 {
-            let from = ProfileFacts::from_profile_parts(
+            let from = ProfileFacts::from_profile_fields(
                 p,
                 false,
                 parts & CHANNELS != 0,
                 parts & DEVICES != 0,
+                self.fields,
             );
             if parts & CHANNELS != 0 {
                 f.channels = from.channels;

@@ -366,7 +366,17 @@ fn random_events(seed: u64, n: usize) -> Vec<Value> {
                 }
                 // An event only a computed trait selects (no audience names it).
                 7 => json!({"type": "track", "userId": user, "event": "Rated", "properties": {"stars": next(6)}, "timestamp": ts, "messageId": id}),
-                _ => json!({"type": "page", "anonymousId": anon, "name": "P", "context": {"campaign": {"source": format!("s{}", next(3))}}, "timestamp": ts, "messageId": id}),
+                // Channels and devices with more than one field each: the engine copies only
+                // the fields its rules read into the facts.
+                _ => {
+                    let ua = [
+                        "Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.0 Mobile/15E148 Safari/604.1",
+                        "Mozilla/5.0 (Windows NT 10.0; Win64; x64; rv:120.0) Gecko/20100101 Firefox/120.0",
+                    ][next(2) as usize];
+                    json!({"type": "page", "anonymousId": anon, "name": "P",
+                           "context": {"campaign": {"source": format!("s{}", next(3)), "medium": format!("m{}", next(2))}, "userAgent": ua},
+                           "timestamp": ts, "messageId": id})
+                }
             }
         })
         .collect()
@@ -465,6 +475,8 @@ async fn incremental_memberships_equal_brute_force_over_the_log_as_time_passes()
                 audience("browsing", "computed pages_1d >= 2"),
                 audience("pricey", "computed max_price >= 80 and computed spent_14d < 50"),
                 audience("loyal", "trait n >= 3 or utm source = \"s1\""),
+                audience("phones", r#"device type = "mobile" and utm medium = "m1""#),
+                audience("firefox", r#"device browser = "Firefox" or device os = "iPhone" and utm source = "s2""#),
                 audience("funnel", r#"performed "Viewed" then page "P" within 2d"#),
                 audience("abandoned", r#"performed "Viewed" where price > 50 and not followed by "Bought" within 1d"#),
                 audience("target", "in audience viewers and not in audience buyers"),
