@@ -316,6 +316,6 @@ fn postgres_and_nats_destinations_from_the_cli() {
             .await
             .unwrap();
         tokio::spawn(conn);
-        common::drop_schema(&c, &schema).await;
+        common::drop_schema::drop_schema(&c, &schema).await;
     });
 }

@@ -192,7 +192,7 @@ fn postgres_and_nats_survive_kill9() {
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        common::drop_schema(&c, &schema).await;
+        common::drop_schema::drop_schema(&c, &schema).await;
 
         // Every event and entry once, in order per person.
         let expected = sent + buyers.len();

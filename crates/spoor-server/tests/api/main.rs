@@ -6,6 +6,8 @@ mod audiences;
 mod bad_input;
 mod common;
 mod destinations;
+#[path = "../support/drop_schema.rs"]
+mod drop_schema;
 mod erasure;
 mod exports;
 mod fixtures;

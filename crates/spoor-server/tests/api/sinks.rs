@@ -4,6 +4,7 @@
 //! returns; with CI set, a missing URL fails it.
 
 use crate::common::{call, TestServer};
+pub(crate) use crate::drop_schema::drop_schema;
 use async_nats::jetstream;
 use futures_util::StreamExt;
 use serde_json::{json, Value};
@@ -53,23 +54,6 @@ async fn define(srv: &TestServer, name: &str, rule: &str) {
         d.audiences.insert(name.into(), def);
     })
     .await;
-}
-
-/// Drops a test's schema. The server's sync may still be writing into it: PostgreSQL then
-/// reports a deadlock between the drop's table locks and the sync's insert (it aborts one of
-/// the two), so the drop is retried rather than failing the test over its own clean-up.
-pub(crate) async fn drop_schema(c: &tokio_postgres::Client, schema: &str) {
-    let sql = format!("DROP SCHEMA \"{schema}\" CASCADE");
-    for _ in 0..50 {
-        match c.batch_execute(&sql).await {
-            Ok(()) => return,
-            Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::T_R_DEADLOCK_DETECTED) => {
-                tokio::time::sleep(Duration::from_millis(100)).await
-            }
-            Err(e) => panic!("{sql}: {e}"),
-        }
-    }
-    panic!("{sql}: still deadlocked after 50 tries");
 }
 
 pub(crate) async fn pg(url: &str) -> tokio_postgres::Client {
