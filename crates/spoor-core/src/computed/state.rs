@@ -121,7 +121,12 @@ impl ComputedState {
                     }
                 }
             }
-            ComputedState::Window { entries } => entries.push((k, v)),
+            // Kept in event order (see `window_value`); events mostly arrive in order, so
+            // this is a push.
+            ComputedState::Window { entries } => {
+                let at = entries.partition_point(|e| e.0 <= k);
+                entries.insert(at, (k, v));
+            }
         }
     }
 
@@ -156,7 +161,8 @@ impl ComputedState {
                 }
             }
             (ComputedState::Window { entries }, ComputedState::Window { entries: o }) => {
-                entries.extend(o)
+                entries.extend(o);
+                entries.sort_by_key(|e| e.0);
             }
             _ => {}
         }
@@ -273,29 +279,44 @@ fn trim_recent(latest: &mut BTreeMap<String, Key>, limit: usize) {
 
 /// The value over the window's entries (count, sum, avg, first, most frequent, distinct
 /// count).
+///
+/// The entries are read in event order (a sum's floating-point part must add up the same
+/// whatever order the events arrived in). States keep them in that order since 2026-12-08,
+/// so this reads them where they are: a sorted copy per value was an allocation per
+/// windowed trait per event. A state stored before is sorted on the fly.
 fn window_value(def: &ComputedDef, entries: &[(Key, Value)], now_ms: i64) -> Option<Value> {
-    let mut live: Vec<&(Key, Value)> = entries
-        .iter()
-        .filter(|(k, _)| def.in_window(k.0, now_ms))
-        .collect();
-    live.sort_by_key(|e| e.0);
+    let live = |e: &&(Key, Value)| def.in_window(e.0 .0, now_ms);
+    if entries.is_sorted_by_key(|e| e.0) {
+        aggregate_window(def, entries.iter().filter(live))
+    } else {
+        let mut sorted: Vec<&(Key, Value)> = entries.iter().filter(live).collect();
+        sorted.sort_by_key(|e| e.0);
+        aggregate_window(def, sorted.into_iter())
+    }
+}
+
+/// [`window_value`] over the live entries, in event order.
+fn aggregate_window<'a>(
+    def: &ComputedDef,
+    mut live: impl Iterator<Item = &'a (Key, Value)>,
+) -> Option<Value> {
     match def.aggregation {
-        Aggregation::Count => Some(Value::from(live.len())),
-        Aggregation::Sum => Some(number(Sum::of(live.iter().map(|e| &e.1)).total())),
+        Aggregation::Count => Some(Value::from(live.count())),
+        Aggregation::Sum => Some(number(Sum::of(live.map(|e| &e.1)).total())),
         Aggregation::Avg => {
-            let s = Sum::of(live.iter().map(|e| &e.1));
+            let s = Sum::of(live.map(|e| &e.1));
             (s.n > 0).then(|| number(s.total() / s.n as f64))
         }
-        Aggregation::First => live.first().map(|e| e.1.clone()),
+        Aggregation::First => live.next().map(|e| e.1.clone()),
         Aggregation::MostFrequent { top } => {
             let mut counts: BTreeMap<String, u64> = BTreeMap::new();
-            for e in &live {
+            for e in live {
                 *counts.entry(key_of(&e.1)).or_default() += 1;
             }
             Some(top_values(&counts, top))
         }
         Aggregation::DistinctCount => {
-            let mut keys: Vec<String> = live.iter().map(|e| key_of(&e.1)).collect();
+            let mut keys: Vec<String> = live.map(|e| key_of(&e.1)).collect();
             keys.sort();
             keys.dedup();
             Some(Value::from(keys.len()))
