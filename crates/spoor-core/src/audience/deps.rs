@@ -4,7 +4,7 @@
 use super::ast::*;
 use super::error::{OrderError, ParseError};
 use super::eval::selector_matches;
-use super::fact::EventFact;
+use super::fact::{EventFact, FactFields};
 use super::parse::{RefKind, Reference};
 use crate::event::EventType;
 use serde::Serialize;
@@ -23,6 +23,9 @@ pub struct Dependencies {
     /// Reads the person's channels (UTM) / devices.
     pub channels: bool,
     pub devices: bool,
+    /// Which of their fields (the only ones the processor copies into the facts).
+    #[serde(skip)]
+    pub fields: FactFields,
     /// Reads the person's consent (`consented to …`).
     #[serde(default)]
     pub consent: bool,
@@ -50,12 +53,14 @@ impl Dependencies {
                 d.group_traits.insert(top(path));
                 d.time |= uses_now(cmp);
             }
-            Rule::Utm { cmp, .. } => {
+            Rule::Utm { field, cmp } => {
                 d.channels = true;
+                d.fields.add_utm(*field);
                 d.time |= uses_now(cmp);
             }
-            Rule::Device { cmp, .. } => {
+            Rule::Device { field, cmp } => {
                 d.devices = true;
+                d.fields.add_device(*field);
                 d.time |= uses_now(cmp);
             }
             Rule::InAudience { name } => {

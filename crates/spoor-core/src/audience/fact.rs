@@ -5,7 +5,7 @@
 //! and re-evaluated without access to the log or the store: the processor builds them once per
 //! event / per evaluation and hands them in.
 
-use super::ast::{DeviceField, EventSelector, PropCond, Rule, UtmField};
+use super::ast::{DeviceField, EventSelector, PropCond, UtmField};
 use crate::event::EventType;
 use crate::profile::{EventView, LeanView, Profile};
 use serde::de::{IgnoredAny, MapAccess, Visitor};
@@ -176,8 +176,8 @@ pub struct DeviceFact {
     pub browser: Option<String>,
 }
 
-/// Which UTM and device fields some rules read (a bit per field), so that facts are built
-/// with those alone.
+/// Which UTM and device fields some rules read (a bit per field, gathered by
+/// [`super::Dependencies::of`]), so that facts are built with those alone.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct FactFields {
     utm: u8,
@@ -191,13 +191,20 @@ impl FactFields {
         device: 0b111,
     };
 
-    /// The fields `rule`'s UTM and device conditions read, added to these.
-    pub fn add(&mut self, rule: &Rule) {
-        rule.walk(&mut |r| match r {
-            Rule::Utm { field, .. } => self.utm |= 1 << *field as u8,
-            Rule::Device { field, .. } => self.device |= 1 << *field as u8,
-            _ => {}
-        });
+    pub fn add_utm(&mut self, f: UtmField) {
+        self.utm |= 1 << f as u8;
+    }
+
+    pub fn add_device(&mut self, f: DeviceField) {
+        self.device |= 1 << f as u8;
+    }
+
+    /// The fields of both.
+    pub fn union(self, other: FactFields) -> FactFields {
+        FactFields {
+            utm: self.utm | other.utm,
+            device: self.device | other.device,
+        }
     }
 
     pub fn has_utm(self, f: UtmField) -> bool {

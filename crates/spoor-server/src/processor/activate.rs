@@ -72,12 +72,12 @@ pub struct Engine {
     known: HashSet<String>,
 }
 
-/// The traits of the person's groups, as plain values (what `group trait` conditions read;
-/// empty unless [`Engine::reads_groups`]).
 /// One flag per audience or computed trait for one event: on the stack up to 64 (one
 /// allocation per flag vector per event otherwise).
 type Flags = SmallVec<[bool; 64]>;
 
+/// The traits of the person's groups, as plain values (what `group trait` conditions read;
+/// empty unless [`Engine::reads_groups`]).
 pub type GroupFacts = [serde_json::Map<String, serde_json::Value>];
 
 struct Slot {
@@ -194,7 +194,7 @@ impl Engine {
         let mut trait_keys = BTreeSet::new();
         self.fields = FactFields::default();
         for slot in &self.slots {
-            self.fields.add(&slot.rule.rule);
+            self.fields = self.fields.union(slot.rule.deps.fields);
             self.group_keys
                 .extend(slot.rule.deps.group_traits.iter().cloned());
             trait_keys.extend(slot.rule.deps.traits.iter().cloned());
